@@ -1,0 +1,61 @@
+"""`calbench list methods|datasets|backbones|metrics`."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+
+def _print(title: str, rows: list[tuple[str, ...]], columns: tuple[str, ...]) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+@click.group("list")
+def list_group() -> None:
+    """List what calbench knows: methods, datasets, backbones, metrics."""
+
+
+@list_group.command("methods")
+def list_methods_cmd() -> None:
+    """Every calibration method with a one-line description and its paper."""
+    from calbench.methods import METHODS, POSTHOC
+
+    rows = [(e.name, "train-time", e.description, e.paper) for e in METHODS.entries()]
+    rows += [(e.name, "post-hoc", e.description, e.paper) for e in POSTHOC.entries()]
+    _print("methods", rows, ("name", "kind", "description", "paper"))
+
+
+@list_group.command("datasets")
+def list_datasets_cmd() -> None:
+    """Every dataset with its task, classes and the on-disk layout it reads."""
+    from calbench.data import DATASETS
+
+    rows = [(e.name, str(e.meta.get("task", "")), str(e.meta.get("num_classes", "")),
+             e.description, str(e.meta.get("layout", ""))) for e in DATASETS.entries()]
+    _print("datasets", rows, ("name", "task", "classes", "description", "layout"))
+
+
+@list_group.command("backbones")
+@click.option("--filter", "pattern", default=None, help="Shell wildcard, e.g. 'resnet*'.")
+def list_backbones_cmd(pattern: str | None) -> None:
+    """calbench's own backbones and, with --filter, the timm models that match."""
+    from calbench.models import list_backbones
+
+    rows = [(name, source) for name, source in list_backbones(pattern)]
+    _print("backbones", rows, ("name", "source"))
+
+
+@list_group.command("metrics")
+def list_metrics_cmd() -> None:
+    """The metric keys of METRICS.md."""
+    from calbench.metrics import METRIC_INFO
+
+    rows = [(k, v["name"], "higher" if v["higher_is_better"] else "lower", v["definition"])
+            for k, v in METRIC_INFO.items()]
+    _print("metrics", rows, ("key", "name", "better", "definition"))
