@@ -9,3 +9,7 @@ paired_bootstrap(labels, *, logits_a|probs_a, logits_b|probs_b, ...)
 from calbench.metrics.core import ALL_KEYS, METRIC_INFO, METRIC_KEYS, compute_metrics
 
 __all__ = ["ALL_KEYS", "METRIC_INFO", "METRIC_KEYS", "compute_metrics"]
+
+from calbench.metrics.bootstrap import bootstrap_indices, bootstrap_metrics, paired_bootstrap  # noqa: E402
+
+__all__ += ["bootstrap_indices", "bootstrap_metrics", "paired_bootstrap"]

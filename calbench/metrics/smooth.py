@@ -1,7 +1,8 @@
 """Kernel-smoothed calibration errors: smece (Blasiok & Nakkiran 2023, relplot's grid algorithm)
 and sece (Gaussian-kernel regression surrogate of the meta-regularisation paper).
 
-Both are written for a batch of per-sample weight rows W (b, n) — W = None means one row of ones —
+Both are written for a batch of resample weight columns Wt (n, b) — Wt = None means one column of
+ones —
 so that the bootstrap evaluates B resamples with the very same code as the point estimate.
 """
 
@@ -19,21 +20,21 @@ SECE_BANDWIDTH = 0.01
 SECE_GRID = 2001       # grid points on [0, 1] for sece's kernel sums (spacing 5e-4 = bandwidth / 20)
 
 
-def grid_hist(f: np.ndarray, values: np.ndarray, points: int, W: np.ndarray | None) -> np.ndarray:
+def grid_hist(f: np.ndarray, values: np.ndarray, points: int, Wt: np.ndarray | None) -> np.ndarray:
     """Linear split of each sample's value onto a uniform grid of `points` on [0, 1] (relplot's
-    smooth_round_to_grid), weighted by each row of W: returns (b, points) float64."""
+    smooth_round_to_grid), weighted by each column of Wt (n, b): returns (b, points) float64."""
     pos = f * (points - 1)
     j = pos.astype(np.int64).clip(0, points - 2)
     frac = pos - j
     lo, hi = (1.0 - frac) * values, frac * values
-    if W is None:
+    if Wt is None:
         out = np.bincount(j, weights=lo, minlength=points) + np.bincount(j + 1, weights=hi, minlength=points)
         return out[None, :]
     n = f.shape[0]
     cols = np.concatenate([j, j + 1])
     rows = np.concatenate([np.arange(n), np.arange(n)])
     a = scipy.sparse.csr_matrix((np.concatenate([lo, hi]), (cols, rows)), shape=(points, n))
-    return np.asarray(a @ W.T).T
+    return np.asarray(a @ Wt).T
 
 
 def _fft_convolve_valid(x: np.ndarray, ker: np.ndarray) -> np.ndarray:
@@ -67,14 +68,14 @@ def _interpolate(t: np.ndarray, y: np.ndarray) -> np.ndarray:
 class _SmoothECE:
     """Fixed-bandwidth smooth ECE for a batch of weight rows; grid histograms cached per grid size."""
 
-    def __init__(self, conf, correct, W):
-        self.f, self.resid, self.W = conf, conf - correct, W
+    def __init__(self, conf, correct, Wt):
+        self.f, self.resid, self.Wt = conf, conf - correct, Wt
         self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def hists(self, points: int):
         if points not in self.cache:
-            self.cache[points] = (grid_hist(self.f, self.resid, points, self.W),
-                                  grid_hist(self.f, np.ones_like(self.f), points, self.W))
+            self.cache[points] = (grid_hist(self.f, self.resid, points, self.Wt),
+                                  grid_hist(self.f, np.ones_like(self.f), points, self.Wt))
         return self.cache[points]
 
     def at(self, sigma: float, rows: np.ndarray) -> np.ndarray:
@@ -87,11 +88,11 @@ class _SmoothECE:
         return np.abs(ys).sum(axis=1) / dens.sum(axis=1)
 
 
-def smece(conf: np.ndarray, correct: np.ndarray, W: np.ndarray | None = None) -> np.ndarray:
+def smece(conf: np.ndarray, correct: np.ndarray, Wt: np.ndarray | None = None) -> np.ndarray:
     """smECE with relplot's bandwidth rule (search_param: accept sigma = 1, else bisect [0, 1] in 10
     steps for the fixed point sigma = smooth_ece(sigma), keep the lower end). Returns (b,)."""
-    ev = _SmoothECE(conf, correct, W)
-    b = 1 if W is None else W.shape[0]
+    ev = _SmoothECE(conf, correct, Wt)
+    b = 1 if Wt is None else Wt.shape[1]
     every = np.arange(b)
 
     def predicate(sig: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -116,27 +117,27 @@ def smece(conf: np.ndarray, correct: np.ndarray, W: np.ndarray | None = None) ->
     return out
 
 
-def sece(conf: np.ndarray, correct: np.ndarray, W: np.ndarray | None = None,
+def sece(conf: np.ndarray, correct: np.ndarray, Wt: np.ndarray | None = None,
          bandwidth: float = SECE_BANDWIDTH) -> np.ndarray:
     """SECE = mean_i |acc_hat(r_i) - r_i| with acc_hat the Nadaraya-Watson regression of c on r,
     Gaussian kernel of the given bandwidth. The kernel sums are evaluated on a 2001-point grid
     (linear binning, as relplot does), so 10^7 rows cost O(n); error vs the exact O(n^2) sum is
     about 1e-4. Returns (b,)."""
     G = SECE_GRID
-    h_c = grid_hist(conf, correct, G, W)
-    h_1 = grid_hist(conf, np.ones_like(conf), G, W)
+    h_c = grid_hist(conf, correct, G, Wt)
+    h_1 = grid_hist(conf, np.ones_like(conf), G, Wt)
     half = int(np.ceil(8 * bandwidth * (G - 1)))
     u = np.arange(-half, half + 1) / (G - 1)
     ker = np.exp(-0.5 * (u / bandwidth) ** 2)
     pad = lambda h: np.pad(h, ((0, 0), (half, half)))  # noqa: E731  zero outside [0, 1]
-    num = _fft_convolve_valid(pad(h_c), ker)
-    den = _fft_convolve_valid(pad(h_1), ker)
+    num = np.ascontiguousarray(_fft_convolve_valid(pad(h_c), ker).T)  # (G, b)
+    den = np.ascontiguousarray(_fft_convolve_valid(pad(h_1), ker).T)
     pos = conf * (G - 1)
     j = pos.astype(np.int64).clip(0, G - 2)
-    fr = pos - j
-    num_i = num[:, j] * (1 - fr) + num[:, j + 1] * fr
-    den_i = den[:, j] * (1 - fr) + den[:, j + 1] * fr
-    gap = np.abs(num_i / np.maximum(den_i, 1e-300) - conf)
-    if W is None:
-        return gap.mean(axis=1)
-    return (W * gap).sum(axis=1) / W.sum(axis=1)
+    fr = (pos - j)[:, None]
+    num_i = num[j] * (1 - fr) + num[j + 1] * fr  # (n, b)
+    den_i = den[j] * (1 - fr) + den[j + 1] * fr
+    gap = np.abs(num_i / np.maximum(den_i, 1e-300) - conf[:, None])
+    if Wt is None:
+        return gap.mean(axis=0)
+    return np.einsum("ij,ij->j", Wt, gap) / Wt.sum(axis=0)
