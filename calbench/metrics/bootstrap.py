@@ -14,8 +14,8 @@ import scipy.sparse
 
 from calbench.errors import InputError
 from calbench.metrics import calibration, smooth
-from calbench.metrics.binning import bin_index, equal_mass_groups
-from calbench.metrics.core import compute_prepared, resolve_keys
+from calbench.metrics.binning import bin_edges, bin_index, equal_mass_groups
+from calbench.metrics.core import metrics_from_rows, resolve_keys
 from calbench.metrics.inputs import Prepared, prepare
 from calbench.metrics.rows import probs_block, summarise
 from calbench.metrics.segmentation import confusion_keys, miou_from_confusion
@@ -54,8 +54,10 @@ class Resampler:
 
     def __init__(self, prep: Prepared, bins: int, keys: tuple[str, ...]):
         self.keys, self.bins, self.n, self.k = keys, bins, prep.n, prep.num_classes
-        rows = summarise(prep, bins, classwise=False)
+        rows = summarise(prep, bins, classwise="cece" in keys)
+        self.point = metrics_from_rows(rows, keys)  # the same numbers as compute_metrics
         self.conf, self.correct = rows.conf, rows.correct
+        self.grids: dict = {}  # smooth.grid_matrix cache, shared by every index block
         n, M = self.n, bins
         ar = np.arange(n)
         b = bin_index(self.conf, M)
@@ -79,13 +81,14 @@ class Resampler:
         n, k, M = self.n, self.k, self.bins
         self.P = np.empty((n, k))
         ri, ci, vi = [], [], []
+        first_edge = bin_edges(M)[1]
         for start, stop in prep.chunks():
             p, _ = probs_block(prep, start, stop)
             self.P[start:stop] = p
-            bi = bin_index(p, M)
-            r, c = np.nonzero(bi > 0)
-            d = p[r, c] - (prep.labels[start:stop][r] == c)
-            ri.append(r + start), ci.append(c * M + bi[r, c]), vi.append(d)
+            r, c = np.nonzero(p > first_edge)  # exactly the entries outside bin 0 = [0, 1/M]
+            pv = p[r, c]
+            d = pv - (prep.labels[start:stop][r] == c)
+            ri.append(r + start), ci.append(c * M + bin_index(pv, M)), vi.append(d)
         self.Y = scipy.sparse.csr_matrix((np.ones(n), (np.arange(n), prep.labels)), shape=(n, k)).T.tocsr()
         self.Shi = scipy.sparse.csr_matrix((np.concatenate(vi), (np.concatenate(ri), np.concatenate(ci))),
                                            shape=(n, k * M)).T.tocsr()
@@ -113,9 +116,9 @@ class Resampler:
             elif key == "cece":
                 out[key] = self._cece(W, Wt, total)
             elif key == "smece":
-                out[key] = smooth.smece(self.conf, self.correct, Wt)
+                out[key] = smooth.smece(self.conf, self.correct, Wt, self.grids)
             elif key == "sece":
-                out[key] = smooth.sece(self.conf, self.correct, Wt)
+                out[key] = smooth.sece(self.conf, self.correct, Wt, cache=self.grids)
             elif key == "miou":
                 conf = (self.Cm @ Wt).T.reshape(-1, self.k, self.k)
                 out[key] = miou_from_confusion(conf)
@@ -163,6 +166,11 @@ def _check(B: int, ci: float) -> None:
         raise InputError(f"ci must lie in (0, 1), got {ci}")
 
 
+def _check_bins(bins) -> None:
+    if int(bins) < 1:
+        raise InputError(f"bins must be a positive integer, got {bins}")
+
+
 def _samples(resamplers, n: int, B: int, seed: int) -> list[dict[str, np.ndarray]]:
     parts = [dict() for _ in resamplers]
     for idx in _index_blocks(n, B, seed):
@@ -183,9 +191,10 @@ def bootstrap_metrics(labels, *, logits=None, probs=None, B: int = 1000, seed: i
     _check(B, ci)
     prep = prepare(labels, logits=logits, probs=probs, ignore_index=ignore_index)
     keys = resolve_keys(keys, prep.segmentation)
-    point = compute_prepared(prep, bins=bins, keys=keys)
-    (samples,) = _samples([Resampler(prep, int(bins), keys)], prep.n, int(B), seed)
-    return {"point": point, "ci": {k: _interval(samples[k], ci) for k in keys}, "samples": samples}
+    _check_bins(bins)
+    rs = Resampler(prep, int(bins), keys)
+    (samples,) = _samples([rs], prep.n, int(B), seed)
+    return {"point": rs.point, "ci": {k: _interval(samples[k], ci) for k in keys}, "samples": samples}
 
 
 def paired_bootstrap(labels, *, logits_a=None, probs_a=None, logits_b=None, probs_b=None, B: int = 1000,
@@ -200,9 +209,10 @@ def paired_bootstrap(labels, *, logits_a=None, probs_a=None, logits_b=None, prob
     if pa.scores.shape != pb.scores.shape:
         raise InputError(f"shape mismatch: prediction sets a {pa.scores.shape} and b {pb.scores.shape}")
     keys = resolve_keys(keys, pa.segmentation)
-    a = compute_prepared(pa, bins=bins, keys=keys)
-    b = compute_prepared(pb, bins=bins, keys=keys)
-    sa, sb = _samples([Resampler(pa, int(bins), keys), Resampler(pb, int(bins), keys)], pa.n, int(B), seed)
+    _check_bins(bins)
+    ra, rb = Resampler(pa, int(bins), keys), Resampler(pb, int(bins), keys)
+    a, b = ra.point, rb.point
+    sa, sb = _samples([ra, rb], pa.n, int(B), seed)
     diff = {k: sa[k] - sb[k] for k in keys}
     return {"point": {k: a[k] - b[k] for k in keys}, "ci": {k: _interval(diff[k], ci) for k in keys},
             "samples": diff, "a": a, "b": b}

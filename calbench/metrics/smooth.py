@@ -20,20 +20,38 @@ SECE_BANDWIDTH = 0.01
 SECE_GRID = 2001       # grid points on [0, 1] for sece's kernel sums (spacing 5e-4 = bandwidth / 20)
 
 
-def grid_hist(f: np.ndarray, values: np.ndarray, points: int, Wt: np.ndarray | None) -> np.ndarray:
-    """Linear split of each sample's value onto a uniform grid of `points` on [0, 1] (relplot's
-    smooth_round_to_grid), weighted by each column of Wt (n, b): returns (b, points) float64."""
+def _split(f: np.ndarray, points: int):
     pos = f * (points - 1)
     j = pos.astype(np.int64).clip(0, points - 2)
-    frac = pos - j
-    lo, hi = (1.0 - frac) * values, frac * values
-    if Wt is None:
-        out = np.bincount(j, weights=lo, minlength=points) + np.bincount(j + 1, weights=hi, minlength=points)
-        return out[None, :]
+    return j, pos - j
+
+
+def grid_matrix(f: np.ndarray, values: np.ndarray, points: int) -> scipy.sparse.csr_matrix:
+    """(points, n) sparse matrix of grid_hist: column i holds sample i's linear split times its value."""
+    j, frac = _split(f, points)
     n = f.shape[0]
     cols = np.concatenate([j, j + 1])
     rows = np.concatenate([np.arange(n), np.arange(n)])
-    a = scipy.sparse.csr_matrix((np.concatenate([lo, hi]), (cols, rows)), shape=(points, n))
+    return scipy.sparse.csr_matrix((np.concatenate([(1.0 - frac) * values, frac * values]), (cols, rows)),
+                                   shape=(points, n))
+
+
+def grid_hist(f: np.ndarray, values: np.ndarray, points: int, Wt: np.ndarray | None,
+              cache: dict | None = None, tag: str = "") -> np.ndarray:
+    """Linear split of each sample's value onto a uniform grid of `points` on [0, 1] (relplot's
+    smooth_round_to_grid), weighted by each column of Wt (n, b): returns (b, points) float64.
+    `cache` keeps the sparse split matrix per (tag, points) across calls on the same samples."""
+    if Wt is None:
+        j, frac = _split(f, points)
+        out = (np.bincount(j, weights=(1.0 - frac) * values, minlength=points)
+               + np.bincount(j + 1, weights=frac * values, minlength=points))
+        return out[None, :]
+    if cache is None:
+        a = grid_matrix(f, values, points)
+    else:
+        a = cache.get((tag, points))
+        if a is None:
+            a = cache[(tag, points)] = grid_matrix(f, values, points)
     return np.asarray(a @ Wt).T
 
 
@@ -68,14 +86,14 @@ def _interpolate(t: np.ndarray, y: np.ndarray) -> np.ndarray:
 class _SmoothECE:
     """Fixed-bandwidth smooth ECE for a batch of weight rows; grid histograms cached per grid size."""
 
-    def __init__(self, conf, correct, Wt):
-        self.f, self.resid, self.Wt = conf, conf - correct, Wt
+    def __init__(self, conf, correct, Wt, grids: dict | None = None):
+        self.f, self.resid, self.Wt, self.grids = conf, conf - correct, Wt, grids
         self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def hists(self, points: int):
         if points not in self.cache:
-            self.cache[points] = (grid_hist(self.f, self.resid, points, self.Wt),
-                                  grid_hist(self.f, np.ones_like(self.f), points, self.Wt))
+            self.cache[points] = (grid_hist(self.f, self.resid, points, self.Wt, self.grids, "smece-res"),
+                                  grid_hist(self.f, np.ones_like(self.f), points, self.Wt, self.grids, "one"))
         return self.cache[points]
 
     def at(self, sigma: float, rows: np.ndarray) -> np.ndarray:
@@ -88,10 +106,11 @@ class _SmoothECE:
         return np.abs(ys).sum(axis=1) / dens.sum(axis=1)
 
 
-def smece(conf: np.ndarray, correct: np.ndarray, Wt: np.ndarray | None = None) -> np.ndarray:
+def smece(conf: np.ndarray, correct: np.ndarray, Wt: np.ndarray | None = None,
+          grids: dict | None = None) -> np.ndarray:
     """smECE with relplot's bandwidth rule (search_param: accept sigma = 1, else bisect [0, 1] in 10
     steps for the fixed point sigma = smooth_ece(sigma), keep the lower end). Returns (b,)."""
-    ev = _SmoothECE(conf, correct, Wt)
+    ev = _SmoothECE(conf, correct, Wt, grids)
     b = 1 if Wt is None else Wt.shape[1]
     every = np.arange(b)
 
@@ -118,14 +137,14 @@ def smece(conf: np.ndarray, correct: np.ndarray, Wt: np.ndarray | None = None) -
 
 
 def sece(conf: np.ndarray, correct: np.ndarray, Wt: np.ndarray | None = None,
-         bandwidth: float = SECE_BANDWIDTH) -> np.ndarray:
+         bandwidth: float = SECE_BANDWIDTH, cache: dict | None = None) -> np.ndarray:
     """SECE = mean_i |acc_hat(r_i) - r_i| with acc_hat the Nadaraya-Watson regression of c on r,
     Gaussian kernel of the given bandwidth. The kernel sums are evaluated on a 2001-point grid
     (linear binning, as relplot does), so 10^7 rows cost O(n); error vs the exact O(n^2) sum is
     about 1e-4. Returns (b,)."""
     G = SECE_GRID
-    h_c = grid_hist(conf, correct, G, Wt)
-    h_1 = grid_hist(conf, np.ones_like(conf), G, Wt)
+    h_c = grid_hist(conf, correct, G, Wt, cache, "sece-c")
+    h_1 = grid_hist(conf, np.ones_like(conf), G, Wt, cache, "one")
     half = int(np.ceil(8 * bandwidth * (G - 1)))
     u = np.arange(-half, half + 1) / (G - 1)
     ker = np.exp(-0.5 * (u / bandwidth) ** 2)
