@@ -56,22 +56,26 @@ class Resampler:
         self.keys, self.bins, self.n, self.k = keys, bins, prep.n, prep.num_classes
         rows = summarise(prep, bins, classwise="cece" in keys)
         self.point = metrics_from_rows(rows, keys)  # the same numbers as compute_metrics
-        self.conf, self.correct = rows.conf, rows.correct
+        # Every per-sample array is kept in the adaptive sort order (by r, then c): aece needs it, and
+        # the grid histograms of smece / sece then read the count matrix sequentially.
+        order = calibration.adaptive_order(rows.conf, rows.correct)
+        self.order, self.inv = order, np.empty_like(order)
+        self.inv[order] = np.arange(self.n)
+        self.conf, self.correct = rows.conf[order], rows.correct[order]
         self.grids: dict = {}  # smooth.grid_matrix cache, shared by every index block
         n, M = self.n, bins
         ar = np.arange(n)
         b = bin_index(self.conf, M)
         # columns: count per bin | sum c per bin | sum r per bin | c | nll | brier
         cols = np.concatenate([b, M + b, 2 * M + b, np.full(n, 3 * M), np.full(n, 3 * M + 1), np.full(n, 3 * M + 2)])
-        vals = np.concatenate([np.ones(n), self.correct, self.conf, self.correct, rows.nll, rows.brier])
+        vals = np.concatenate([np.ones(n), self.correct, self.conf, self.correct, rows.nll[order],
+                               rows.brier[order]])
         self.S = scipy.sparse.csr_matrix((vals, (np.tile(ar, 6), cols)), shape=(n, 3 * M + 3)).T.tocsr()
-        if "aece" in keys:
-            self.order = calibration.adaptive_order(self.conf, self.correct)
-            self.edges = equal_mass_groups(n, M)
+        self.edges = equal_mass_groups(n, M)
         if "cece" in keys:
             self._init_cece(prep)
         if "miou" in keys:
-            cells = confusion_keys(rows.labels, rows.pred, self.k)
+            cells = confusion_keys(rows.labels[order], rows.pred[order], self.k)
             self.Cm = scipy.sparse.csr_matrix((np.ones(n), (ar, cells)), shape=(n, self.k ** 2)).T.tocsr()
 
     def _init_cece(self, prep: Prepared) -> None:
@@ -89,12 +93,18 @@ class Resampler:
             pv = p[r, c]
             d = pv - (prep.labels[start:stop][r] == c)
             ri.append(r + start), ci.append(c * M + bin_index(pv, M)), vi.append(d)
-        self.Y = scipy.sparse.csr_matrix((np.ones(n), (np.arange(n), prep.labels)), shape=(n, k)).T.tocsr()
-        self.Shi = scipy.sparse.csr_matrix((np.concatenate(vi), (np.concatenate(ri), np.concatenate(ci))),
+        self.P = self.P[self.order]
+        self.Y = scipy.sparse.csr_matrix((np.ones(n), (np.arange(n), prep.labels[self.order])),
+                                         shape=(n, k)).T.tocsr()
+        self.Shi = scipy.sparse.csr_matrix((np.concatenate(vi), (self.inv[np.concatenate(ri)], np.concatenate(ci))),
                                            shape=(n, k * M)).T.tocsr()
 
+    def stats_of_indices(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Every key for each row of the (b, n) resampled indices (original sample numbering)."""
+        return self.stats(counts_from_indices(self.inv[idx], self.n))
+
     def stats(self, W: np.ndarray) -> dict[str, np.ndarray]:
-        """Every key for each row of the (b, n) count matrix W: {key: (b,)}."""
+        """Every key for each row of the (b, n) count matrix W, whose columns follow self.order."""
         M, out = self.bins, {}
         Wt = np.ascontiguousarray(W.T)  # (n, b): sparse @ dense wants C order
         total = W.sum(axis=1)
@@ -135,8 +145,8 @@ class Resampler:
     def _aece(self, W: np.ndarray) -> np.ndarray:
         """Equal-mass groups of each resampled multiset, sorted as the point estimate sorts."""
         b, n = W.shape
-        Ws = W[:, self.order]
-        c, r = self.correct[self.order], self.conf[self.order]
+        Ws = W  # columns already in the sorted order
+        c, r = self.correct, self.conf
         cw = np.cumsum(Ws, axis=1)
         cc = np.cumsum(Ws * c, axis=1)
         cr = np.cumsum(Ws * r, axis=1)
@@ -174,9 +184,8 @@ def _check_bins(bins) -> None:
 def _samples(resamplers, n: int, B: int, seed: int) -> list[dict[str, np.ndarray]]:
     parts = [dict() for _ in resamplers]
     for idx in _index_blocks(n, B, seed):
-        W = counts_from_indices(idx, n)
         for part, rs in zip(parts, resamplers):
-            for key, v in rs.stats(W).items():
+            for key, v in rs.stats_of_indices(idx).items():
                 part.setdefault(key, []).append(v)
     return [{k: np.concatenate(v) for k, v in part.items()} for part in parts]
 
