@@ -59,9 +59,9 @@ def _fft_convolve_valid(x: np.ndarray, ker: np.ndarray) -> np.ndarray:
     """np.convolve(row, ker, 'valid') for every row of x, via a real FFT."""
     L, G = x.shape[1], ker.shape[0]
     size = scipy.fft.next_fast_len(L + G - 1, real=True)
-    fx = scipy.fft.rfft(x, size, axis=1, workers=-1)
+    fx = scipy.fft.rfft(x, size, axis=1)
     fk = scipy.fft.rfft(ker, size)
-    full = scipy.fft.irfft(fx * fk[None, :], size, axis=1, workers=-1)
+    full = scipy.fft.irfft(fx * fk[None, :], size, axis=1)
     return full[:, G - 1: L]
 
 
