@@ -97,3 +97,18 @@ def test_bad_bootstrap_arguments():
         bootstrap_metrics(labels, logits=logits, ci=1.5)
     with pytest.raises(InputError, match="shape mismatch"):
         paired_bootstrap(labels, logits_a=logits, logits_b=np.hstack([logits, logits[:, :1]]))
+
+
+def test_vectorised_smooth_metrics_on_calibrated_data():
+    """smece's bisection goes below bandwidth 0.01 here (finer grids): still equal to the explicit resample."""
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.5, 1.0, 20000)
+    labels = (rng.random(20000) >= conf).astype(int)
+    probs = np.stack([conf, 1 - conf], 1)
+    keys = ("smece", "sece", "aece", "ece")
+    res = bootstrap_metrics(labels, probs=probs, B=3, seed=0, keys=keys)
+    idx = bootstrap_indices(20000, 3, 0)
+    for j in range(3):
+        want = compute_metrics(labels[idx[j]], probs=probs[idx[j]], keys=keys)
+        for key in keys:
+            assert res["samples"][key][j] == pytest.approx(want[key], abs=1e-9), key
