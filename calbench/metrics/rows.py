@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calbench.metrics.binning import bin_index
+from calbench.metrics.binning import bin_edges, bin_index
 from calbench.metrics.inputs import Prepared
 
 TINY = np.finfo(np.float64).tiny  # -log of a probability of exactly 0 is clipped to -log(tiny) ~ 708
@@ -61,20 +61,24 @@ def summarise(prep: Prepared, bins: int = 15, classwise: bool = True) -> Rows:
     nll = np.empty(n)
     brier = np.empty(n)
     sums = np.zeros(k * bins) if classwise else None
-    offsets = (np.arange(k, dtype=np.int64) * bins)[None, :]
+    class_total = np.zeros(k)
+    first_edge = bin_edges(bins)[1]
     for start, stop in prep.chunks():
         p, nll[start:stop] = probs_block(prep, start, stop)
         ar = np.arange(stop - start)
         y = prep.labels[start:stop]
         pred[start:stop] = p.argmax(axis=1)
         conf[start:stop] = p[ar, pred[start:stop]]
-        if classwise:
-            keys = bin_index(p, bins)
-            keys += offsets
+        if classwise:  # only the few entries above the first bin need a bin index
+            r, c = np.nonzero(p > first_edge)
+            keys = c * bins + bin_index(p[r, c], bins)
         p[ar, y] -= 1.0  # p now holds p_ik - 1[y_i = k]
         brier[start:stop] = np.einsum("ij,ij->i", p, p)
         if classwise:
-            sums += np.bincount(keys.ravel(), weights=p.ravel(), minlength=k * bins)
+            sums += np.bincount(keys, weights=p[r, c], minlength=k * bins)
+            class_total += p.sum(axis=0)
     correct = (pred == prep.labels).astype(np.float64)
-    return Rows(prep.labels, pred, conf, correct, nll, brier,
-                None if sums is None else sums.reshape(k, bins), k, bins)
+    if classwise:  # the first bin's sum is the class total minus the other bins
+        sums = sums.reshape(k, bins)
+        sums[:, 0] = class_total - sums[:, 1:].sum(axis=1)
+    return Rows(prep.labels, pred, conf, correct, nll, brier, sums, k, bins)
