@@ -225,3 +225,49 @@ def paired_bootstrap(labels, *, logits_a=None, probs_a=None, logits_b=None, prob
     diff = {k: sa[k] - sb[k] for k in keys}
     return {"point": {k: a[k] - b[k] for k in keys}, "ci": {k: _interval(diff[k], ci) for k in keys},
             "samples": diff, "a": a, "b": b}
+
+
+def seed_bootstrap(runs, *, B: int = 1000, seed: int = 0, ci: float = 0.95, keys=None, bins: int = 15,
+                   ignore_index: int | None = None) -> dict:
+    """Two-level bootstrap across training seeds (METRICS.md): the point estimate is the mean over
+    runs; resample b draws S runs with replacement, each drawn copy gets its own resample of that
+    run's test samples, and the statistic is the mean over the S copies.
+
+    runs: a sequence of mappings with "labels" and "logits" or "probs" (one per seed).
+    Generator stream, so that a report is reproducible: rng = default_rng(seed); first the drawn
+    runs rng.integers(0, S, (B, S)); then, run by run, the test-sample indices of all its copies
+    in (b, copy) order, rng.integers(0, n_s, (copies, n_s)) in blocks.
+    Returns {"point", "ci", "samples"} like bootstrap_metrics, plus "per_run": [point dicts].
+    """
+    _check(B, ci)
+    _check_bins(bins)
+    runs = list(runs)
+    if not runs:
+        raise InputError("seed_bootstrap needs at least one run")
+    preps = []
+    for i, run in enumerate(runs):
+        try:
+            preps.append(prepare(run.get("labels"), logits=run.get("logits"), probs=run.get("probs"),
+                                 ignore_index=ignore_index))
+        except InputError as err:
+            raise InputError(f"run {i}: {err}") from None
+    keys = resolve_keys(keys, preps[0].segmentation)
+    S, B = len(preps), int(B)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, S, (B, S))
+    sums = {k: np.zeros(B) for k in keys}
+    per_run = []
+    for s, prep in enumerate(preps):
+        rs = Resampler(prep, int(bins), keys)
+        per_run.append(rs.point)
+        owner = np.nonzero(drawn.ravel() == s)[0] // S  # resample b of each copy, in (b, copy) order
+        step = max(1, BLOCK_ELEMENTS // max(1, prep.n))
+        for start in range(0, owner.shape[0], step):
+            chunk = owner[start:start + step]
+            stats = rs.stats_of_indices(rng.integers(0, prep.n, (chunk.shape[0], prep.n)))
+            for k in keys:
+                np.add.at(sums[k], chunk, stats[k])
+    samples = {k: v / S for k, v in sums.items()}
+    point = {k: float(np.mean([p[k] for p in per_run])) for k in keys}
+    return {"point": point, "ci": {k: _interval(samples[k], ci) for k in keys}, "samples": samples,
+            "per_run": per_run}

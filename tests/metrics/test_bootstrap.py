@@ -112,3 +112,30 @@ def test_vectorised_smooth_metrics_on_calibrated_data():
         want = compute_metrics(labels[idx[j]], probs=probs[idx[j]], keys=keys)
         for key in keys:
             assert res["samples"][key][j] == pytest.approx(want[key], abs=1e-9), key
+
+
+def test_seed_bootstrap_equals_explicit_two_level_resampling():
+    from calbench.metrics import seed_bootstrap
+
+    runs = []
+    for s, n in enumerate((300, 300, 250)):
+        logits, labels = synth(n, 4, seed=10 + s)
+        runs.append({"logits": logits, "labels": labels})
+    res = seed_bootstrap(runs, B=6, seed=5)
+    rng = np.random.default_rng(5)
+    drawn = rng.integers(0, 3, (6, 3))
+    copies = {s: [] for s in range(3)}
+    for s in range(3):
+        for flat in np.nonzero(drawn.ravel() == s)[0]:
+            idx = rng.integers(0, len(runs[s]["labels"]), len(runs[s]["labels"]))
+            m = compute_metrics(runs[s]["labels"][idx], logits=runs[s]["logits"][idx])
+            copies[s].append((flat // 3, m))
+    want = {k: np.zeros(6) for k in res["point"]}
+    for s in range(3):
+        for b, m in copies[s]:
+            for k in want:
+                want[k][b] += m[k] / 3
+    for k in want:
+        assert np.allclose(res["samples"][k], want[k], atol=1e-9), k
+    points = [compute_metrics(r["labels"], logits=r["logits"]) for r in runs]
+    assert res["point"]["ece"] == pytest.approx(np.mean([p["ece"] for p in points]))

@@ -96,3 +96,14 @@ def test_sece_matches_exact_kernel_regression():
     c = (labels == 0).astype(float)
     exact = np.mean(np.abs(k @ c / k.sum(1) - conf))
     assert compute_metrics(labels, probs=probs)["sece"] == pytest.approx(exact, abs=3e-4)
+
+
+def test_reliability_bins_agree_with_ece():
+    from calbench.metrics import reliability_bins
+
+    probs, labels = two_class([0.55, 0.95, 0.96, 1.0], [1, 0, 0, 1])
+    rb = reliability_bins(labels, probs=probs)
+    assert rb["count"].sum() == 4 and rb["count"][14] == 3 and rb["count"][8] == 1
+    assert np.isnan(rb["accuracy"][0])
+    ece = np.nansum(rb["count"] * np.abs(rb["accuracy"] - rb["confidence"])) / 4
+    assert ece == pytest.approx(compute_metrics(labels, probs=probs)["ece"], abs=1e-12)
