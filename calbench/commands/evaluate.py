@@ -13,7 +13,6 @@ from calbench.errors import InputError
 # (labels key, scores key, kind): the documented layout first, then the run store's predictions.npz
 LAYOUTS = (("labels", "logits", "logits"), ("labels", "probs", "probs"),
            ("test_labels", "test_logits", "logits"), ("test_labels", "test_probs", "probs"))
-RAW_KEYS = ("nll", "brier")  # not fractions: shown as is, the others x100 like the papers
 
 
 def load_predictions(path: str) -> dict:
@@ -57,8 +56,8 @@ def _table(result: dict, ci: dict | None, level: float, title: str) -> None:
     if ci:
         table.add_column(f"{level:.0%} CI")
     for key, value in result.items():
-        scale, unit = (1.0, "") if key in RAW_KEYS else (100.0, "%")
-        row = [f"{key} ({METRIC_INFO[key]['name']})", f"{value * scale:.3f}", unit or "nats" if key == "nll" else unit]
+        scale, unit = (100.0, "%") if METRIC_INFO[key]["percent"] else (1.0, "nats" if key == "nll" else "")
+        row = [f"{key} ({METRIC_INFO[key]['name']})", f"{value * scale:.3f}", unit]
         if ci:
             lo, hi = ci[key]
             row.append(f"[{lo * scale:.3f}, {hi * scale:.3f}]")

@@ -13,25 +13,26 @@ from calbench.metrics.segmentation import miou
 METRIC_KEYS: tuple[str, ...] = ("acc", "ece", "aece", "cece", "mce", "nll", "brier", "smece", "sece")
 ALL_KEYS: tuple[str, ...] = METRIC_KEYS + ("miou",)
 
+# name, direction, one-line definition; "percent": shown x100 in tables like the papers (nll, brier as is)
 METRIC_INFO: dict[str, dict] = {
-    "acc": {"name": "accuracy", "higher_is_better": True, "definition": "mean 1[argmax p_i = y_i]"},
-    "ece": {"name": "expected calibration error", "higher_is_better": False,
+    "acc": {"name": "accuracy", "higher_is_better": True, "percent": True, "definition": "mean of 1(argmax_k p_ik = y_i)"},
+    "ece": {"name": "expected calibration error", "higher_is_better": False, "percent": True,
             "definition": "M equal-width (lo, hi] bins of confidence; sum_b (n_b/N) |acc_b - conf_b|"},
-    "aece": {"name": "adaptive ECE", "higher_is_better": False,
+    "aece": {"name": "adaptive ECE", "higher_is_better": False, "percent": True,
              "definition": "M equal-mass groups of sorted confidence (sizes differ by <= 1); same weighted sum"},
-    "cece": {"name": "classwise ECE", "higher_is_better": False,
-             "definition": "mean over classes k of the ECE of p_ik against 1[y_i = k] over all samples"},
-    "mce": {"name": "maximum calibration error", "higher_is_better": False,
+    "cece": {"name": "classwise ECE", "higher_is_better": False, "percent": True,
+             "definition": "mean over classes k of the ECE of p_ik against 1(y_i = k) over all samples"},
+    "mce": {"name": "maximum calibration error", "higher_is_better": False, "percent": True,
             "definition": "max over non-empty equal-width bins of |acc_b - conf_b|"},
-    "nll": {"name": "negative log-likelihood", "higher_is_better": False,
+    "nll": {"name": "negative log-likelihood", "higher_is_better": False, "percent": False,
             "definition": "mean -log p_{i,y_i} (natural log, log_softmax of logits)"},
-    "brier": {"name": "Brier score", "higher_is_better": False,
-              "definition": "mean_i sum_k (p_ik - 1[y_i = k])^2"},
-    "smece": {"name": "smooth ECE", "higher_is_better": False,
+    "brier": {"name": "Brier score", "higher_is_better": False, "percent": False,
+              "definition": "mean_i sum_k (p_ik - 1(y_i = k))^2"},
+    "smece": {"name": "smooth ECE", "higher_is_better": False, "percent": True,
               "definition": "smooth calibration error of Blasiok & Nakkiran (2023), relplot's smECE"},
-    "sece": {"name": "smooth ECE surrogate (SECE)", "higher_is_better": False,
+    "sece": {"name": "smooth ECE surrogate (SECE)", "higher_is_better": False, "percent": True,
              "definition": "mean |acc_hat(r_i) - r_i|, Gaussian-kernel (h = 0.01) regression of c on r"},
-    "miou": {"name": "mean IoU", "higher_is_better": True,
+    "miou": {"name": "mean IoU", "higher_is_better": True, "percent": True,
              "definition": "confusion-matrix mean IoU over classes present, ignore_index excluded"},
 }
 

@@ -53,16 +53,6 @@ class Prepared:
         for start in range(0, self.n, step):
             yield start, min(self.n, start + step)
 
-    def probs64(self, start: int, stop: int) -> np.ndarray:
-        """float64 probabilities of rows [start, stop) (softmax of logits in float64)."""
-        s = np.asarray(self.scores[start:stop], dtype=np.float64)
-        if self.kind == "probs":
-            return s.copy() if s is self.scores else s
-        s = s - s.max(axis=1, keepdims=True)
-        np.exp(s, out=s)
-        s /= s.sum(axis=1, keepdims=True)
-        return s
-
 
 def prepare(labels, logits=None, probs=None, ignore_index: int | None = None) -> Prepared:
     """Check shapes, dtypes, finiteness, label range and (for probs) row sums; flatten segmentation
@@ -123,8 +113,9 @@ def prepare(labels, logits=None, probs=None, ignore_index: int | None = None) ->
 
 
 def _check_probs(block: np.ndarray, start: int) -> None:
-    if (block < 0).any() or (block > 1 + PROB_SUM_TOL).any():
-        row = start + int(np.argmax(((block < 0) | (block > 1 + PROB_SUM_TOL)).any(axis=1)))
+    outside = (block < -PROB_SUM_TOL) | (block > 1 + PROB_SUM_TOL)
+    if outside.any():
+        row = start + int(np.argmax(outside.any(axis=1)))
         raise InputError(f"probs must lie in [0, 1] (row {row}); pass logits= for unnormalised scores")
     err = np.abs(block.sum(axis=1) - 1.0)
     if (err > PROB_SUM_TOL).any():
