@@ -95,7 +95,8 @@ def prepare(labels, logits=None, probs=None, ignore_index: int | None = None) ->
     bad = (labels < 0) | (labels >= k)
     if bad.any():
         i = int(np.argmax(bad))
-        raise InputError(f"labels out of range: label {int(labels[i])} at row {i}, expected 0..{k - 1}")
+        hint = "; pass ignore_index (--ignore-index) for void pixels" if segmentation and ignore_index is None else ""
+        raise InputError(f"labels out of range: label {int(labels[i])} at row {i}, expected 0..{k - 1}{hint}")
     prep = Prepared(labels, scores, kind, segmentation)
     if scores.dtype.kind == "f":
         for start, stop in prep.chunks():
