@@ -118,7 +118,7 @@ def smece(conf: np.ndarray, correct: np.ndarray, Wt: np.ndarray | None = None,
         ok = np.empty(rows.shape[0], dtype=bool)
         for s in np.unique(sig):
             sel = sig == s
-            ok[sel] = (s < SMECE_EPS) | (s < ev.at(float(s), rows[sel]))
+            ok[sel] = True if s < SMECE_EPS else s < ev.at(float(s), rows[sel])
         return ok
 
     accept1 = predicate(np.ones(b), every)
