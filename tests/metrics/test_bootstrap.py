@@ -139,3 +139,17 @@ def test_seed_bootstrap_equals_explicit_two_level_resampling():
         assert np.allclose(res["samples"][k], want[k], atol=1e-9), k
     points = [compute_metrics(r["labels"], logits=r["logits"]) for r in runs]
     assert res["point"]["ece"] == pytest.approx(np.mean([p["ece"] for p in points]))
+
+
+def test_resamples_are_evaluated_in_blocks_not_one_by_one(monkeypatch):
+    calls = []
+    original = bootstrap_module.Resampler.stats
+
+    def counting(self, W):
+        calls.append(W.shape[0])
+        return original(self, W)
+
+    monkeypatch.setattr(bootstrap_module.Resampler, "stats", counting)
+    logits, labels = synth(5000, 4)
+    bootstrap_metrics(labels, logits=logits, B=1000, seed=0)
+    assert sum(calls) == 1000 and len(calls) == 2  # 500 resamples x 5000 samples per block
