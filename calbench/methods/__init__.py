@@ -1,0 +1,95 @@
+"""Calibration methods behind one registry: train-time losses (METHODS) and post-hoc calibrators (POSTHOC).
+
+    create_method("cals-alm", num_classes=200, margin=10)   # -> a Method (calbench.methods.base)
+    list_methods()                                          # -> registry names
+    method_hparams("mbls")                                  # -> {"margin": 10.0, "weight": 0.1, ...}
+    fit_posthoc("ts", val_logits, val_labels).temperature
+
+Adding a method is one file: a `Method` subclass whose keyword-only `__init__` arguments (with
+their defaults) are its hyper-parameters, decorated with `@METHODS.register(name, ...)`, and an
+import line below. Tests parametrised over the registry pick it up.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from calbench.errors import ConfigError
+# Import order is registry order (the order of the papers' tables).
+from calbench.methods import cross_entropy  # noqa: F401,I001  (imports register the families)
+from calbench.methods import label_smoothing  # noqa: F401
+from calbench.methods import focal  # noqa: F401
+from calbench.methods import penalties  # noqa: F401
+from calbench.methods import margin  # noqa: F401
+from calbench.methods import cals  # noqa: F401
+from calbench.methods import gammanet  # noqa: F401
+from calbench.methods import posthoc  # noqa: F401
+from calbench.methods.base import IGNORE_INDEX, Method
+from calbench.methods.registry import METHODS, POSTHOC
+from calbench.registry import did_you_mean
+
+__all__ = ["METHODS", "POSTHOC", "Method", "IGNORE_INDEX", "create_method", "list_methods",
+           "method_hparams", "check_hparams", "fit_posthoc", "list_posthoc"]
+
+
+def list_methods(pattern: str | None = None) -> list[str]:
+    return METHODS.names(pattern)
+
+
+def list_posthoc() -> list[str]:
+    return POSTHOC.names()
+
+
+def method_hparams(name: str) -> dict[str, Any]:
+    """The method's hyper-parameters with their published defaults (ignore_index included)."""
+    cls = METHODS.get(name)
+    params = inspect.signature(cls.__init__).parameters
+    return {p.name: p.default for p in params.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _check_type(method: str, key: str, value: Any, default: Any) -> Any:
+    def bad(kind: str) -> ConfigError:
+        return ConfigError(f"{method}.{key}: expected {kind}, got {value!r}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise bad("a string")
+    return value
+
+
+def check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """Validate names and types of `hparams` for method `name`; return the full set after defaults.
+
+    Raises ConfigError (a ValueError) naming the bad key, listing the valid ones and suggesting the
+    closest; an unknown method raises UnknownNameError (also a ValueError).
+    """
+    defaults = method_hparams(name)
+    full = dict(defaults)
+    for key, value in hparams.items():
+        if key not in defaults:
+            valid = ", ".join(defaults)
+            raise ConfigError(f"{name}: unknown hyper-parameter '{key}'{did_you_mean(key, list(defaults))}; "
+                              f"valid: {valid}")
+        full[key] = _check_type(name, key, value, defaults[key])
+    return full
+
+
+def create_method(name: str, num_classes: int, **hparams: Any) -> Method:
+    """Build a registered method with keyword hyper-parameters (validated, defaults filled in)."""
+    full = check_hparams(name, hparams)
+    return METHODS.get(name)(int(num_classes), **full)
+
+
+def fit_posthoc(name: str, val_logits, val_labels):
+    """Fit a post-hoc calibrator on validation logits; returns an object with `transform(logits)`."""
+    return POSTHOC.get(name)().fit(val_logits, val_labels)

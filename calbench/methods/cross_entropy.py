@@ -1,0 +1,24 @@
+"""Cross-entropy, the baseline every table starts from."""
+
+from __future__ import annotations
+
+import torch
+
+from calbench.methods.base import Method, flatten_rows
+from calbench.methods.common import cross_entropy, empty_loss
+from calbench.methods.registry import METHODS
+
+
+@METHODS.register("ce", description="Cross-entropy (the uncalibrated baseline).",
+                  paper="-")
+class CrossEntropy(Method):
+    """Mean of -log p_y over non-ignored rows."""
+
+    def __init__(self, num_classes: int, *, ignore_index: int = -100):
+        super().__init__(num_classes, ignore_index)
+
+    def loss(self, logits, targets, features=None) -> torch.Tensor:
+        logits, targets = flatten_rows(logits, targets, self.ignore_index)
+        if targets.numel() == 0:
+            return empty_loss(logits)
+        return cross_entropy(logits, targets)

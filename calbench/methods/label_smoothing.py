@@ -1,0 +1,31 @@
+"""Label smoothing (Szegedy et al., CVPR 2016; for calibration: Mueller et al., NeurIPS 2019)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from calbench.methods.base import Method, flatten_rows
+from calbench.methods.common import empty_loss, target_log_prob
+from calbench.methods.registry import METHODS
+
+
+@METHODS.register("ls", description="Label smoothing: cross-entropy to a target mixed with the uniform.",
+                  paper="Szegedy et al., CVPR 2016; Mueller et al., NeurIPS 2019")
+class LabelSmoothing(Method):
+    """mean_i [ (1 - alpha)(-log p_iy) + alpha * mean_k(-log p_ik) ]  (METHODS.md; CALS App. C alpha=0.05)."""
+
+    def __init__(self, num_classes: int, *, alpha: float = 0.05, ignore_index: int = -100):
+        super().__init__(num_classes, ignore_index)
+        self.alpha = float(alpha)
+
+    def loss(self, logits, targets, features=None) -> torch.Tensor:
+        logits, targets = flatten_rows(logits, targets, self.ignore_index)
+        if targets.numel() == 0:
+            return empty_loss(logits)
+        log_p = F.log_softmax(logits.float(), dim=1)
+        nll = -target_log_prob(log_p, targets)
+        if self.alpha == 0.0:
+            return nll.mean()
+        uniform = -log_p.mean(dim=1)
+        return ((1.0 - self.alpha) * nll + self.alpha * uniform).mean()

@@ -1,0 +1,120 @@
+"""Cross-entropy plus an explicit calibration penalty: ECP, MMCE and the pairwise constraints CPC."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from calbench.methods.base import Method, flatten_rows
+from calbench.methods.common import cross_entropy, empty_loss
+from calbench.methods.registry import METHODS
+
+
+@METHODS.register("ecp", description="Explicit confidence penalty: cross-entropy minus beta x entropy.",
+                  paper="Pereyra et al., ICLR Workshops 2017")
+class ConfidencePenalty(Method):
+    """CE - beta * mean over N*K of (-p log p), p clamped to [1e-10, 1 - 1e-10] (METHODS.md; beta = 0.1)."""
+
+    def __init__(self, num_classes: int, *, beta: float = 0.1, ignore_index: int = -100):
+        super().__init__(num_classes, ignore_index)
+        self.beta = float(beta)
+
+    def loss(self, logits, targets, features=None) -> torch.Tensor:
+        logits, targets = flatten_rows(logits, targets, self.ignore_index)
+        if targets.numel() == 0:
+            return empty_loss(logits)
+        ce = cross_entropy(logits, targets)
+        if self.beta == 0.0:
+            return ce
+        p = F.softmax(logits.float(), dim=1).clamp(1e-10, 1.0 - 1e-10)
+        entropy = (-p * p.log()).mean()
+        return ce - self.beta * entropy
+
+
+def mmce_penalty(logits: torch.Tensor, targets: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """(1/N^2) sum_ij (c_i - r_i)(c_j - r_j) exp(-|r_i - r_j| / bandwidth) (Laplacian kernel)."""
+    p = F.softmax(logits.float(), dim=1)
+    r, pred = p.max(dim=1)
+    c = (pred == targets).float()
+    e = c - r
+    kernel = torch.exp(-(r.unsqueeze(0) - r.unsqueeze(1)).abs() / bandwidth)
+    n = r.shape[0]
+    return (e.unsqueeze(0) * e.unsqueeze(1) * kernel).sum() / (n * n)
+
+
+@METHODS.register("mmce", description="Maximum mean calibration error: CE + weight x a kernel calibration penalty.",
+                  paper="Kumar et al., ICML 2018")
+class MMCE(Method):
+    """CE + weight * (1/N^2) sum_ij (c_i - r_i)(c_j - r_j) exp(-|r_i - r_j| / 0.4).
+
+    METHODS.md's unweighted squared form (no square root), weight = 0.1 as in CALS App. C.
+    The N x N kernel is per batch; for segmentation the rows are pixels, so keep batches small.
+    """
+
+    def __init__(self, num_classes: int, *, weight: float = 0.1, bandwidth: float = 0.4,
+                 ignore_index: int = -100):
+        super().__init__(num_classes, ignore_index)
+        self.weight = float(weight)
+        self.bandwidth = float(bandwidth)
+
+    def loss(self, logits, targets, features=None) -> torch.Tensor:
+        logits, targets = flatten_rows(logits, targets, self.ignore_index)
+        if targets.numel() == 0:
+            return empty_loss(logits)
+        ce = cross_entropy(logits, targets)
+        if self.weight == 0.0:
+            return ce
+        return ce + self.weight * mmce_penalty(logits, targets, self.bandwidth)
+
+
+def cpc_penalties(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 64):
+    """Binary discrimination (BD) and binary exclusion (BE) terms of CPC, METHODS.md normalisation.
+
+    BD = -(1/(N(K-1))) sum_{k != y} log sigmoid(l_y - l_k)
+    BE = -(1/(N(K-1)(K-2))) sum_{j != k, both != y} 0.5 log sigmoid(l_j - l_k)
+    The (K, K) pair matrix is built for `chunk` rows at a time to bound memory.
+    """
+    logits = logits.float()
+    n, k = logits.shape
+    onehot = F.one_hot(targets.long(), k).bool()
+    l_y = logits.gather(1, targets.long().unsqueeze(1))
+    bd_terms = F.logsigmoid(l_y - logits).masked_fill(onehot, 0.0)
+    bd = -bd_terms.sum() / (n * (k - 1))
+    if k < 3:
+        return bd, logits.sum() * 0.0
+    eye = torch.eye(k, dtype=torch.bool, device=logits.device)
+    be_sum = logits.new_zeros(())
+    for start in range(0, n, chunk):
+        rows = logits[start:start + chunk]
+        hot = onehot[start:start + chunk]
+        pair = F.logsigmoid(rows.unsqueeze(2) - rows.unsqueeze(1))           # (b, j, k): l_j - l_k
+        mask = eye.unsqueeze(0) | hot.unsqueeze(2) | hot.unsqueeze(1)
+        be_sum = be_sum + pair.masked_fill(mask, 0.0).sum()
+    be = -0.5 * be_sum / (n * (k - 1) * (k - 2))
+    return bd, be
+
+
+@METHODS.register("cpc", description="Calibration by pairwise constraints: CE + binary discrimination and exclusion terms.",
+                  paper="Cheng & Vasconcelos, CVPR 2022")
+class PairwiseConstraints(Method):
+    """CE + w_bd * BD + w_be * BE (see `cpc_penalties`).
+
+    Weights follow CALS App. C (w_bd = 10, w_be = 1); the CALS authors' code uses w_bd = 0.1 —
+    set `w_bd: 0.1` in a recipe to reproduce that choice. CPC has no official code.
+    """
+
+    def __init__(self, num_classes: int, *, w_bd: float = 10.0, w_be: float = 1.0,
+                 ignore_index: int = -100):
+        super().__init__(num_classes, ignore_index)
+        self.w_bd = float(w_bd)
+        self.w_be = float(w_be)
+
+    def loss(self, logits, targets, features=None) -> torch.Tensor:
+        logits, targets = flatten_rows(logits, targets, self.ignore_index)
+        if targets.numel() == 0:
+            return empty_loss(logits)
+        ce = cross_entropy(logits, targets)
+        if self.w_bd == 0.0 and self.w_be == 0.0:
+            return ce
+        bd, be = cpc_penalties(logits, targets)
+        return ce + self.w_bd * bd + self.w_be * be
