@@ -60,7 +60,7 @@ class CalsHR(Method):
         super().__init__(num_classes, ignore_index)
         self.margin, self.mu, self.tau = float(margin), float(mu), float(tau)
         self.lambda_min, self.lambda_max = float(lambda_min), float(lambda_max)
-        self.register_buffer("multipliers", torch.full((num_classes,), float(lambda_init)))
+        self.register_buffer("multipliers", torch.full((num_classes,), float(lambda_init), dtype=torch.float64))
         self.register_buffer("prev_penalty", torch.zeros(num_classes, dtype=torch.float64))
         self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
 
@@ -68,7 +68,8 @@ class CalsHR(Method):
         logits, targets = flatten_rows(logits, targets, self.ignore_index)
         if targets.numel() == 0:
             return empty_loss(logits)
-        pen = F.relu(logit_distances(logits) - self.margin) * self.multipliers.float()
+        d = logit_distances(logits)
+        pen = F.relu(d - self.margin) * self.multipliers.to(d.dtype)
         return cross_entropy(logits, targets) + pen.mean()
 
     @torch.no_grad()
@@ -127,8 +128,8 @@ class CalsALM(Method):
         self.lambda_min, self.lambda_max = float(lambda_min), float(lambda_max)
         self.rho_min, self.rho_max = float(rho_min), float(rho_max)
         self.rho_growth, self.tau, self.rho_step = float(rho_growth), float(tau), int(rho_step)
-        self.register_buffer("multipliers", torch.full((num_classes,), float(lambda_init)))
-        self.register_buffer("penalties", torch.full((num_classes,), float(rho_init)))
+        self.register_buffer("multipliers", torch.full((num_classes,), float(lambda_init), dtype=torch.float64))
+        self.register_buffer("penalties", torch.full((num_classes,), float(rho_init), dtype=torch.float64))
         self.register_buffer("prev_constraint", torch.zeros(num_classes, dtype=torch.float64))
         self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
 
@@ -137,7 +138,7 @@ class CalsALM(Method):
         if targets.numel() == 0:
             return empty_loss(logits)
         z = logit_distances(logits) / self.margin - 1.0
-        pen = penalty_value(z, self.penalties.float(), self.multipliers.float(), self.penalty)
+        pen = penalty_value(z, self.penalties.to(z.dtype), self.multipliers.to(z.dtype), self.penalty)
         return cross_entropy(logits, targets) + pen.mean()
 
     @torch.no_grad()

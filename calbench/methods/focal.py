@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from calbench.methods.base import Method, flatten_rows
-from calbench.methods.common import empty_loss, target_log_prob
+from calbench.methods.common import upcast, empty_loss, target_log_prob
 from calbench.methods.registry import METHODS
 
 
@@ -15,7 +15,7 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma) -> torch.Tens
 
     1 - p_y is computed as -expm1(log p_y), which stays accurate when p_y is close to 1.
     """
-    log_py = target_log_prob(F.log_softmax(logits.float(), dim=1), targets)
+    log_py = target_log_prob(F.log_softmax(upcast(logits), dim=1), targets)
     one_minus = (-torch.expm1(log_py)).clamp_min(0.0)
     if isinstance(gamma, (int, float)) and gamma == 0:
         return (-log_py).mean()
@@ -63,5 +63,5 @@ class FocalLossSampleDependent(Method):
         if targets.numel() == 0:
             return empty_loss(logits)
         with torch.no_grad():
-            p_y = target_log_prob(F.log_softmax(logits.float(), dim=1), targets).exp()
+            p_y = target_log_prob(F.log_softmax(upcast(logits), dim=1), targets).exp()
         return focal_loss(logits, targets, flsd_gammas(p_y, self.gamma))

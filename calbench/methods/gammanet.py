@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import functional_call
 
 from calbench.methods.base import Method, flatten_rows
-from calbench.methods.common import empty_loss, target_log_prob
+from calbench.methods.common import upcast, empty_loss, target_log_prob
 from calbench.methods.focal import focal_loss
 from calbench.methods.registry import METHODS
 
@@ -102,7 +102,7 @@ class GammaNetSECE(Method):
             meta_logits = _head_rows(functional_call(head, updated, (meta_features,)))
             meta_t = meta_targets.reshape(-1)
             keep = meta_t != self.ignore_index
-            outer = sece(F.softmax(meta_logits[keep].float(), dim=1), meta_t[keep], self.bandwidth)
+            outer = sece(F.softmax(upcast(meta_logits[keep]), dim=1), meta_t[keep], self.bandwidth)
             meta_grads = torch.autograd.grad(outer, list(self.gamma_net.parameters()), allow_unused=True)
         for p, g in zip(self.gamma_net.parameters(), meta_grads):
             p.grad = None if g is None else g.detach()

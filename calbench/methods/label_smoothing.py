@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from calbench.methods.base import Method, flatten_rows
-from calbench.methods.common import empty_loss, target_log_prob
+from calbench.methods.common import upcast, empty_loss, target_log_prob
 from calbench.methods.registry import METHODS
 
 
@@ -23,7 +23,7 @@ class LabelSmoothing(Method):
         logits, targets = flatten_rows(logits, targets, self.ignore_index)
         if targets.numel() == 0:
             return empty_loss(logits)
-        log_p = F.log_softmax(logits.float(), dim=1)
+        log_p = F.log_softmax(upcast(logits), dim=1)
         nll = -target_log_prob(log_p, targets)
         if self.alpha == 0.0:
             return nll.mean()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from calbench.methods.base import Method, flatten_rows
-from calbench.methods.common import cross_entropy, empty_loss
+from calbench.methods.common import upcast, cross_entropy, empty_loss
 from calbench.methods.registry import METHODS
 
 
@@ -26,14 +26,14 @@ class ConfidencePenalty(Method):
         ce = cross_entropy(logits, targets)
         if self.beta == 0.0:
             return ce
-        p = F.softmax(logits.float(), dim=1).clamp(1e-10, 1.0 - 1e-10)
+        p = F.softmax(upcast(logits), dim=1).clamp(1e-10, 1.0 - 1e-10)
         entropy = (-p * p.log()).mean()
         return ce - self.beta * entropy
 
 
 def mmce_penalty(logits: torch.Tensor, targets: torch.Tensor, bandwidth: float) -> torch.Tensor:
     """(1/N^2) sum_ij (c_i - r_i)(c_j - r_j) exp(-|r_i - r_j| / bandwidth) (Laplacian kernel)."""
-    p = F.softmax(logits.float(), dim=1)
+    p = F.softmax(upcast(logits), dim=1)
     r, pred = p.max(dim=1)
     c = (pred == targets).float()
     e = c - r
@@ -74,7 +74,7 @@ def cpc_penalties(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 64):
     BE = -(1/(N(K-1)(K-2))) sum_{j != k, both != y} 0.5 log sigmoid(l_j - l_k)
     The (K, K) pair matrix is built for `chunk` rows at a time to bound memory.
     """
-    logits = logits.float()
+    logits = upcast(logits)
     n, k = logits.shape
     onehot = F.one_hot(targets.long(), k).bool()
     l_y = logits.gather(1, targets.long().unsqueeze(1))
