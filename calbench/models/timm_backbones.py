@@ -1,0 +1,87 @@
+"""Any timm model as a Backbone: features = forward_head(forward_features(x), pre_logits=True).
+
+The model is built without a classifier (num_classes=0) and calbench adds Linear(D, K), so
+`head(features) == logits` holds for every timm architecture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from calbench.errors import ConfigError, InputError
+from calbench.models.base import Backbone
+
+
+class TimmBody(nn.Module):
+    """timm's trunk plus its pooling (pre-logits) so that the classifier alone maps features to logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+def _check_cached_weights(name: str) -> None:
+    """Raise InputError unless timm finds weights for `name` in the local caches (no network)."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        raise InputError(f"backbone '{name}': timm knows no pretrained weights for it")
+    file = getattr(cfg, "file", None)
+    if file and Path(file).is_file():
+        return
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    url = getattr(cfg, "url", "") or ""
+    if url and (hub / Path(url).name).is_file():
+        return
+    hf_id = getattr(cfg, "hf_hub_id", None)
+    if hf_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            repo = hf_id.split("@")[0]
+            for fname in ("model.safetensors", "pytorch_model.bin"):
+                hit = try_to_load_from_cache(repo, fname)
+                if isinstance(hit, str):
+                    return
+        except ImportError:
+            pass
+    raise InputError(f"backbone '{name}': pretrained weights are not in the local cache "
+                     f"(torch hub {hub} or the Hugging Face cache) and nothing is downloaded; "
+                     f"copy them there or set pretrained: false")
+
+
+def timm_backbone(name: str, num_classes: int, task: str = "classification",
+                  pretrained: bool = False, in_chans: int = 3, input_size=None,
+                  **timm_kwargs) -> Backbone:
+    """timm.create_model(name, num_classes=0) as the body (pre-logits features) + a Linear(D, K) head."""
+    import timm
+
+    if task != "classification":
+        raise ConfigError(f"backbone '{name}': timm models serve classification, not {task}")
+    if pretrained:
+        _check_cached_weights(name)
+    if input_size is not None and "img_size" not in timm_kwargs and _takes_img_size(name):
+        timm_kwargs["img_size"] = tuple(input_size)
+    if pretrained:
+        import os
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        model = timm.create_model(name, pretrained=bool(pretrained), num_classes=0,
+                                  in_chans=int(in_chans), **timm_kwargs)
+    except TypeError as err:
+        raise ConfigError(f"backbone '{name}': bad option ({err})") from None
+    dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    return Backbone(TimmBody(model), nn.Linear(dim, num_classes), dim)
+
+
+def _takes_img_size(name: str) -> bool:
+    """Vision transformers fix their input size at construction; CNNs do not take img_size."""
+    return any(k in name for k in ("vit", "swin", "deit", "beit", "eva", "cait", "xcit"))
