@@ -88,7 +88,32 @@ def _register_builtin() -> None:
 
 
 def _register_optional() -> None:
-    """Real on-disk datasets (added family by family)."""
+    """Real on-disk datasets: each reads its layout under a user-given root (DATASETS.md)."""
+    from functools import partial
+
+    from calbench.data import cifar, imagenet, newsgroups, tiny_imagenet, voc
+
+    DATASETS.register("cifar10", DatasetFamily(cifar.build_cifar10, partial(cifar.check, "cifar10")),
+                      description="CIFAR-10: 45k/5k train/val (seeded), official test",
+                      task="classification", num_classes=10, layout=cifar.LAYOUT["cifar10"])
+    DATASETS.register("cifar100", DatasetFamily(cifar.build_cifar100, partial(cifar.check, "cifar100")),
+                      description="CIFAR-100: 45k/5k train/val (seeded), official test",
+                      task="classification", num_classes=100, layout=cifar.LAYOUT["cifar100"])
+    DATASETS.register("tiny-imagenet", DatasetFamily(tiny_imagenet.build_tiny_imagenet, tiny_imagenet.check),
+                      description="Tiny-ImageNet: 450/50 per class train/val (seeded), official val = test",
+                      task="classification", num_classes=200, layout=tiny_imagenet.LAYOUT)
+    DATASETS.register("imagenet", DatasetFamily(imagenet.build_imagenet, imagenet.check_imagenet),
+                      description="ImageNet: train; official val split 20/80 into val/test per class",
+                      task="classification", num_classes=1000, layout=imagenet.LAYOUT)
+    DATASETS.register("imagenet-lt", DatasetFamily(imagenet.build_imagenet_lt, imagenet.check_imagenet_lt),
+                      description="ImageNet-LT: the OLTR train/val/test list files",
+                      task="classification", num_classes=1000, layout=imagenet.LT_LAYOUT)
+    DATASETS.register("voc2012", DatasetFamily(voc.build_voc2012, voc.check),
+                      description="PASCAL VOC 2012 segmentation: train 80/20 train/val, val = test",
+                      task="segmentation", num_classes=21, layout=voc.LAYOUT)
+    DATASETS.register("20newsgroups", DatasetFamily(newsgroups.build_20newsgroups, newsgroups.check),
+                      description="20 Newsgroups: token ids (1000 x 20k vocabulary), optional GloVe",
+                      task="text", num_classes=20, layout=newsgroups.LAYOUT)
 
 
 _register_builtin()
