@@ -92,7 +92,21 @@ def _register_builtin() -> None:
 
 
 def _register_more() -> None:
-    """Paper backbones (added module by module)."""
+    """The papers' backbones that timm lacks as such (DATASETS.md)."""
+    from calbench.models import cifar_resnet, deeplab, resnet_tiny, text_cnn
+
+    BACKBONES.register("resnet50-tiny", resnet_tiny.resnet50_tiny,
+                       description="ResNet-50 for 64x64 Tiny-ImageNet: 3x3 stride-1 stem, no max-pool",
+                       tasks=("classification",))
+    for name, factory in cifar_resnet.FACTORIES.items():
+        BACKBONES.register(name, factory, description=f"CIFAR-style {name[6:]} (3x3 stem, 32x32 input)",
+                           tasks=("classification",))
+    BACKBONES.register("deeplabv3", deeplab.deeplabv3,
+                       description="DeepLabV3 with a ResNet encoder (torchvision, weights=None)",
+                       tasks=("segmentation",))
+    BACKBONES.register("gpool-cnn", text_cnn.gpool_cnn,
+                       description="Global Pooling CNN for text (frozen GloVe embeddings)",
+                       tasks=("text",))
 
 
 _register_builtin()
