@@ -69,3 +69,13 @@ def balanced_per_class(labels: np.ndarray, pool: np.ndarray) -> np.ndarray:
     classes = np.unique(labels[pool])
     n = min(int((labels[pool] == c).sum()) for c in classes)
     return np.sort(np.concatenate([pool[labels[pool] == c][:n] for c in classes]))
+
+
+def save_splits(path, split_indices: dict[str, np.ndarray]) -> None:
+    """Write {split: indices} as an .npz beside a run (splits.npz) so it can be re-evaluated exactly."""
+    np.savez(path, **{k: np.asarray(v, dtype=np.int64) for k, v in split_indices.items()})
+
+
+def load_splits(path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}

@@ -63,3 +63,13 @@ def test_registry_meta_feeds_the_listing():
     for e in DATASETS.entries():
         assert e.meta["task"] in ("classification", "segmentation", "text")
         assert int(e.meta["num_classes"]) > 1 and e.meta["layout"]
+
+
+def test_split_indices_round_trip_through_npz(tmp_path):
+    from calbench.data.splits import load_splits, save_splits
+
+    b = create_dataset("digits-lt", seed=4)
+    save_splits(tmp_path / "splits.npz", b.split_indices)
+    back = load_splits(tmp_path / "splits.npz")
+    assert set(back) == {"train", "val", "test"}
+    assert all(np.array_equal(back[k], b.split_indices[k]) for k in back)
