@@ -21,7 +21,7 @@ INPUTS = {
     "gpool-cnn": ("text", (TEXT_T,), {"vocab_size": 50, "padding_idx": 0,
                                       "embeddings": torch.randn(50, 16)}),
     "resnet18": ("classification", (3, 224, 224), {"in_chans": 3, "input_size": (224, 224)}),  # timm
-    "vit_tiny_patch16_224": ("classification", (3, 64, 64), {"in_chans": 3, "input_size": (64, 64)}),
+    "swinv2_tiny_window8_256": ("classification", (3, 64, 64), {"in_chans": 3, "input_size": (64, 64)}),
 }
 
 
