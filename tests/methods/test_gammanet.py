@@ -57,3 +57,24 @@ def test_sece_by_hand():
     probs = torch.tensor([[0.9, 0.1], [0.3, 0.7]], dtype=torch.float64)
     labels = torch.tensor([0, 0])  # first correct (r=0.9, c=1), second wrong (r=0.7, c=0)
     assert float(sece(probs, labels)) == pytest.approx(((1 - 0.9) + 0.7) / 2)
+
+
+def test_meta_step_stays_finite_with_small_gammas_and_saturated_probabilities():
+    # gammas << 1 and p_y rounding to 1: x^gamma has unbounded first and second derivatives at
+    # x = 1 - p_y = 0; the loss must floor x so the meta step (a second-order step) stays finite
+    torch.manual_seed(0)
+    m = create_method("gammanet-sece", 3)
+    head = nn.Linear(4, 3)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(3, 4) * 200.0)
+    features = torch.eye(4)[:3].repeat(4, 1)
+    labels = torch.arange(3).repeat(4)
+    m.loss(head(features), labels, features=features)
+    with torch.no_grad():
+        m.gamma_net.bias.fill_(-8.0)          # gammas ~ 5 * sigmoid(-8) ~ 0.0017
+    m.meta_step(head=head, features=features, targets=labels, meta_features=features,
+                meta_targets=labels, lr=0.1)
+    assert all(torch.isfinite(p).all() for p in m.extra_parameters())
+    logits = head(features).detach().requires_grad_(True)
+    m.loss(logits, labels, features=features).backward()
+    assert torch.isfinite(logits.grad).all()
