@@ -1,0 +1,174 @@
+"""Intervals of table cells (METRICS.md): bootstrap over test samples for one seed, the two-level
+bootstrap (seeds, then samples) for several, and paired differences against a reference method.
+
+All resampling goes through calbench.metrics (bootstrap_metrics, seed_bootstrap, paired_bootstrap);
+the paired two-level case, which calbench.metrics does not offer, is built here on its Resampler so
+that a method and its reference are evaluated on the same drawn seeds and the same sample indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from calbench.metrics import bootstrap_metrics, compute_metrics, paired_bootstrap, seed_bootstrap
+from calbench.report.tidy import Results, Run, load_predictions
+
+
+@dataclass
+class Estimate:
+    """Point estimate (mean over runs) and percentile interval of each metric; ci is None when B = 0."""
+
+    point: dict[str, float]
+    ci: dict[str, tuple[float, float]] | None
+    n_runs: int
+    seeds: list[int] = field(default_factory=list)
+    per_run: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Cell:
+    """One table cell group: a method on one (dataset, backbone); diff is the paired difference to the
+    reference method (None without --reference or when no seed is shared)."""
+
+    estimate: Estimate
+    diff: Estimate | None = None
+
+    def significant(self, key: str) -> bool:
+        """True when the difference interval to the reference excludes 0."""
+        if self.diff is None or self.diff.ci is None:
+            return False
+        lo, hi = self.diff.ci[key]
+        return lo > 0 or hi < 0
+
+
+def _interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
+    lo, hi = np.percentile(samples, [50 * (1 - ci), 50 * (1 + ci)])
+    return float(lo), float(hi)
+
+
+def estimate_runs(preds: list[dict], *, keys, B: int = 1000, seed: int = 0, ci: float = 0.95,
+                  bins: int = 15) -> Estimate:
+    """Mean over runs with a sample-level (one run) or two-level (several runs) bootstrap interval."""
+    keys = tuple(keys)
+    if B <= 0:
+        per_run = [compute_metrics(p["labels"], logits=p["logits"], bins=bins, keys=keys) for p in preds]
+        point = {k: float(np.mean([r[k] for r in per_run])) for k in keys}
+        return Estimate(point, None, len(preds), per_run=per_run)
+    if len(preds) == 1:
+        out = bootstrap_metrics(preds[0]["labels"], logits=preds[0]["logits"], B=B, seed=seed, ci=ci, keys=keys,
+                                bins=bins)
+        return Estimate(dict(out["point"]), dict(out["ci"]), 1, per_run=[dict(out["point"])])
+    out = seed_bootstrap(preds, B=B, seed=seed, ci=ci, keys=keys, bins=bins)
+    return Estimate(dict(out["point"]), dict(out["ci"]), len(preds), per_run=list(out["per_run"]))
+
+
+def paired_seed_bootstrap(pairs: list[tuple[dict, dict]], *, keys, B: int = 1000, seed: int = 0,
+                          ci: float = 0.95, bins: int = 15) -> Estimate:
+    """Two-level paired bootstrap of a - b: pairs are (a, b) predictions of the same seed on the same
+    test samples. Seeds are drawn as in seed_bootstrap (rng.integers(0, S, (B, S))); each drawn copy gets
+    one resample of sample indices used for both a and b. Point: mean over pairs of a - b."""
+    from calbench.metrics.bootstrap import BLOCK_ELEMENTS, Resampler
+    from calbench.metrics.core import resolve_keys
+    from calbench.metrics.inputs import prepare
+
+    keys = resolve_keys(tuple(keys), False)
+    S = len(pairs)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, S, (B, S))
+    sums = {k: np.zeros(B) for k in keys}
+    per_pair = []
+    for s, (a, b) in enumerate(pairs):
+        ra = Resampler(prepare(a["labels"], logits=a["logits"]), int(bins), keys)
+        rb = Resampler(prepare(b["labels"], logits=b["logits"]), int(bins), keys)
+        per_pair.append({k: ra.point[k] - rb.point[k] for k in keys})
+        n = ra.n
+        owner = np.nonzero(drawn.ravel() == s)[0] // S
+        step = max(1, BLOCK_ELEMENTS // max(1, n))
+        for start in range(0, owner.shape[0], step):
+            chunk = owner[start:start + step]
+            idx = rng.integers(0, n, (chunk.shape[0], n))
+            sa, sb = ra.stats_of_indices(idx), rb.stats_of_indices(idx)
+            for k in keys:
+                np.add.at(sums[k], chunk, sa[k] - sb[k])
+    samples = {k: v / S for k, v in sums.items()}
+    point = {k: float(np.mean([p[k] for p in per_pair])) for k in keys}
+    return Estimate(point, {k: _interval(samples[k], ci) for k in keys}, S, per_run=per_pair)
+
+
+def paired_difference(a: list[tuple[int, dict]], b: list[tuple[int, dict]], *, keys, B: int = 1000,
+                      seed: int = 0, ci: float = 0.95, bins: int = 15) -> Estimate | None:
+    """Difference a - b over the seeds both have, paired on the same test samples (labels must match).
+    None when no seed is shared or the test labels differ."""
+    bmap = dict(b)
+    pairs = [(pa, bmap[s]) for s, pa in a if s in bmap and np.array_equal(pa["labels"], bmap[s]["labels"])]
+    seeds = [s for s, pa in a if s in bmap and np.array_equal(pa["labels"], bmap[s]["labels"])]
+    if not pairs:
+        return None
+    keys = tuple(keys)
+    if B <= 0:
+        per = []
+        for pa, pb in pairs:
+            ma = compute_metrics(pa["labels"], logits=pa["logits"], bins=bins, keys=keys)
+            mb = compute_metrics(pb["labels"], logits=pb["logits"], bins=bins, keys=keys)
+            per.append({k: ma[k] - mb[k] for k in keys})
+        return Estimate({k: float(np.mean([p[k] for p in per])) for k in keys}, None, len(per), seeds, per)
+    if len(pairs) == 1:
+        pa, pb = pairs[0]
+        out = paired_bootstrap(pa["labels"], logits_a=pa["logits"], logits_b=pb["logits"], B=B, seed=seed, ci=ci,
+                               keys=keys, bins=bins)
+        return Estimate(dict(out["point"]), dict(out["ci"]), 1, seeds, [dict(out["point"])])
+    est = paired_seed_bootstrap(pairs, keys=keys, B=B, seed=seed, ci=ci, bins=bins)
+    est.seeds = seeds
+    return est
+
+
+def cell_runs(results: Results) -> dict[tuple[str, tuple[str, str]], list[Run]]:
+    """Done runs per (method label, (dataset, backbone)), sorted by seed."""
+    cells: dict = {}
+    for r in results.done:
+        cells.setdefault((r.method_label, r.group), []).append(r)
+    return {k: sorted(v, key=lambda r: r.seed) for k, v in cells.items()}
+
+
+def compute_cells(results: Results, *, keys, posthoc: str | None = None, B: int = 1000, seed: int = 0,
+                  ci: float = 0.95, bins: int = 15, reference: str | None = None) -> dict:
+    """{(method label, (dataset, backbone)): Cell} for every cell with at least one done run.
+
+    reference: a method label (or registry name) whose paired difference every other cell gets."""
+    keys = tuple(keys)
+    groups = cell_runs(results)
+    preds: dict = {}
+    for key, runs in groups.items():
+        preds[key] = [(r.seed, load_predictions(r, "test", posthoc)) for r in runs]
+    cells = {}
+    for key, seeded in preds.items():
+        est = estimate_runs([p for _, p in seeded], keys=keys, B=B, seed=seed, ci=ci, bins=bins)
+        est.seeds = [s for s, _ in seeded]
+        cells[key] = Cell(est)
+    if reference is not None:
+        ref_label = resolve_reference(results, reference)
+        for (label, group), cell in cells.items():
+            ref = preds.get((ref_label, group))
+            if ref is None or label == ref_label:
+                continue
+            cell.diff = paired_difference(preds[(label, group)], ref, keys=keys, B=B, seed=seed, ci=ci, bins=bins)
+    return cells
+
+
+def resolve_reference(results: Results, reference: str) -> str:
+    """The method label a --reference names: a label, or a registry name with exactly one label."""
+    from calbench.errors import InputError
+    from calbench.registry import did_you_mean
+
+    labels = results.methods()
+    if reference in labels:
+        return reference
+    by_name = sorted({r.method_label for r in results.runs if r.method == reference})
+    if len(by_name) == 1:
+        return by_name[0]
+    if len(by_name) > 1:
+        raise InputError(f"--reference '{reference}' is ambiguous; one of: {', '.join(by_name)}")
+    raise InputError(f"unknown reference method '{reference}'{did_you_mean(reference, labels)}; "
+                     f"valid: {', '.join(labels)}")

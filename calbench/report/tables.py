@@ -1,0 +1,234 @@
+"""The report table laid out like Table 1 of the CALS paper, and its renderers (rich, markdown, LaTeX).
+
+Rows are methods in recipe order, column groups (dataset, backbone), sub-columns metrics (x100 where
+METRIC_INFO says "percent"); each cell is the mean over seeds with its percentile interval. Best and
+second best per column are chosen by point estimate (direction from METRIC_INFO higher_is_better).
+A cell whose runs are incomplete (a failed or pending seed) is a dash unless partial=True, and every
+missing, failed or partial cell is listed under the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from calbench.metrics import METRIC_INFO
+from calbench.report.intervals import Cell
+from calbench.report.tidy import Results
+
+DASH = "-"
+SIG = "*"  # the difference to the reference excludes 0
+PARTIAL = "†"
+
+
+@dataclass
+class ReportTable:
+    title: str
+    rows: list[str]
+    groups: list[tuple[str, str]]
+    keys: tuple[str, ...]
+    cells: dict  # (row, group) -> Cell (only cells shown)
+    notes: list[str] = field(default_factory=list)
+    reference: str | None = None
+    ci: float = 0.95
+    partial: set = field(default_factory=set)  # (row, group) shown from incomplete seeds
+
+    def scale(self, key: str) -> float:
+        return 100.0 if METRIC_INFO[key]["percent"] else 1.0
+
+    def decimals(self, key: str) -> int:
+        return 2 if METRIC_INFO[key]["percent"] else 3
+
+    def value(self, row: str, group, key: str) -> float | None:
+        """The displayed point estimate (scaled) or None for a missing cell."""
+        cell = self.cells.get((row, group))
+        return None if cell is None else cell.estimate.point[key] * self.scale(key)
+
+    def ranks(self, group, key: str) -> dict[str, int]:
+        """row -> 0 (best) / 1 (second) by point estimate."""
+        vals = [(self.cells[(r, group)].estimate.point[key], r) for r in self.rows if (r, group) in self.cells]
+        hib = METRIC_INFO[key]["higher_is_better"]
+        vals.sort(key=lambda t: -t[0] if hib else t[0])
+        return {r: i for i, (_, r) in enumerate(vals[:2])}
+
+    def parts(self, row: str, group, key: str) -> tuple[str, str, str] | None:
+        """(value, interval, marker) strings of one cell, or None when missing."""
+        cell: Cell | None = self.cells.get((row, group))
+        if cell is None:
+            return None
+        s, d = self.scale(key), self.decimals(key)
+        val = f"{cell.estimate.point[key] * s:.{d}f}"
+        interval = ""
+        if cell.estimate.ci is not None:
+            lo, hi = cell.estimate.ci[key]
+            interval = f"[{lo * s:.{d}f}, {hi * s:.{d}f}]"
+        marker = (SIG if cell.significant(key) else "") + (PARTIAL if (row, group) in self.partial else "")
+        return val, interval, marker
+
+    def footer(self) -> list[str]:
+        lines = [f"cells: mean over seeds [{self.ci:.0%} bootstrap interval]; metrics marked x100 are percentages"]
+        if self.reference:
+            lines.append(f"{SIG}: the paired {self.ci:.0%} interval of the difference to {self.reference} excludes 0")
+        if self.partial:
+            lines.append(f"{PARTIAL}: mean over the done seeds only")
+        return lines + self.notes
+
+
+def header(key: str) -> str:
+    name = {"acc": "Acc", "aece": "AECE", "cece": "cECE", "smece": "smECE", "sece": "SECE", "miou": "mIoU",
+            "brier": "Brier", "nll": "NLL"}.get(key, key.upper())
+    return name
+
+
+def group_name(group) -> str:
+    return f"{group[0]} / {group[1]}"
+
+
+def build_table(results: Results, cells: dict, *, keys, ci: float = 0.95, reference: str | None = None,
+                posthoc: str | None = None, partial: bool = False) -> ReportTable:
+    """Arrange computed cells into rows/groups; drop or mark incomplete cells and write the notes."""
+    rows, groups = results.methods(), results.groups()
+    problems: dict = {}
+    for r in results.failed:
+        why = f"seed {r.seed} failed" + (f" ({r.reason})" if r.reason else "") + f" [{r.run_id}]"
+        problems.setdefault((r.method_label, r.group), []).append(why)
+    for m in results.missing:
+        if m.get("method_label") and m.get("dataset"):
+            key = (m["method_label"], (m["dataset"], m.get("backbone", "?")))
+            problems.setdefault(key, []).append(f"seed {m.get('seed', '?')} {m.get('why', 'not run')} [{m.get('run_id')}]")
+    shown, marked, notes = {}, set(), []
+    for row in rows:
+        for g in groups:
+            key = (row, g)
+            cell = cells.get(key)
+            why = problems.get(key, [])
+            if cell is not None and (not why or partial):
+                shown[key] = cell
+                if why:
+                    marked.add(key)
+            if cell is None or why:
+                shown_as = "partial" if key in shown else "missing"
+                reason = "; ".join(why) if why else "no run"
+                notes.append(f"{shown_as}: {row} on {group_name(g)}: {reason}")
+    unlisted = [m for m in results.missing if not (m.get("method_label") and m.get("dataset"))]
+    if unlisted:
+        notes.append(f"pending: {len(unlisted)} run(s) of recipe.json without metrics.json: "
+                     + ", ".join(str(m.get("run_id")) for m in unlisted))
+    title = f"{results.recipe}: test" + (" after temperature scaling" if posthoc == "ts" else "")
+    return ReportTable(title, rows, groups, tuple(keys), shown, notes, reference, ci, marked)
+
+
+def render_rich(table: ReportTable):
+    """A rich.table.Table: header lines 'dataset / backbone' over the metric name."""
+    from rich.table import Table
+
+    t = Table(title=table.title, title_justify="left", caption="\n".join(table.footer()), caption_justify="left")
+    t.add_column("method", no_wrap=True)
+    for g in table.groups:
+        for k in table.keys:
+            unit = " x100" if METRIC_INFO[k]["percent"] else ""
+            t.add_column(f"{group_name(g)}\n{header(k)}{unit}", justify="right")
+    ranks = {(g, k): table.ranks(g, k) for g in table.groups for k in table.keys}
+    for row in table.rows:
+        out = [row]
+        for g in table.groups:
+            for k in table.keys:
+                p = table.parts(row, g, k)
+                if p is None:
+                    out.append(DASH)
+                    continue
+                val, interval, marker = p
+                rank = ranks[(g, k)].get(row)
+                val = f"[bold]{val}[/bold]" if rank == 0 else f"[underline]{val}[/underline]" if rank == 1 else val
+                out.append(f"{val}{marker} {interval}".rstrip())
+        t.add_row(*out)
+    return t
+
+
+def render_text(table: ReportTable, width: int = 250) -> str:
+    """The rich table as plain text (for -o FILE)."""
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None, force_terminal=False).print(render_rich(table))
+    return buf.getvalue()
+
+
+def render_markdown(table: ReportTable) -> str:
+    """A GitHub markdown table; best **bold**, second <u>underlined</u> (as the paper's markdown)."""
+    heads = ["method"] + [f"{group_name(g)} {header(k)}" for g in table.groups for k in table.keys]
+    lines = [f"**{table.title}**", "", "| " + " | ".join(heads) + " |",
+             "|" + "---|" + "---:|" * (len(heads) - 1)]
+    ranks = {(g, k): table.ranks(g, k) for g in table.groups for k in table.keys}
+    for row in table.rows:
+        out = [row.replace("|", "\\|")]
+        for g in table.groups:
+            for k in table.keys:
+                p = table.parts(row, g, k)
+                if p is None:
+                    out.append(DASH)
+                    continue
+                val, interval, marker = p
+                rank = ranks[(g, k)].get(row)
+                val = f"**{val}**" if rank == 0 else f"<u>{val}</u>" if rank == 1 else val
+                out.append(f"{val}{marker} {interval}".rstrip())
+        lines.append("| " + " | ".join(out) + " |")
+    lines.append("")
+    lines += [f"- {line}" for line in table.footer()]
+    return "\n".join(lines) + "\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex_escape(s: str) -> str:
+    return "".join(_TEX.get(c, c) for c in str(s))
+
+
+def render_latex(table: ReportTable) -> str:
+    """A booktabs table: multicolumn group headers with cmidrules, best \\textbf, second \\underline,
+    the interval in \\scriptsize after the value (percentile intervals are asymmetric, so [lo, hi]
+    rather than \\pm)."""
+    nk = len(table.keys)
+    spec = "l" + "".join(" " + "c" * nk for _ in table.groups)
+    lines = [r"\begin{table}[t]", r"\centering", r"\setlength{\tabcolsep}{3pt}",
+             rf"\caption{{{tex_escape(table.title)}. Mean over seeds with the {int(round(table.ci * 100))}\% "
+             r"bootstrap interval in brackets; best in bold, second best underlined.}",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    heads = [""] + [rf"\multicolumn{{{nk}}}{{c}}{{{tex_escape(group_name(g))}}}" for g in table.groups]
+    lines.append(" & ".join(heads) + r" \\")
+    rules = [rf"\cmidrule(lr){{{2 + i * nk}-{1 + (i + 1) * nk}}}" for i in range(len(table.groups))]
+    lines.append(" ".join(rules))
+    sub = ["Method"] + [tex_escape(header(k)) + (r" ($\uparrow$)" if METRIC_INFO[k]["higher_is_better"]
+                                                 else r" ($\downarrow$)")
+                        for _ in table.groups for k in table.keys]
+    lines.append(" & ".join(sub) + r" \\")
+    lines.append(r"\midrule")
+    ranks = {(g, k): table.ranks(g, k) for g in table.groups for k in table.keys}
+    for row in table.rows:
+        out = [tex_escape(row)]
+        for g in table.groups:
+            for k in table.keys:
+                p = table.parts(row, g, k)
+                if p is None:
+                    out.append("--")
+                    continue
+                val, interval, marker = p
+                rank = ranks[(g, k)].get(row)
+                val = rf"\textbf{{{val}}}" if rank == 0 else rf"\underline{{{val}}}" if rank == 1 else val
+                mark = ""
+                if SIG in marker:
+                    mark += r"$^{*}$"
+                if PARTIAL in marker:
+                    mark += r"$^{\dagger}$"
+                iv = rf"{{\scriptsize\,{interval}}}" if interval else ""
+                out.append(f"{val}{mark}{iv}")
+        lines.append(" & ".join(out) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    foot = [tex_escape(x).replace(tex_escape(PARTIAL), r"$^{\dagger}$") for x in table.footer()[1:]]
+    if foot:
+        lines.append(r"\par\smallskip{\footnotesize " + r" \\ ".join(foot) + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,179 @@
+"""`calbench report`: formats, cell values traced to metrics.json and predictions, intervals, robustness."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from calbench.cli import cli
+from calbench.errors import InputError
+from calbench.metrics import bootstrap_indices, compute_metrics
+from calbench.report import compute_cells, load_predictions, load_results
+from calbench.report.intervals import estimate_runs, paired_difference
+from calbench.report.tables import render_latex
+
+from conftest import make_store
+
+
+def invoke(*args):
+    """click >= 8.2: result.stdout and result.stderr are kept apart."""
+    return CliRunner().invoke(cli, ["report", *args])
+
+
+@pytest.mark.parametrize("fmt", [[], ["--latex"], ["--markdown"], ["--csv"]])
+def test_every_format_succeeds(store, fmt):
+    res = invoke("--results", str(store), "--bootstrap", "50", *fmt)
+    assert res.exit_code == 0, res.output
+    assert "cals-alm(margin=10)" in res.stdout
+
+
+def test_latex_is_balanced_booktabs(store):
+    res = invoke("--results", str(store), "--bootstrap", "50", "--latex", "--reference", "ce")
+    assert res.exit_code == 0, res.output
+    tex = res.stdout
+    depth = 0
+    for i, ch in enumerate(tex):
+        if ch in "{}" and (i == 0 or tex[i - 1] != "\\"):
+            depth += 1 if ch == "{" else -1
+            assert depth >= 0
+    assert depth == 0
+    assert r"\begin{tabular}" in tex and r"\end{tabular}" in tex
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{" in tex and r"\underline{" in tex
+
+
+def test_cell_mean_equals_metrics_json_mean(store):
+    """The markdown cell of ce on digits/mlp is the mean over seeds of the runs' metrics.json ece x100."""
+    res = invoke("--results", str(store), "--bootstrap", "0", "--markdown", "--metrics", "acc,ece")
+    assert res.exit_code == 0, res.output
+    vals = []
+    for p in (store / "quickstart").glob("*/metrics.json"):
+        obj = json.loads(p.read_text())
+        if obj["method"] == "ce":
+            vals.append(obj["metrics"]["test"]["ece"])
+    assert len(vals) == 2
+    row = next(line for line in res.stdout.splitlines() if line.startswith("| ce |"))
+    cell = row.split("|")[3].strip().strip("*<u>/")
+    assert float(cell) == pytest.approx(100 * np.mean(vals), abs=0.006)
+    assert f"{100 * np.mean(vals):.2f}" in row
+
+
+def test_recomputed_points_equal_metrics_json(store):
+    results = load_results(store)
+    cells = compute_cells(results, keys=("acc", "ece", "aece", "nll"), B=0)
+    cells_ts = compute_cells(results, keys=("acc", "ece", "aece", "nll"), B=0, posthoc="ts")
+    n = 0
+    for (label, group), cell in cells.items():
+        runs = sorted((r for r in results.done if r.method_label == label and r.group == group), key=lambda r: r.seed)
+        for run, point, point_ts in zip(runs, cell.estimate.per_run, cells_ts[(label, group)].estimate.per_run):
+            for k, v in point.items():
+                assert v == pytest.approx(run.metrics["test"][k], abs=1e-12)
+                assert point_ts[k] == pytest.approx(run.metrics["test_ts"][k], abs=1e-9)
+                n += 1
+    assert n == 4 * 2 * 4
+
+
+def slow_bootstrap(labels, logits, B, seed, ci, key):
+    idx = bootstrap_indices(labels.size, B, seed)
+    stats = [compute_metrics(labels[row], logits=logits[row], keys=(key,))[key] for row in idx]
+    return tuple(np.percentile(stats, [50 * (1 - ci), 50 * (1 + ci)]))
+
+
+def test_sample_level_interval_equals_slow_bootstrap(store_factory):
+    root = store_factory(seeds=(0,), methods=(("ce", "ce", {}),), n=90)
+    results = load_results(root)
+    (cell,) = compute_cells(results, keys=("acc", "ece", "aece"), B=200, seed=7, ci=0.9).values()
+    pred = load_predictions(results.done[0])
+    for key in ("acc", "ece", "aece"):
+        lo, hi = slow_bootstrap(pred["labels"], pred["logits"], 200, 7, 0.9, key)
+        assert cell.estimate.ci[key] == pytest.approx((lo, hi), abs=1e-12)
+
+
+def test_two_level_and_paired_intervals(store):
+    results = load_results(store)
+    runs = sorted((r for r in results.done if r.method == "ce"), key=lambda r: r.seed)
+    ref = sorted((r for r in results.done if r.method == "cals-alm"), key=lambda r: r.seed)
+    a = [(r.seed, load_predictions(r)) for r in runs]
+    b = [(r.seed, load_predictions(r)) for r in ref]
+    est = estimate_runs([p for _, p in a], keys=("ece",), B=300, seed=1)
+    assert est.n_runs == 2 and est.ci["ece"][0] <= est.ci["ece"][1]
+    diff = paired_difference(a, b, keys=("acc", "ece"), B=300, seed=1)
+    # the paired difference of a method with itself is exactly zero in every resample
+    same = paired_difference(a, a, keys=("ece",), B=100, seed=1)
+    assert same.ci["ece"] == (0.0, 0.0) and same.point["ece"] == 0.0
+    # point = mean over seeds of the per-seed differences
+    per = [compute_metrics(pa["labels"], logits=pa["logits"], keys=("acc",))["acc"]
+           - compute_metrics(pb["labels"], logits=pb["logits"], keys=("acc",))["acc"] for (_, pa), (_, pb) in zip(a, b)]
+    assert diff.point["acc"] == pytest.approx(np.mean(per), abs=1e-12)
+
+
+def test_reference_marks_cells(store):
+    res = invoke("--results", str(store), "--bootstrap", "200", "--markdown", "--reference", "ce")
+    assert res.exit_code == 0, res.output
+    assert "difference to ce excludes 0" in res.stdout
+    ce_row = next(line for line in res.stdout.splitlines() if line.startswith("| ce |"))
+    assert "*" not in ce_row.replace("**", "")
+
+
+def test_corrupt_and_failed_runs(store_factory):
+    root = store_factory(failed={("ls(alpha=0.05)", "digits", 1)}, corrupt={("ce", "digits", 0)})
+    res = invoke("--results", str(root), "--bootstrap", "50", "--markdown")
+    assert res.exit_code == 0, res.output
+    warnings = [line for line in res.stderr.splitlines() if "metrics.json" in line]
+    assert len(warnings) == 1 and "unreadable" in warnings[0]
+    corrupt_path = [p for p in (root / "quickstart").glob("*/metrics.json") if not _readable(p)]
+    assert len(corrupt_path) == 1 and str(corrupt_path[0]) in warnings[0]
+    row = next(line for line in res.stdout.splitlines() if line.startswith("| ls(alpha=0.05) |"))
+    assert row.split("|")[2].strip() == "-"
+    assert "missing: ls(alpha=0.05) on digits / mlp: seed 1 failed" in res.stdout
+    assert "missing: ce on digits / mlp: seed 0 unreadable metrics.json" in res.stdout
+    # the other methods are untouched
+    row = next(line for line in res.stdout.splitlines() if line.startswith("| mbls(margin=10) |"))
+    assert row.split("|")[2].strip() != "-"
+    # --partial shows the done seed instead, marked
+    res = invoke("--results", str(root), "--bootstrap", "50", "--markdown", "--partial")
+    row = next(line for line in res.stdout.splitlines() if line.startswith("| ls(alpha=0.05) |"))
+    assert "†" in row
+
+
+def _readable(p):
+    try:
+        json.loads(p.read_text())
+        return True
+    except ValueError:
+        return False
+
+
+def test_csv_is_the_tidy_table(store):
+    res = invoke("--results", str(store), "--csv")
+    assert res.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert len(rows) == 4 * 2 * 3 * 9  # runs x splits x metrics
+    tidy = load_results(store).tidy()
+    assert len(tidy) == len(rows) and set(tidy["split"]) == {"test", "test_ts", "val"}
+
+
+def test_user_errors_are_one_line(tmp_path, store):
+    for args in (["--results", str(tmp_path / "none")], ["--results", str(store), "--recipe", "quickstrat"],
+                 ["--results", str(store), "--metrics", "eec"], ["--results", str(store), "--reference", "xx"]):
+        res = invoke(*args)
+        assert res.exit_code == 2, (args, res.output)
+        err = res.stderr.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("calbench: error:")
+    assert "did you mean 'quickstart'" in invoke("--results", str(store), "--recipe", "quickstrat").stderr
+    with pytest.raises(InputError):
+        load_results(tmp_path / "none")
+
+
+def test_output_file(store, tmp_path):
+    out = tmp_path / "t.tex"
+    res = invoke("--results", str(store), "--bootstrap", "20", "--latex", "-o", str(out))
+    assert res.exit_code == 0 and out.read_text().startswith(r"\begin{table}")
+    out = tmp_path / "t.txt"
+    assert invoke("--results", str(store), "--bootstrap", "20", "-o", str(out)).exit_code == 0
+    assert "cals-alm(margin=10)" in out.read_text()
+    assert render_latex  # imported API
