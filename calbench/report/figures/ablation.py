@@ -1,0 +1,55 @@
+"""A metric against a swept hyper-parameter (default margin) per method and penalty, on validation and test
+(CALS Figure 3c). Values are the runs' metrics.json (equal to the recomputation from predictions, tested),
+means over seeds; a series needs at least two distinct values of the parameter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from calbench.errors import InputError
+from calbench.metrics import METRIC_INFO
+from calbench.report.figures.base import FIGURES, done_runs, pyplot, save, slug
+from calbench.report.tidy import Results
+
+
+def series(runs, param: str) -> dict:
+    """{(group, series name): {param value: [runs]}} for runs whose hparams carry param."""
+    out: dict = {}
+    for r in runs:
+        if param not in r.hparams or not isinstance(r.hparams[param], (int, float)):
+            continue
+        name = r.method + (f" ({r.hparams['penalty']})" if r.hparams.get("penalty") else "")
+        out.setdefault((r.group, name), {}).setdefault(float(r.hparams[param]), []).append(r)
+    return {k: v for k, v in out.items() if len(v) >= 2}
+
+
+@FIGURES.register("ablation", paper="CALS Figure 3c")
+def ablation(results: Results, out_dir: Path, fmt: str = "png", param: str = "margin",
+             metrics=("ece", "acc"), **_) -> list[Path]:
+    """Grid: rows = metrics (x100 where percent), columns = val / test; one line per method (penalty); one figure per group."""
+    plt = pyplot()
+    swept = series(done_runs(results, "ablation"), param)
+    if not swept:
+        raise InputError(f"nothing to plot for ablation: no method was run with two or more values of "
+                         f"'{param}' in {results.root / results.recipe}")
+    paths = []
+    for group in sorted({g for g, _ in swept}, key=results.groups().index):
+        fig, axes = plt.subplots(len(metrics), 2, figsize=(8.5, 2.9 * len(metrics)), squeeze=False)
+        for (g, name), by_value in swept.items():
+            if g != group:
+                continue
+            xs = sorted(by_value)
+            for i, key in enumerate(metrics):
+                for j, split in enumerate(("val", "test")):
+                    ys = [np.mean([r.metrics.get(split, {}).get(key, np.nan) for r in by_value[x]]) for x in xs]
+                    pct = METRIC_INFO[key]["percent"]
+                    axes[i, j].plot(xs, (100 if pct else 1) * np.array(ys), marker="o", label=name)
+                    axes[i, j].set(xlabel=param, ylabel=key + (" (%)" if pct else ""), title=f"{key} on {split}")
+                    axes[i, j].grid(alpha=0.3)
+        axes[0, 0].legend(fontsize=7)
+        fig.suptitle(f"{results.recipe}: {group[0]} / {group[1]}: effect of {param}")
+        fig.tight_layout()
+        paths.append(save(fig, out_dir, slug("ablation", param, group[0], group[1]), fmt))
+    return paths

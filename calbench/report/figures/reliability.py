@@ -1,0 +1,68 @@
+"""Reliability diagrams with confidence histograms: a grid of methods for one dataset/backbone, before
+and after temperature scaling (CALS Figure 4). Predictions of all done seeds of a cell are pooled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from calbench.metrics import compute_metrics, reliability_bins
+from calbench.report.figures.base import FIGURES, by_group, done_runs, pyplot, save, slug
+from calbench.report.tidy import Results, load_predictions
+
+
+def pooled(runs, posthoc):
+    preds = [load_predictions(r, "test", posthoc) for r in runs]
+    return np.concatenate([p["labels"] for p in preds]), np.concatenate([p["logits"] for p in preds])
+
+
+def draw_panel(ax_rel, ax_hist, labels, logits, bins: int, title: str) -> None:
+    """Accuracy per confidence bin (bars), the gap to the diagonal, and the share of samples per bin."""
+    rb = reliability_bins(labels, logits=logits, bins=bins)
+    m = compute_metrics(labels, logits=logits, bins=bins, keys=("acc", "ece"))
+    edges = rb["edges"]
+    width, left = np.diff(edges), edges[:-1]
+    centers = left + width / 2
+    acc = np.nan_to_num(rb["accuracy"])
+    conf = np.where(rb["count"] > 0, rb["confidence"], centers)
+    ax_rel.bar(left, acc, width=width, align="edge", color="#3b75af", edgecolor="black", lw=0.5, label="accuracy")
+    ax_rel.bar(left, np.where(rb["count"] > 0, conf - acc, 0), bottom=acc, width=width, align="edge",
+               color="#d62728", alpha=0.35, edgecolor="#d62728", hatch="//", lw=0.5, label="gap")
+    ax_rel.plot([0, 1], [0, 1], "--", color="red", lw=1)
+    ax_rel.set(xlim=(0, 1), ylim=(0, 1), title=title)
+    ax_rel.text(0.04, 0.93, f"ECE {100 * m['ece']:.2f}\nAcc {100 * m['acc']:.2f}", va="top", fontsize=7,
+                bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
+    share = rb["count"] / max(1, rb["count"].sum())
+    ax_hist.bar(left, share, width=width, align="edge", color="gray", edgecolor="black", lw=0.5)
+    probs_conf = np.exp(logits - logits.max(1, keepdims=True))
+    r = (probs_conf / probs_conf.sum(1, keepdims=True)).max(1)
+    ax_hist.axvline(r.mean(), color="black", ls="--", lw=1)
+    ax_hist.axvline(m["acc"], color="#3b75af", ls="-", lw=1)
+    ax_hist.set(xlim=(0, 1), xlabel="confidence")
+
+
+@FIGURES.register("reliability", paper="CALS Figure 4")
+def reliability(results: Results, out_dir: Path, fmt: str = "png", bins: int = 15, **_) -> list[Path]:
+    """Reliability diagrams + confidence histograms, a grid of methods per dataset/backbone, raw and TS."""
+    plt = pyplot()
+    paths = []
+    for group, methods in by_group(results, done_runs(results, "reliability")).items():
+        states = [None] + (["ts"] if all(r.temperature for runs in methods.values() for r in runs) else [])
+        n = len(methods)
+        fig = plt.figure(figsize=(2.4 * n + 0.6, 3.6 * len(states)), layout="constrained")
+        subfigs = fig.subfigures(len(states), 1, squeeze=False)[:, 0]
+        first = None
+        for i, state in enumerate(states):
+            axes = subfigs[i].subplots(2, n, squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 1]})
+            first = first if first is not None else axes[0, 0]
+            for j, (label, runs) in enumerate(methods.items()):
+                labels, logits = pooled(runs, state)
+                title = f"{label}" + (" + TS" if state else "") + f"\n({len(runs)} seed{'s' * (len(runs) > 1)})"
+                draw_panel(axes[0, j], axes[1, j], labels, logits, bins, title)
+            axes[0, 0].set_ylabel("accuracy")
+            axes[1, 0].set_ylabel("share")
+        first.legend(loc="lower right", fontsize=6)
+        fig.suptitle(f"{results.recipe}: {group[0]} / {group[1]} (test, {bins} bins)")
+        paths.append(save(fig, out_dir, slug("reliability", group[0], group[1], f"{bins}bins"), fmt))
+    return paths

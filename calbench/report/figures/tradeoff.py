@@ -1,0 +1,42 @@
+"""ECE against accuracy per method with bootstrap interval bars, one panel per dataset/backbone (CALS Fig. 1).
+Points are means over seeds; bars the two-level (several seeds) or sample-level percentile intervals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from calbench.report.figures.base import FIGURES, done_runs, pyplot, save, slug
+from calbench.report.intervals import compute_cells
+from calbench.report.tidy import Results
+
+
+@FIGURES.register("tradeoff", paper="CALS Figure 1")
+def tradeoff(results: Results, out_dir: Path, fmt: str = "png", B: int = 1000, seed: int = 0, ci: float = 0.95,
+             posthoc: str | None = None, **_) -> list[Path]:
+    """ECE (y, x100) vs accuracy (x, x100) per method with interval bars; one panel per group."""
+    plt = pyplot()
+    done_runs(results, "tradeoff")
+    cells = compute_cells(results, keys=("acc", "ece"), posthoc=posthoc, B=B, seed=seed, ci=ci)
+    groups = [g for g in results.groups() if any(k[1] == g for k in cells)]
+    methods = results.methods()
+    colors = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.8 * len(groups), 4.2), squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        for i, label in enumerate(methods):
+            cell = cells.get((label, g))
+            if cell is None:
+                continue
+            p, c = cell.estimate.point, cell.estimate.ci
+            x, y = 100 * p["acc"], 100 * p["ece"]
+            xerr = yerr = None
+            if c is not None:
+                xerr = [[x - 100 * c["acc"][0]], [100 * c["acc"][1] - x]]
+                yerr = [[max(0.0, y - 100 * c["ece"][0])], [max(0.0, 100 * c["ece"][1] - y)]]
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=colors(i % colors.N), capsize=3, label=label)
+        ax.set(xlabel="accuracy (%)", ylabel="ECE (%)", title=f"{g[0]} / {g[1]}")
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="best")
+    what = "after TS" if posthoc == "ts" else "test"
+    fig.suptitle(f"{results.recipe}: ECE vs accuracy ({what}; {int(round(ci * 100))}% intervals)")
+    fig.tight_layout()
+    return [save(fig, out_dir, slug("tradeoff") + ("_ts" if posthoc == "ts" else ""), fmt)]
