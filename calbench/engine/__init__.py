@@ -1,0 +1,1 @@
+"""Training one run: the loop, checkpoints, and (distributed.py) data-parallel contexts."""

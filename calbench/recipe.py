@@ -1,0 +1,475 @@
+"""YAML recipe -> typed, validated config -> the matrix of run specs.
+
+A recipe names seeds, datasets, backbones and methods; `expand` makes one `RunSpec` per
+dataset x backbone x method cell x seed (a list-valued hyper-parameter sweeps: one cell per value,
+several lists give their product). Precedence: calbench defaults < recipe < `overrides` entries
+(the most specific match wins) < command-line `--set key=value`. Every problem is a ConfigError
+naming the file and the key, raised before any training starts.
+
+    name: table1
+    seeds: [0, 1, 2]
+    datasets:
+      - name: tiny-imagenet
+        root: ${CALBENCH_DATA}/tiny-imagenet-200      # environment variables expand
+        options: {val_per_class: 50}                  # dataset options (see `calbench list datasets`)
+    backbones: [resnet50-tiny]                        # a name or {name: {option: value}}
+    methods: [ce, {ls: {alpha: 0.05}}, {cals-alm: {margin: [5, 10, 15]}}]
+    train: {epochs: 100, batch_size: 128, optimizer: sgd, lr: 0.1,
+            schedule: {multistep: [40, 60], gamma: 0.1}}
+    posthoc: [ts]
+    overrides:
+      - match: {dataset: 20newsgroups}                # keys: dataset, backbone, method (wildcards)
+        train: {optimizer: adam, lr: 1.0e-3}           # and/or method: {...}, backbone: {...}
+
+A run's id is a hash of everything its result depends on (method and its full hyper-parameters,
+dataset and options, backbone and options, seed, training config, post-hoc list) — not the
+dataset root (moving the data does not invalidate results) nor the results directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import hashlib
+import itertools
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from calbench.errors import CalbenchError, ConfigError
+from calbench.registry import did_you_mean
+
+SCHEMA_VERSION = 1
+TOP_KEYS = ("name", "description", "seeds", "datasets", "backbones", "methods", "train", "posthoc",
+            "overrides")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "multistep", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one run is trained; every field can be set in `train:` or with --set train.<field>=..."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "none"               # none | multistep | cosine
+    milestones: tuple[int, ...] = ()     # epochs at which multistep multiplies lr by gamma
+    gamma: float = 0.1
+    amp: bool = True                     # bfloat16 autocast (CUDA only; ignored on the CPU)
+    channels_last: bool = True           # CUDA only
+    grad_clip: float = 0.0               # max gradient norm; 0 = off
+    num_workers: int = 2                 # DataLoader workers for on-disk datasets
+    eval_batch_size: int = 512
+    meta_fraction: float = 0.1           # meta-validation share of train (methods with a meta step)
+
+
+TRAIN_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the matrix for one seed: everything needed to train it, JSON-able."""
+
+    recipe: str
+    method: str
+    method_label: str
+    hparams: dict[str, Any]
+    dataset: str
+    root: str | None
+    dataset_options: dict[str, Any]
+    backbone: str
+    backbone_options: dict[str, Any]
+    seed: int
+    train: dict[str, Any]
+    posthoc: tuple[str, ...]
+    order: dict[str, int]
+    run_id: str = ""
+
+    def identity(self) -> dict[str, Any]:
+        """Everything the result depends on (the run id hashes this)."""
+        return {"schema": SCHEMA_VERSION, "method": self.method, "hparams": self.hparams,
+                "dataset": self.dataset, "dataset_options": self.dataset_options,
+                "backbone": self.backbone, "backbone_options": self.backbone_options,
+                "seed": self.seed, "train": self.train, "posthoc": list(self.posthoc)}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["posthoc"] = list(self.posthoc)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
+        d = dict(d)
+        d["posthoc"] = tuple(d.get("posthoc", ()))
+        return cls(**d)
+
+    @property
+    def train_config(self) -> TrainConfig:
+        t = dict(self.train)
+        t["milestones"] = tuple(t.get("milestones", ()))
+        return TrainConfig(**t)
+
+
+def run_id_of(identity: dict[str, Any]) -> str:
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Recipe:
+    """A validated recipe; `cells` are (method name, {hparam: value or sweep list}) in recipe order."""
+
+    path: str
+    name: str
+    seeds: list[int]
+    datasets: list[dict[str, Any]]          # {"name", "root", "options"}
+    backbones: list[tuple[str, dict[str, Any]]]
+    methods: list[tuple[str, dict[str, Any]]]
+    train: dict[str, Any]
+    posthoc: list[str]
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+    description: str = ""
+
+
+# ----------------------------------------------------------------------------- loading
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand_env(value: str) -> str:
+    """${VAR} / $VAR from the environment; an unset variable is left as is (reported by the root check)."""
+    return _ENV.sub(lambda m: os.environ.get(m.group(1) or m.group(2), m.group(0)), value)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_sets(raw: dict[str, Any], sets: tuple[str, ...] | list[str], path: str) -> dict[str, Any]:
+    """Apply `--set a.b=value` overrides (value parsed as YAML) to the raw recipe mapping."""
+    raw = copy.deepcopy(raw)
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE (e.g. train.epochs=2)")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if parts[0] not in TOP_KEYS:
+            raise ConfigError(f"--set {key}: unknown key '{parts[0]}'{did_you_mean(parts[0], list(TOP_KEYS))}; "
+                              f"valid: {', '.join(TOP_KEYS)}")
+        node = raw
+        for part in parts[:-1]:
+            if not isinstance(node.get(part, {}), dict):
+                raise ConfigError(f"--set {key}: '{part}' is not a mapping in {path}")
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _parse_value(value)
+    return raw
+
+
+def _err(path: str, key: str, problem: str) -> ConfigError:
+    return ConfigError(f"{path}: {key}: {problem}")
+
+
+def _name_and_options(item: Any, path: str, key: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, dict) and len(item) == 1:
+        name, opts = next(iter(item.items()))
+        if opts is None:
+            opts = {}
+        if not isinstance(name, str) or not isinstance(opts, dict):
+            raise _err(path, key, "expected a name or {name: {option: value}}")
+        return name, dict(opts)
+    raise _err(path, key, f"expected a name or {{name: {{option: value}}}}, got {item!r}")
+
+
+def _check_train(train: Any, path: str, key: str = "train") -> dict[str, Any]:
+    """Validate a (partial) train mapping; returns it with canonical types and schedule fields."""
+    if train is None:
+        return {}
+    if not isinstance(train, dict):
+        raise _err(path, key, f"expected a mapping, got {train!r}")
+    out: dict[str, Any] = {}
+    for k, v in train.items():
+        if k == "schedule":
+            out.update(_check_schedule(v, path, f"{key}.schedule"))
+            continue
+        if k not in TRAIN_TYPES:
+            raise _err(path, f"{key}.{k}", f"unknown key{did_you_mean(k, list(TRAIN_TYPES))}; "
+                                           f"valid: schedule, {', '.join(TRAIN_TYPES)}")
+        out[k] = _check_train_value(k, v, path, f"{key}.{k}")
+    return out
+
+
+def _check_train_value(k: str, v: Any, path: str, key: str) -> Any:
+    default = getattr(TrainConfig(), k)
+    if isinstance(default, bool):
+        if not isinstance(v, bool):
+            raise _err(path, key, f"expected true or false, got {v!r}")
+    elif isinstance(default, int):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _err(path, key, f"expected an integer, got {v!r}")
+        if v < 0 or (k in ("epochs", "batch_size", "eval_batch_size") and v < 1):
+            raise _err(path, key, f"must be positive, got {v}")
+    elif isinstance(default, float):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _err(path, key, f"expected a number, got {v!r}")
+        v = float(v)
+        if v < 0:
+            raise _err(path, key, f"must be >= 0, got {v}")
+    elif isinstance(default, tuple):
+        if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            raise _err(path, key, f"expected a list of integers, got {v!r}")
+        v = list(v)
+    elif k == "optimizer" and v not in OPTIMIZERS:
+        raise _err(path, key, f"unknown optimizer {v!r}{did_you_mean(str(v), list(OPTIMIZERS))}; "
+                              f"valid: {', '.join(OPTIMIZERS)}")
+    elif k == "schedule" and v not in SCHEDULES:
+        raise _err(path, key, f"unknown schedule {v!r}; valid: {', '.join(SCHEDULES)}")
+    return v
+
+
+def _check_schedule(v: Any, path: str, key: str) -> dict[str, Any]:
+    """'none' | 'cosine' | {multistep: [40, 60], gamma: 0.1} | {cosine: {}}"""
+    if isinstance(v, str) or v is None:
+        kind = v or "none"
+        if kind not in SCHEDULES:
+            raise _err(path, key, f"unknown schedule {kind!r}{did_you_mean(str(kind), list(SCHEDULES))}; "
+                                  f"valid: {', '.join(SCHEDULES)}")
+        if kind == "multistep":
+            raise _err(path, key, "multistep needs its milestones: {multistep: [40, 60], gamma: 0.1}")
+        return {"schedule": kind}
+    if not isinstance(v, dict):
+        raise _err(path, key, f"expected a name or a mapping, got {v!r}")
+    kinds = [k for k in v if k in SCHEDULES]
+    extra = [k for k in v if k not in SCHEDULES and k != "gamma"]
+    if len(kinds) != 1 or extra:
+        raise _err(path, key, f"expected one of {', '.join(SCHEDULES)} (plus gamma), got {sorted(v)}")
+    kind = kinds[0]
+    out: dict[str, Any] = {"schedule": kind}
+    if kind == "multistep":
+        out["milestones"] = _check_train_value("milestones", v[kind], path, f"{key}.multistep")
+    if "gamma" in v:
+        out["gamma"] = _check_train_value("gamma", v["gamma"], path, f"{key}.gamma")
+    return out
+
+
+def _check_method(name: str, hparams: dict[str, Any], path: str, key: str) -> None:
+    """Unknown method / hyper-parameter / wrong type -> ConfigError naming file and key."""
+    from calbench.methods import check_hparams
+
+    for values in itertools.product(*[v if isinstance(v, list) else [v] for v in hparams.values()]):
+        try:
+            check_hparams(name, dict(zip(hparams, values)))
+        except CalbenchError as err:
+            raise _err(path, key, str(err)) from None
+
+
+def load_recipe(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> Recipe:
+    """Read, override and validate a recipe; raises ConfigError with the file and the key."""
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such recipe file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML: {where}{problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping with keys {', '.join(TOP_KEYS)}")
+    raw = apply_sets(raw, sets, path)
+    return parse_recipe(raw, path)
+
+
+def parse_recipe(raw: dict[str, Any], path: str = "<recipe>") -> Recipe:
+    from calbench.data import DATASETS, dataset_options
+    from calbench.methods import POSTHOC
+    from calbench.models import is_backbone
+
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise _err(path, str(key), f"unknown key{did_you_mean(str(key), list(TOP_KEYS))}; "
+                                       f"valid: {', '.join(TOP_KEYS)}")
+    for key in ("name", "datasets", "backbones", "methods"):
+        if key not in raw:
+            raise _err(path, key, "missing (required)")
+    name = raw["name"]
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise _err(path, "name", f"expected a simple name (letters, digits, '_', '-', '.'), got {name!r}")
+
+    seeds = raw.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise _err(path, "seeds", f"expected a list of integers, got {seeds!r}")
+
+    datasets = []
+    if not isinstance(raw["datasets"], list) or not raw["datasets"]:
+        raise _err(path, "datasets", "expected a non-empty list")
+    for i, item in enumerate(raw["datasets"]):
+        key = f"datasets[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or "name" not in item:
+            raise _err(path, key, "expected a name or {name: ..., root: ..., options: {...}}")
+        unknown = set(item) - {"name", "root", "options"}
+        if unknown:
+            bad = sorted(unknown)[0]
+            raise _err(path, f"{key}.{bad}", "unknown key; valid: name, root, options")
+        ds = item["name"]
+        if ds not in DATASETS:
+            raise _err(path, f"{key}.name", f"unknown dataset '{ds}'{did_you_mean(str(ds), DATASETS.names())}; "
+                                            f"valid: {', '.join(DATASETS.names())}")
+        options = item.get("options") or {}
+        if not isinstance(options, dict):
+            raise _err(path, f"{key}.options", "expected a mapping")
+        valid = dataset_options(ds)
+        for opt in options:
+            if opt not in valid:
+                raise _err(path, f"{key}.options.{opt}", f"unknown option for {ds}{did_you_mean(opt, list(valid))}; "
+                                                          f"valid: {', '.join(valid) or 'none'}")
+        root = item.get("root")
+        if root is not None and not isinstance(root, str):
+            raise _err(path, f"{key}.root", f"expected a path, got {root!r}")
+        datasets.append({"name": ds, "root": expand_env(root) if root else None, "options": dict(options)})
+
+    if not isinstance(raw["backbones"], list) or not raw["backbones"]:
+        raise _err(path, "backbones", "expected a non-empty list")
+    backbones = []
+    for i, item in enumerate(raw["backbones"]):
+        bb, opts = _name_and_options(item, path, f"backbones[{i}]")
+        if not is_backbone(bb):
+            from calbench.models import list_backbones
+            own = [n for n, _ in list_backbones()]
+            raise _err(path, f"backbones[{i}]", f"unknown backbone '{bb}'{did_you_mean(bb, own)}; valid: "
+                                                f"{', '.join(own)} or any timm model name")
+        backbones.append((bb, opts))
+
+    if not isinstance(raw["methods"], list) or not raw["methods"]:
+        raise _err(path, "methods", "expected a non-empty list")
+    methods = []
+    for i, item in enumerate(raw["methods"]):
+        m, hp = _name_and_options(item, path, f"methods[{i}]")
+        _check_method(m, hp, path, f"methods[{i}].{m}")
+        methods.append((m, hp))
+
+    train = _check_train(raw.get("train"), path)
+
+    posthoc = raw.get("posthoc", ["ts"]) or []
+    if isinstance(posthoc, str):
+        posthoc = [posthoc]
+    if not isinstance(posthoc, list):
+        raise _err(path, "posthoc", f"expected a list, got {posthoc!r}")
+    for i, p in enumerate(posthoc):
+        if p not in POSTHOC:
+            raise _err(path, f"posthoc[{i}]", f"unknown post-hoc calibrator '{p}'{did_you_mean(str(p), POSTHOC.names())}; "
+                                              f"valid: {', '.join(POSTHOC.names())}")
+
+    overrides = []
+    for i, ov in enumerate(raw.get("overrides") or []):
+        key = f"overrides[{i}]"
+        if not isinstance(ov, dict) or not isinstance(ov.get("match"), dict):
+            raise _err(path, key, "expected {match: {dataset|backbone|method: pattern}, train|method|backbone: {...}}")
+        for k in ov:
+            if k not in ("match", "train", "method", "backbone"):
+                raise _err(path, f"{key}.{k}", "unknown key; valid: match, train, method, backbone")
+        for k in ov["match"]:
+            if k not in ("dataset", "backbone", "method"):
+                raise _err(path, f"{key}.match.{k}", "unknown key; valid: dataset, backbone, method")
+        entry = {"match": {k: str(v) for k, v in ov["match"].items()},
+                 "train": _check_train(ov.get("train"), path, f"{key}.train"),
+                 "method": ov.get("method") or {}, "backbone": ov.get("backbone") or {}}
+        if entry["method"]:
+            if not isinstance(entry["method"], dict):
+                raise _err(path, f"{key}.method", "expected a mapping of hyper-parameters")
+            if "method" not in entry["match"]:
+                raise _err(path, f"{key}.method", "method hyper-parameters need a `method` in match")
+            for m, _ in methods:
+                if fnmatch.fnmatchcase(m, entry["match"]["method"]):
+                    _check_method(m, entry["method"], path, f"{key}.method")
+        if not isinstance(entry["backbone"], dict):
+            raise _err(path, f"{key}.backbone", "expected a mapping of backbone options")
+        overrides.append(entry)
+
+    return Recipe(path=path, name=name, seeds=list(seeds), datasets=datasets, backbones=backbones,
+                  methods=methods, train=train, posthoc=list(posthoc), overrides=overrides,
+                  description=str(raw.get("description", "")))
+
+
+# ----------------------------------------------------------------------------- expansion
+
+def _sweep(hparams: dict[str, Any]) -> list[dict[str, Any]]:
+    keys = list(hparams)
+    lists = [hparams[k] if isinstance(hparams[k], list) else [hparams[k]] for k in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*lists)]
+
+
+def _label(method: str, hparams: dict[str, Any]) -> str:
+    if not hparams:
+        return method
+    return f"{method}(" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in hparams.items()) + ")"
+
+
+def _matching_overrides(recipe: Recipe, dataset: str, backbone: str, method: str) -> list[dict[str, Any]]:
+    values = {"dataset": dataset, "backbone": backbone, "method": method}
+    hits = [ov for ov in recipe.overrides
+            if all(fnmatch.fnmatchcase(values[k], pat) for k, pat in ov["match"].items())]
+    return sorted(hits, key=lambda ov: len(ov["match"]))   # stable: later and more specific win
+
+
+def expand(recipe: Recipe) -> list[RunSpec]:
+    """Every run of the matrix in recipe order: dataset, backbone, method cell, seed."""
+    from calbench.methods import check_hparams
+
+    specs: list[RunSpec] = []
+    labels: dict[str, int] = {}
+    for di, ds in enumerate(recipe.datasets):
+        for bi, (bb, bb_opts) in enumerate(recipe.backbones):
+            for mi, (method, hp_spec) in enumerate(recipe.methods):
+                for cell in _sweep(hp_spec):
+                    train = asdict(TrainConfig())
+                    train.update(recipe.train)
+                    hp, bopts = dict(cell), dict(bb_opts)
+                    for ov in _matching_overrides(recipe, ds["name"], bb, method):
+                        train.update(ov["train"])
+                        hp.update(ov["method"])
+                        bopts.update(ov["backbone"])
+                    train["milestones"] = list(train["milestones"])
+                    full = check_hparams(method, hp)
+                    label = _label(method, cell)
+                    order = labels.setdefault(label, len(labels))
+                    for seed in recipe.seeds:
+                        spec = RunSpec(recipe=recipe.name, method=method, method_label=label,
+                                       hparams=full, dataset=ds["name"], root=ds["root"],
+                                       dataset_options=dict(ds["options"]), backbone=bb,
+                                       backbone_options=bopts, seed=int(seed), train=train,
+                                       posthoc=tuple(recipe.posthoc),
+                                       order={"method": order, "dataset": di, "backbone": bi})
+                        specs.append(RunSpec(**{**spec.__dict__, "run_id": run_id_of(spec.identity())}))
+    return specs
+
+
+def filter_specs(specs: list[RunSpec], pattern: str | None) -> list[RunSpec]:
+    """Keep runs whose method label, method, dataset, backbone or run id matches the wildcard."""
+    if not pattern:
+        return specs
+    return [s for s in specs if any(fnmatch.fnmatchcase(v, pattern) for v in
+                                    (s.method_label, s.method, s.dataset, s.backbone, s.run_id))]

@@ -1,0 +1,152 @@
+"""Schedule runs over local devices with persistent worker processes.
+
+One worker per (device slot x job): `--gpus 0,1 --jobs 2` starts four workers, two seeing only
+GPU 0 (CUDA_VISIBLE_DEVICES=0) and two seeing only GPU 1; the CPU gets `jobs` workers with
+cores // jobs threads each. Workers are spawned (no fork of a CUDA context), import torch once,
+and take runs from the parent one at a time. A worker that dies mid-run (segfault, OOM kill) is
+replaced; its run is recorded as failed and the matrix goes on. Results written by other runs are
+never touched.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from calbench.recipe import RunSpec
+
+Event = dict[str, Any]
+
+
+@dataclass
+class Slot:
+    name: str               # "cpu" or "cuda:<id>"
+    env: dict[str, str]     # extra environment of its workers
+    device: str             # the device string the worker trains on
+    threads: int
+
+
+def plan_slots(gpus: list[int] | None, jobs: int) -> list[Slot]:
+    """The worker slots for `--gpus` (None = CPU) and `--jobs` runs at once per device."""
+    jobs = max(1, int(jobs))
+    if not gpus:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        return [Slot("cpu", {"CUDA_VISIBLE_DEVICES": ""}, "cpu", threads) for _ in range(jobs)]
+    threads = max(1, (os.cpu_count() or 1) // (len(gpus) * jobs))
+    return [Slot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": str(g)}, "cuda", threads)
+            for g in gpus for _ in range(jobs)]
+
+
+def _worker_main(slot: Slot, tasks, events, results_dir: str) -> None:
+    """Worker loop: take a spec, run it, report; a None task ends the worker."""
+    import torch
+
+    torch.set_num_threads(slot.threads)
+    from calbench.runner.execute import execute_run
+
+    crash_hook = os.environ.get("CALBENCH_TEST_CRASH_RUN")  # tests: die hard on this run id
+    while True:
+        spec = tasks.get()
+        if spec is None:
+            return
+        run_id = spec["run_id"]
+        if crash_hook and crash_hook == run_id:
+            os._exit(13)
+
+        def progress(done: int, total: int, run_id=run_id) -> None:
+            events.put({"kind": "epoch", "run_id": run_id, "done": done, "total": total})
+
+        started = time.perf_counter()
+        status = execute_run(spec, results_dir, device=slot.device, progress=progress)
+        events.put({"kind": "finished", "run_id": run_id, "status": status,
+                    "seconds": time.perf_counter() - started})
+
+
+@dataclass
+class _Worker:
+    slot: Slot
+    process: Any
+    tasks: Any
+    current: dict | None = None
+    started: float = 0.0
+
+
+@dataclass
+class MatrixResult:
+    status: dict[str, str] = field(default_factory=dict)     # run_id -> done | failed | skipped
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
+               on_event: Callable[[Event], None] | None = None) -> MatrixResult:
+    """Run every spec once over the worker slots; returns each run's final status."""
+    from calbench.runner.execute import record_failure
+
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    pending = [s.to_dict() for s in specs]
+    result = MatrixResult()
+    notify = on_event or (lambda e: None)
+
+    def start(slot: Slot) -> _Worker:
+        tasks = ctx.Queue()
+        saved = {k: os.environ.get(k) for k in slot.env}
+        os.environ.update(slot.env)
+        try:
+            proc = ctx.Process(target=_worker_main, args=(slot, tasks, events, results_dir), daemon=True)
+            proc.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        return _Worker(slot, proc, tasks)
+
+    workers = [start(slot) for slot in slots[:max(1, min(len(slots), len(pending)))]]
+    try:
+        while pending or any(w.current for w in workers):
+            for w in workers:
+                if w.current is None and pending:
+                    w.current = pending.pop(0)
+                    w.started = time.perf_counter()
+                    w.tasks.put(w.current)
+                    notify({"kind": "started", "run_id": w.current["run_id"], "slot": w.slot.name})
+            try:
+                event = events.get(timeout=0.2)
+            except queue.Empty:
+                event = None
+            if event is not None:
+                if event["kind"] == "finished":
+                    result.status[event["run_id"]] = event["status"]
+                    result.seconds[event["run_id"]] = event["seconds"]
+                    for w in workers:
+                        if w.current and w.current["run_id"] == event["run_id"]:
+                            w.current = None
+                notify(event)
+                continue
+            for i, w in enumerate(workers):
+                if w.current is not None and not w.process.is_alive():
+                    spec = RunSpec.from_dict(w.current)
+                    code = w.process.exitcode
+                    reason = f"worker process died (exit code {code}) during the run"
+                    record_failure(spec, results_dir, reason, device=w.slot.device,
+                                   wall_time=time.perf_counter() - w.started)
+                    result.status[spec.run_id] = "failed"
+                    notify({"kind": "finished", "run_id": spec.run_id, "status": "failed",
+                            "seconds": time.perf_counter() - w.started, "reason": reason})
+                    workers[i] = start(w.slot)
+    finally:
+        for w in workers:
+            if w.process.is_alive():
+                w.tasks.put(None)
+        deadline = time.time() + 10
+        for w in workers:
+            w.process.join(timeout=max(0.1, deadline - time.time()))
+            if w.process.is_alive():
+                w.process.kill()
+    return result
