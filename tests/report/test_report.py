@@ -177,3 +177,44 @@ def test_output_file(store, tmp_path):
     assert invoke("--results", str(store), "--bootstrap", "20", "-o", str(out)).exit_code == 0
     assert "cals-alm(margin=10)" in out.read_text()
     assert render_latex  # imported API
+
+
+def test_paired_two_level_equals_slow_loop(store_factory):
+    """paired_seed_bootstrap against a Python loop over the same generator stream (seeds drawn first,
+    then each pair's sample indices, shared by a and b)."""
+    from calbench.report.intervals import paired_seed_bootstrap
+
+    root = store_factory(seeds=(0, 1, 2), methods=(("ce", "ce", {}), ("ls", "ls", {})), n=60)
+    results = load_results(root)
+    by = {m: sorted((r for r in results.done if r.method == m), key=lambda r: r.seed) for m in ("ce", "ls")}
+    pairs = [(load_predictions(a), load_predictions(b)) for a, b in zip(by["ce"], by["ls"])]
+    B, seed, S, keys = 150, 3, 3, ("acc", "ece", "aece")
+    est = paired_seed_bootstrap(pairs, keys=keys, B=B, seed=seed, ci=0.9)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, S, (B, S))
+    sums = {k: np.zeros(B) for k in keys}
+    for s, (a, b) in enumerate(pairs):
+        owner = np.nonzero(drawn.ravel() == s)[0] // S
+        idx = rng.integers(0, 60, (owner.size, 60))
+        for j, row in zip(owner, idx):
+            ma = compute_metrics(a["labels"][row], logits=a["logits"][row], keys=keys)
+            mb = compute_metrics(b["labels"][row], logits=b["logits"][row], keys=keys)
+            for k in keys:
+                sums[k][j] += ma[k] - mb[k]
+    for k in keys:
+        lo, hi = np.percentile(sums[k] / S, [5, 95])
+        assert est.ci[k] == pytest.approx((lo, hi), abs=1e-12)
+
+
+def test_quickstart_sized_report_is_fast(tmp_path):
+    """66 runs (11 methods x 2 datasets x 3 seeds, 360 test samples, K = 10), B = 1000: under 30 s."""
+    import time
+
+    methods = tuple((f"m{i}", f"m{i}", {}) for i in range(11))
+    root = make_store(tmp_path / "results", methods=methods, datasets=(("digits", "mlp"), ("digits-lt", "mlp")),
+                      seeds=(0, 1, 2), n=360, k=10, epochs=2)
+    t0 = time.perf_counter()
+    res = invoke("--results", str(root), "--bootstrap", "1000")
+    elapsed = time.perf_counter() - t0
+    assert res.exit_code == 0, res.output
+    assert res.stdout.count("[") >= 66 and elapsed < 30, elapsed
