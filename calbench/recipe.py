@@ -12,6 +12,7 @@ naming the file and the key, raised before any training starts.
       - name: tiny-imagenet
         root: ${CALBENCH_DATA}/tiny-imagenet-200      # environment variables expand
         options: {val_per_class: 50}                  # dataset options (see `calbench list datasets`)
+        backbones: [resnet50-tiny]                    # optional: only these backbones on it
     backbones: [resnet50-tiny]                        # a name or {name: {option: value}}
     methods: [ce, {ls: {alpha: 0.05}}, {cals-alm: {margin: [5, 10, 15]}}]
     train: {epochs: 100, batch_size: 128, optimizer: sgd, lr: 0.1,
@@ -19,7 +20,7 @@ naming the file and the key, raised before any training starts.
     posthoc: [ts]
     overrides:
       - match: {dataset: 20newsgroups}                # keys: dataset, backbone, method (wildcards)
-        train: {optimizer: adam, lr: 1.0e-3}           # and/or method: {...}, backbone: {...}
+        train: {optimizer: adam, lr: 1.0e-3}           # and/or method:, backbone:, dataset: {...}
 
 A run's id is a hash of everything its result depends on (method and its full hyper-parameters,
 dataset and options, backbone and options, seed, training config, post-hoc list) — not the
@@ -329,10 +330,14 @@ def parse_recipe(raw: dict[str, Any], path: str = "<recipe>") -> Recipe:
             item = {"name": item}
         if not isinstance(item, dict) or "name" not in item:
             raise _err(path, key, "expected a name or {name: ..., root: ..., options: {...}}")
-        unknown = set(item) - {"name", "root", "options"}
+        unknown = set(item) - {"name", "root", "options", "backbones"}
         if unknown:
             bad = sorted(unknown)[0]
-            raise _err(path, f"{key}.{bad}", "unknown key; valid: name, root, options")
+            raise _err(path, f"{key}.{bad}", "unknown key; valid: name, root, options, backbones")
+        only_backbones = item.get("backbones")
+        if only_backbones is not None and (not isinstance(only_backbones, list)
+                                           or not all(isinstance(b, str) for b in only_backbones)):
+            raise _err(path, f"{key}.backbones", "expected a list of backbone names")
         ds = item["name"]
         if ds not in DATASETS:
             raise _err(path, f"{key}.name", f"unknown dataset '{ds}'{did_you_mean(str(ds), DATASETS.names())}; "
@@ -348,7 +353,9 @@ def parse_recipe(raw: dict[str, Any], path: str = "<recipe>") -> Recipe:
         root = item.get("root")
         if root is not None and not isinstance(root, str):
             raise _err(path, f"{key}.root", f"expected a path, got {root!r}")
-        datasets.append({"name": ds, "root": expand_env(root) if root else None, "options": dict(options)})
+        options = {k: expand_env(v) if isinstance(v, str) else v for k, v in options.items()}
+        datasets.append({"name": ds, "root": expand_env(root) if root else None, "options": dict(options),
+                         "backbones": only_backbones})
 
     if not isinstance(raw["backbones"], list) or not raw["backbones"]:
         raise _err(path, "backbones", "expected a non-empty list")
@@ -361,6 +368,12 @@ def parse_recipe(raw: dict[str, Any], path: str = "<recipe>") -> Recipe:
             raise _err(path, f"backbones[{i}]", f"unknown backbone '{bb}'{did_you_mean(bb, own)}; valid: "
                                                 f"{', '.join(own)} or any timm model name")
         backbones.append((bb, opts))
+    names = [b for b, _ in backbones]
+    for i, ds in enumerate(datasets):
+        for b in ds["backbones"] or []:
+            if b not in names:
+                raise _err(path, f"datasets[{i}].backbones", f"'{b}' is not in the recipe's backbones "
+                                                             f"({', '.join(names)})")
 
     if not isinstance(raw["methods"], list) or not raw["methods"]:
         raise _err(path, "methods", "expected a non-empty list")
@@ -388,14 +401,25 @@ def parse_recipe(raw: dict[str, Any], path: str = "<recipe>") -> Recipe:
         if not isinstance(ov, dict) or not isinstance(ov.get("match"), dict):
             raise _err(path, key, "expected {match: {dataset|backbone|method: pattern}, train|method|backbone: {...}}")
         for k in ov:
-            if k not in ("match", "train", "method", "backbone"):
-                raise _err(path, f"{key}.{k}", "unknown key; valid: match, train, method, backbone")
+            if k not in ("match", "train", "method", "backbone", "dataset"):
+                raise _err(path, f"{key}.{k}", "unknown key; valid: match, train, method, backbone, dataset")
         for k in ov["match"]:
             if k not in ("dataset", "backbone", "method"):
                 raise _err(path, f"{key}.match.{k}", "unknown key; valid: dataset, backbone, method")
         entry = {"match": {k: str(v) for k, v in ov["match"].items()},
                  "train": _check_train(ov.get("train"), path, f"{key}.train"),
-                 "method": ov.get("method") or {}, "backbone": ov.get("backbone") or {}}
+                 "method": ov.get("method") or {}, "backbone": ov.get("backbone") or {},
+                 "dataset": ov.get("dataset") or {}}
+        if not isinstance(entry["dataset"], dict):
+            raise _err(path, f"{key}.dataset", "expected a mapping of dataset options")
+        for ds in datasets:
+            if "dataset" in entry["match"] and not fnmatch.fnmatchcase(ds["name"], entry["match"]["dataset"]):
+                continue
+            valid = dataset_options(ds["name"])
+            for opt in entry["dataset"]:
+                if opt not in valid:
+                    raise _err(path, f"{key}.dataset.{opt}", f"unknown option for {ds['name']}; "
+                                                              f"valid: {', '.join(valid) or 'none'}")
         if entry["method"]:
             if not isinstance(entry["method"], dict):
                 raise _err(path, f"{key}.method", "expected a mapping of hyper-parameters")
@@ -443,15 +467,18 @@ def expand(recipe: Recipe) -> list[RunSpec]:
     labels: dict[str, int] = {}
     for di, ds in enumerate(recipe.datasets):
         for bi, (bb, bb_opts) in enumerate(recipe.backbones):
+            if ds.get("backbones") and bb not in ds["backbones"]:
+                continue
             for mi, (method, hp_spec) in enumerate(recipe.methods):
                 for cell in _sweep(hp_spec):
                     train = asdict(TrainConfig())
                     train.update(recipe.train)
-                    hp, bopts = dict(cell), dict(bb_opts)
+                    hp, bopts, dopts = dict(cell), dict(bb_opts), dict(ds["options"])
                     for ov in _matching_overrides(recipe, ds["name"], bb, method):
                         train.update(ov["train"])
                         hp.update(ov["method"])
                         bopts.update(ov["backbone"])
+                        dopts.update(ov.get("dataset", {}))
                     train["milestones"] = list(train["milestones"])
                     full = check_hparams(method, hp)
                     label = _label(method, cell)
@@ -459,7 +486,7 @@ def expand(recipe: Recipe) -> list[RunSpec]:
                     for seed in recipe.seeds:
                         spec = RunSpec(recipe=recipe.name, method=method, method_label=label,
                                        hparams=full, dataset=ds["name"], root=ds["root"],
-                                       dataset_options=dict(ds["options"]), backbone=bb,
+                                       dataset_options=dopts, backbone=bb,
                                        backbone_options=bopts, seed=int(seed), train=train,
                                        posthoc=tuple(recipe.posthoc),
                                        order={"method": order, "dataset": di, "backbone": bi})
