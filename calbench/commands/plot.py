@@ -48,6 +48,7 @@ def plot() -> None:
 @common
 @click.option("--bins", type=click.IntRange(min=2), default=15, show_default=True,
               help="Confidence bins (Figure 4 of CALS uses 25).")
+@click.option("--cols", type=click.IntRange(min=1), default=6, show_default=True, help="Methods per grid row.")
 def reliability(**kw) -> None:
     """Reliability diagrams + confidence histograms: methods grid per dataset/backbone, raw and after TS."""
     draw("reliability", **kw)

@@ -65,7 +65,9 @@ class ReportTable:
         return val, interval, marker
 
     def footer(self) -> list[str]:
-        lines = [f"cells: mean over seeds [{self.ci:.0%} bootstrap interval]; metrics marked x100 are percentages"]
+        lines = [f"cells: mean over seeds [{self.ci:.0%} bootstrap interval]; metrics marked x100 are percentages",
+                 "percentile intervals of calibration errors are biased upward by resampling and may lie above "
+                 "the point estimate (METRICS.md)"]
         if self.reference:
             lines.append(f"{SIG}: the paired {self.ci:.0%} interval of the difference to {self.reference} excludes 0")
         if self.partial:
@@ -172,6 +174,7 @@ def render_markdown(table: ReportTable) -> str:
                 val, interval, marker = p
                 rank = ranks[(g, k)].get(row)
                 val = f"**{val}**" if rank == 0 else f"<u>{val}</u>" if rank == 1 else val
+                marker = f"<sup>{marker}</sup>" if marker else ""
                 out.append(f"{val}{marker} {interval}".rstrip())
         lines.append("| " + " | ".join(out) + " |")
     lines.append("")
@@ -227,7 +230,7 @@ def render_latex(table: ReportTable) -> str:
                 out.append(f"{val}{mark}{iv}")
         lines.append(" & ".join(out) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    foot = [tex_escape(x).replace(tex_escape(PARTIAL), r"$^{\dagger}$") for x in table.footer()[1:]]
+    foot = [tex_escape(x).replace(tex_escape(PARTIAL), r"$^{\dagger}$") for x in table.footer()[2:]]
     if foot:
         lines.append(r"\par\smallskip{\footnotesize " + r" \\ ".join(foot) + "}")
     lines.append(r"\end{table}")

@@ -42,8 +42,9 @@ def curves(results: Results, out_dir: Path, fmt: str = "png", metric: str = "val
         fig, axes = plt.subplots(1, 2 if lam else 1, figsize=(10 if lam else 5.2, 3.8), squeeze=False)
         ax = axes[0, 0]
         scale = 100.0 if metric.endswith(("ece", "acc")) else 1.0
-        for label, (x, y) in ece.items():
-            ax.plot(x, scale * y, marker="o", ms=3, label=label)
+        cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+        for i, (label, (x, y)) in enumerate(ece.items()):
+            ax.plot(x, scale * y, marker="o", ms=3, label=label, color=cmap(i % cmap.N))
         ax.set(xlabel="epoch", ylabel=metric + (" (%)" if scale == 100 else ""), title=f"(a) {metric} per epoch")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)

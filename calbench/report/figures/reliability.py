@@ -40,28 +40,36 @@ def draw_panel(ax_rel, ax_hist, labels, logits, bins: int, title: str) -> None:
     ax_hist.axvline(r.mean(), color="black", ls="--", lw=1)
     ax_hist.axvline(m["acc"], color="#3b75af", ls="-", lw=1)
     ax_hist.set(xlim=(0, 1), xlabel="confidence")
+    ax_rel.set_xticklabels([])
 
 
 @FIGURES.register("reliability", paper="CALS Figure 4")
-def reliability(results: Results, out_dir: Path, fmt: str = "png", bins: int = 15, **_) -> list[Path]:
+def reliability(results: Results, out_dir: Path, fmt: str = "png", bins: int = 15, cols: int = 6, **_) -> list[Path]:
     """Reliability diagrams + confidence histograms, a grid of methods per dataset/backbone, raw and TS."""
     plt = pyplot()
     paths = []
     for group, methods in by_group(results, done_runs(results, "reliability")).items():
         states = [None] + (["ts"] if all(r.temperature for runs in methods.values() for r in runs) else [])
         n = len(methods)
-        fig = plt.figure(figsize=(2.4 * n + 0.6, 3.6 * len(states)), layout="constrained")
+        cols = min(n, max(1, int(cols)))
+        grid_rows = -(-n // cols)
+        fig = plt.figure(figsize=(2.4 * cols + 0.6, 3.6 * grid_rows * len(states)), layout="constrained")
         subfigs = fig.subfigures(len(states), 1, squeeze=False)[:, 0]
         first = None
         for i, state in enumerate(states):
-            axes = subfigs[i].subplots(2, n, squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 1]})
+            axes = subfigs[i].subplots(2 * grid_rows, cols, squeeze=False, gridspec_kw={"height_ratios": [3, 1] * grid_rows})
             first = first if first is not None else axes[0, 0]
+            for j in range(n, grid_rows * cols):  # unused slots of the last grid row
+                axes[2 * (j // cols), j % cols].set_visible(False)
+                axes[2 * (j // cols) + 1, j % cols].set_visible(False)
             for j, (label, runs) in enumerate(methods.items()):
                 labels, logits = pooled(runs, state)
                 title = f"{label}" + (" + TS" if state else "") + f"\n({len(runs)} seed{'s' * (len(runs) > 1)})"
-                draw_panel(axes[0, j], axes[1, j], labels, logits, bins, title)
-            axes[0, 0].set_ylabel("accuracy")
-            axes[1, 0].set_ylabel("share")
+                row, col = 2 * (j // cols), j % cols
+                draw_panel(axes[row, col], axes[row + 1, col], labels, logits, bins, title)
+                if col == 0:
+                    axes[row, col].set_ylabel("accuracy")
+                    axes[row + 1, col].set_ylabel("share")
         first.legend(loc="lower right", fontsize=6)
         fig.suptitle(f"{results.recipe}: {group[0]} / {group[1]} (test, {bins} bins)")
         paths.append(save(fig, out_dir, slug("reliability", group[0], group[1], f"{bins}bins"), fmt))
