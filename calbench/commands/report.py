@@ -103,7 +103,7 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
     Rows: methods in recipe order; column groups: dataset / backbone; cells: mean over seeds
     with a bootstrap interval over test samples (two-level across seeds when there are several).
     """
-    from calbench.report.tables import render_latex, render_markdown, render_rich, render_text
+    from calbench.report.tables import print_rich, render_latex, render_markdown, render_text
 
     keys = parse_metrics(metrics)
     if fmt == "csv":
@@ -128,7 +128,7 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
         else:
             from rich.console import Console
 
-            Console(width=max(120, 20 + 26 * len(table.groups) * len(keys))).print(render_rich(table))
+            print_rich(table, Console(width=max(120, 20 + 26 * len(table.groups) * len(keys))))
             return
     if output:
         with open(output, "w") as fh:

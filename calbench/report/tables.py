@@ -123,7 +123,7 @@ def render_rich(table: ReportTable):
     """A rich.table.Table: header lines 'dataset / backbone' over the metric name."""
     from rich.table import Table
 
-    t = Table(title=table.title, title_justify="left", caption="\n".join(table.footer()), caption_justify="left")
+    t = Table(title=table.title, title_justify="left")
     t.add_column("method", no_wrap=True)
     for g in table.groups:
         for k in table.keys:
@@ -146,14 +146,23 @@ def render_rich(table: ReportTable):
     return t
 
 
+def print_rich(table: ReportTable, console) -> None:
+    """The rich table, then its legend and notes as unwrapped lines (run ids must stay whole)."""
+    from rich.markup import escape
+
+    console.print(render_rich(table))
+    for line in table.footer():
+        console.print(escape(line), soft_wrap=True)
+
+
 def render_text(table: ReportTable, width: int = 250) -> str:
-    """The rich table as plain text (for -o FILE)."""
+    """The rich table and notes as plain text (for -o FILE)."""
     import io
 
     from rich.console import Console
 
     buf = io.StringIO()
-    Console(file=buf, width=width, color_system=None, force_terminal=False).print(render_rich(table))
+    print_rich(table, Console(file=buf, width=width, color_system=None, force_terminal=False))
     return buf.getvalue()
 
 

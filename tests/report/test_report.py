@@ -134,6 +134,13 @@ def test_corrupt_and_failed_runs(store_factory):
     # the other methods are untouched
     row = next(line for line in res.stdout.splitlines() if line.startswith("| mbls(margin=10) |"))
     assert row.split("|")[2].strip() != "-"
+    # the default rich table too
+    res = invoke("--results", str(root), "--bootstrap", "50")
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.stdout.splitlines() if "ls(alpha=0.05)" in line and "│" in line)
+    assert [c.strip() for c in row.split("│")[2:5]] == ["-", "-", "-"]
+    assert "missing: ls(alpha=0.05) on digits / mlp: seed 1 failed (loss became nan at epoch 2)" in res.stdout
+    assert len([line for line in res.stderr.splitlines() if "unreadable" in line]) == 1
     # --partial shows the done seed instead, marked
     res = invoke("--results", str(root), "--bootstrap", "50", "--markdown", "--partial")
     row = next(line for line in res.stdout.splitlines() if line.startswith("| ls(alpha=0.05) |"))
