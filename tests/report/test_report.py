@@ -225,3 +225,14 @@ def test_quickstart_sized_report_is_fast(tmp_path):
     elapsed = time.perf_counter() - t0
     assert res.exit_code == 0, res.output
     assert res.stdout.count("[") >= 66 and elapsed < 30, elapsed
+
+
+def test_metrics_json_disagreeing_with_predictions_is_warned(store):
+    path = sorted((store / "quickstart").glob("*/metrics.json"))[0]
+    obj = json.loads(path.read_text())
+    obj["metrics"]["test"]["ece"] += 0.01
+    path.write_text(json.dumps(obj))
+    res = invoke("--results", str(store), "--bootstrap", "0", "--markdown")
+    assert res.exit_code == 0
+    (line,) = [x for x in res.stderr.splitlines() if "recomputed" in x]
+    assert str(path) in line and "test ece" in line
