@@ -67,6 +67,8 @@ def execute_run(spec_dict: dict, results_dir: str, device: str = "cpu", dist=Non
     is_main = dist is None or dist.is_main
     if is_main:
         directory.mkdir(parents=True, exist_ok=True)
+        for torn in directory.glob(".*.tmp"):   # left by a process killed mid-write
+            torn.unlink(missing_ok=True)
         write_json_atomic(directory / "config.json", spec.to_dict())
         stale = directory / "metrics.json"
         if stale.exists():          # a previous failed attempt: it is being recomputed now
