@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import queue
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -41,8 +40,13 @@ def plan_slots(gpus: list[int] | None, jobs: int) -> list[Slot]:
             for g in gpus for _ in range(jobs)]
 
 
-def _worker_main(slot: Slot, tasks, events, results_dir: str) -> None:
-    """Worker loop: take a spec, run it, report; a None task ends the worker."""
+def _worker_main(slot: Slot, conn, results_dir: str) -> None:
+    """Worker loop: receive a spec, run it, report over its own pipe; None ends the worker.
+
+    Events are sent synchronously from this thread over a private pipe (each message well under
+    PIPE_BUF, so a single atomic write): a worker that dies can never leave a half-written message
+    that would block the parent or another worker.
+    """
     import torch
 
     torch.set_num_threads(slot.threads)
@@ -50,7 +54,10 @@ def _worker_main(slot: Slot, tasks, events, results_dir: str) -> None:
 
     crash_hook = os.environ.get("CALBENCH_TEST_CRASH_RUN")  # tests: die hard on this run id
     while True:
-        spec = tasks.get()
+        try:
+            spec = conn.recv()
+        except EOFError:
+            return
         if spec is None:
             return
         run_id = spec["run_id"]
@@ -58,19 +65,19 @@ def _worker_main(slot: Slot, tasks, events, results_dir: str) -> None:
             os._exit(13)
 
         def progress(done: int, total: int, run_id=run_id) -> None:
-            events.put({"kind": "epoch", "run_id": run_id, "done": done, "total": total})
+            conn.send({"kind": "epoch", "run_id": run_id, "done": done, "total": total})
 
         started = time.perf_counter()
         status = execute_run(spec, results_dir, device=slot.device, progress=progress)
-        events.put({"kind": "finished", "run_id": run_id, "status": status,
-                    "seconds": time.perf_counter() - started})
+        conn.send({"kind": "finished", "run_id": run_id, "status": status,
+                   "seconds": time.perf_counter() - started})
 
 
 @dataclass
 class _Worker:
     slot: Slot
     process: Any
-    tasks: Any
+    conn: Any
     current: dict | None = None
     started: float = 0.0
 
@@ -84,20 +91,21 @@ class MatrixResult:
 def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
                on_event: Callable[[Event], None] | None = None) -> MatrixResult:
     """Run every spec once over the worker slots; returns each run's final status."""
+    from multiprocessing.connection import wait
+
     from calbench.runner.execute import record_failure
 
     ctx = mp.get_context("spawn")
-    events = ctx.Queue()
     pending = [s.to_dict() for s in specs]
     result = MatrixResult()
     notify = on_event or (lambda e: None)
 
     def start(slot: Slot) -> _Worker:
-        tasks = ctx.Queue()
+        parent, child = ctx.Pipe(duplex=True)
         saved = {k: os.environ.get(k) for k in slot.env}
         os.environ.update(slot.env)
         try:
-            proc = ctx.Process(target=_worker_main, args=(slot, tasks, events, results_dir), daemon=True)
+            proc = ctx.Process(target=_worker_main, args=(slot, child, results_dir), daemon=True)
             proc.start()
         finally:
             for k, v in saved.items():
@@ -105,45 +113,64 @@ def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        return _Worker(slot, proc, tasks)
+        child.close()
+        return _Worker(slot, proc, parent)
+
+    def finish(w: _Worker, event: Event) -> None:
+        result.status[event["run_id"]] = event["status"]
+        result.seconds[event["run_id"]] = event["seconds"]
+        w.current = None
+        notify(event)
+
+    def died(i: int, w: _Worker) -> None:
+        spec = RunSpec.from_dict(w.current)
+        w.process.join(timeout=5)
+        reason = f"worker process died (exit code {w.process.exitcode}) during the run"
+        record_failure(spec, results_dir, reason, device=w.slot.device,
+                       wall_time=time.perf_counter() - w.started)
+        w.conn.close()
+        finish(w, {"kind": "finished", "run_id": spec.run_id, "status": "failed",
+                   "seconds": time.perf_counter() - w.started, "reason": reason})
+        workers[i] = start(w.slot)
 
     workers = [start(slot) for slot in slots[:max(1, min(len(slots), len(pending)))]]
     try:
         while pending or any(w.current for w in workers):
-            for w in workers:
+            for i, w in enumerate(list(workers)):
                 if w.current is None and pending:
+                    if not w.process.is_alive():          # died while idle: replace it first
+                        w.conn.close()
+                        w = workers[i] = start(w.slot)
                     w.current = pending.pop(0)
                     w.started = time.perf_counter()
-                    w.tasks.put(w.current)
+                    w.conn.send(w.current)
                     notify({"kind": "started", "run_id": w.current["run_id"], "slot": w.slot.name})
-            try:
-                event = events.get(timeout=0.2)
-            except queue.Empty:
-                event = None
-            if event is not None:
-                if event["kind"] == "finished":
-                    result.status[event["run_id"]] = event["status"]
-                    result.seconds[event["run_id"]] = event["seconds"]
-                    for w in workers:
-                        if w.current and w.current["run_id"] == event["run_id"]:
-                            w.current = None
-                notify(event)
-                continue
-            for i, w in enumerate(workers):
-                if w.current is not None and not w.process.is_alive():
-                    spec = RunSpec.from_dict(w.current)
-                    code = w.process.exitcode
-                    reason = f"worker process died (exit code {code}) during the run"
-                    record_failure(spec, results_dir, reason, device=w.slot.device,
-                                   wall_time=time.perf_counter() - w.started)
-                    result.status[spec.run_id] = "failed"
-                    notify({"kind": "finished", "run_id": spec.run_id, "status": "failed",
-                            "seconds": time.perf_counter() - w.started, "reason": reason})
-                    workers[i] = start(w.slot)
+            busy = [w for w in workers if w.current is not None]
+            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=0.5)
+            for i, w in enumerate(list(workers)):
+                if w.current is None:
+                    continue
+                if w.conn in ready:
+                    try:
+                        event = w.conn.recv()
+                    except (EOFError, OSError):
+                        died(i, w)
+                        continue
+                    if event["kind"] == "finished":
+                        finish(w, event)
+                    else:
+                        notify(event)
+                elif w.process.sentinel in ready or not w.process.is_alive():
+                    if w.conn.poll():      # its last messages arrive before the exit is noticed
+                        continue
+                    died(i, w)
     finally:
         for w in workers:
-            if w.process.is_alive():
-                w.tasks.put(None)
+            try:
+                if w.process.is_alive():
+                    w.conn.send(None)
+            except (OSError, BrokenPipeError):
+                pass
         deadline = time.time() + 10
         for w in workers:
             w.process.join(timeout=max(0.1, deadline - time.time()))
