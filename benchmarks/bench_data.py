@@ -2,8 +2,9 @@
 
 Builds a synthetic Tiny-ImageNet tree (64x64 JPEGs, wnids.txt, val/val_annotations.txt) in a temp
 dir, loads it through create_dataset('tiny-imagenet') like a user run, and iterates the train
-split with a DataLoader at the default settings (batch 128, shuffle, num_workers = CPU count
-capped at 4, the paper's RandomCrop(64, pad 4) + flip + normalise). num_workers=0 is also timed.
+split with a DataLoader at the engine's default settings (calbench.recipe.TrainConfig: batch_size
+128, num_workers 2, shuffled, no pinned memory on the CPU) through the paper's RandomCrop(64, pad 4)
++ flip + normalise. num_workers=0 (decode in the main process) is also timed.
 
     python benchmarks/bench_data.py [--classes 20] [--per-class 100] [--epochs 2]
 """
@@ -24,7 +25,11 @@ from calbench.data import create_dataset
 
 
 def default_loader_settings() -> dict:
-    return {"batch_size": 128, "shuffle": True, "num_workers": min(4, os.cpu_count() or 1),
+    """The DataLoader settings the engine uses for on-disk datasets with a default recipe."""
+    from calbench.recipe import TrainConfig
+
+    cfg = TrainConfig()
+    return {"batch_size": cfg.batch_size, "shuffle": True, "num_workers": cfg.num_workers,
             "persistent_workers": False, "pin_memory": False}
 
 

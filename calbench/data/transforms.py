@@ -41,12 +41,19 @@ def small_image_test(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return T.Compose([T.Resize(size), T.CenterCrop(size), *_to_tensor_normalise(mean, std)])
 
 
-def imagenet_train(size: int = 224):
-    """ImageNet training: RandomResizedCrop(size) + horizontal flip."""
+def imagenet_train(size: int = 224, color_jitter: float = 0.4, erase_prob: float = 0.25):
+    """ImageNet / ImageNet-LT training (CALS paper, Appendix B): random resized crop, horizontal
+    flip, colour jitter and random erasing. The paper gives no strengths; 0.4 jitter and erasing
+    with probability 0.25 are the common Swin/DeiT recipe values (0 turns either off)."""
     from torchvision import transforms as T
 
-    return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
-                      *_to_tensor_normalise(IMAGENET_MEAN, IMAGENET_STD)])
+    steps = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
+    if color_jitter > 0:
+        steps.append(T.ColorJitter(color_jitter, color_jitter, color_jitter))
+    steps += _to_tensor_normalise(IMAGENET_MEAN, IMAGENET_STD)
+    if erase_prob > 0:
+        steps.append(T.RandomErasing(p=erase_prob))
+    return T.Compose(steps)
 
 
 def imagenet_test(size: int = 224, resize: int | None = None):

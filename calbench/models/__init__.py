@@ -102,7 +102,7 @@ def _register_more() -> None:
         BACKBONES.register(name, factory, description=f"CIFAR-style {name[6:]} (3x3 stem, 32x32 input)",
                            tasks=("classification",))
     BACKBONES.register("deeplabv3", deeplab.deeplabv3,
-                       description="DeepLabV3 with a ResNet encoder (torchvision, weights=None)",
+                       description="DeepLabV3, ResNet-34 encoder (paper; timm, OS 8) or torchvision resnet50/101",
                        tasks=("segmentation",))
     BACKBONES.register("gpool-cnn", text_cnn.gpool_cnn,
                        description="Global Pooling CNN for text (frozen GloVe embeddings)",
