@@ -6,7 +6,7 @@ split with a DataLoader at the engine's default settings (calbench.recipe.TrainC
 128, num_workers 2, shuffled, no pinned memory on the CPU) through the paper's RandomCrop(64, pad 4)
 + flip + normalise. num_workers=0 (decode in the main process) is also timed.
 
-    python benchmarks/bench_data.py [--classes 20] [--per-class 100] [--epochs 2]
+    python benchmarks/bench_data.py [--classes 20] [--per-class 250] [--epochs 2]
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def images_per_second(dataset, epochs: int, **settings) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--classes", type=int, default=20)
-    ap.add_argument("--per-class", type=int, default=100)
+    ap.add_argument("--per-class", type=int, default=250)
     ap.add_argument("--epochs", type=int, default=2)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,8 +37,8 @@ def group_dirs(root: Path) -> dict[str, list[Path]]:
     def groups_of(parent: Path) -> list[Path]:
         return [d for d in sorted(parent.iterdir()) if d.is_dir() and any(f.is_file() for f in d.iterdir())]
 
-    direct = groups_of(root)
-    parents = [root] if direct else [d for d in sorted(root.iterdir()) if d.is_dir()]
+    direct = groups_of(root)  # a stray folder with a file (e.g. glove/) is not a group level
+    parents = [root] if len(direct) >= 2 else [d for d in sorted(root.iterdir()) if d.is_dir()]
     out: dict[str, list[Path]] = {}
     for parent in parents:
         for g in groups_of(parent):
@@ -107,19 +107,21 @@ def load_glove(path: Path, vocab: dict[str, int]) -> torch.Tensor:
     dim = None
     with open(path, encoding="utf-8", errors="replace") as fh:
         for n, line in enumerate(fh, 1):
-            parts = line.rstrip().split(" ")
-            if len(parts) < 2:
-                continue
+            word, _, rest = line.partition(" ")
+            if dim is not None and word not in vocab:
+                continue  # only vocabulary rows are parsed: GloVe 6B holds 400k words
             try:
-                vec = np.asarray(parts[1:], dtype=np.float32)
+                vec = np.asarray(rest.split(), dtype=np.float32)
             except ValueError:
+                _fail(path, f"line {n} is not '<word> <floats>'")
+            if not len(vec):
                 _fail(path, f"line {n} is not '<word> <floats>'")
             if dim is None:
                 dim = len(vec)
             elif len(vec) != dim:
                 _fail(path, f"line {n} has {len(vec)} numbers, expected {dim}")
-            if parts[0] in vocab:
-                rows[vocab[parts[0]]] = vec
+            if word in vocab:
+                rows[vocab[word]] = vec
     if dim is None:
         _fail(path, "holds no vector")
     table = np.zeros((len(vocab) + 2, dim), dtype=np.float32)

@@ -21,6 +21,8 @@ def jpeg(path: Path, size=(64, 64), mode="RGB") -> None:
 def make_tiny_imagenet(root: Path, wnids=("n01", "n02", "n03"), per_class=6, val_per_class=2) -> Path:
     (root / "wnids.txt").parent.mkdir(parents=True, exist_ok=True)
     (root / "wnids.txt").write_text("\n".join(reversed(wnids)) + "\n")  # order must not matter
+    (root / "words.txt").write_text("".join(f"{w}\tthing {c}, other name\n" for c, w in enumerate(wnids))
+                                    + "n99\tnot in wnids\n")
     lines = []
     for c, w in enumerate(wnids):
         for i in range(per_class):
@@ -98,11 +100,13 @@ def make_voc(root: Path, n_train=10, n_val=4, size=(48, 40)) -> Path:
 WORDS = ["space", "orbit", "nasa", "hockey", "goal", "puck", "god", "church", "faith", "the", "a"]
 
 
-def make_20news(root: Path, groups=("alt.atheism", "rec.sport.hockey", "sci.space"), per_group=10) -> Path:
+def make_20news(root: Path, groups=("alt.atheism", "rec.sport.hockey", "sci.space"), per_group=10,
+                bydate: bool = False) -> Path:
     for g, group in enumerate(groups):
-        d = root / "20_newsgroups" / group
-        d.mkdir(parents=True)
         for i in range(per_group):
+            top = ("20news-bydate-train" if i < per_group * 0.6 else "20news-bydate-test") if bydate else "20_newsgroups"
+            d = root / top / group
+            d.mkdir(parents=True, exist_ok=True)
             body = " ".join(WORDS[(g * 3 + k) % 9] for k in range(5 + i)) + " The end."
             (d / str(1000 + i)).write_text(f"From: someone@x.org\nSubject: HEADERWORD {i}\n\n{body}\n")
     (root / "glove.txt").write_text("".join(f"{w} {' '.join(str(0.1 * (j + k)) for k in range(4))}\n"

@@ -20,7 +20,7 @@ def disjoint(*parts) -> bool:
 def test_tiny_imagenet(tiny_root):
     b = create_dataset("tiny-imagenet", tiny_root, seed=1, val_per_class=2)
     assert (len(b.train), len(b.val), len(b.test)) == (12, 6, 6)
-    assert b.num_classes == 3 and b.class_names == ["n01", "n02", "n03"]
+    assert b.num_classes == 3 and b.class_names == ["thing 0", "thing 1", "thing 2"]  # words.txt
     x, y = b.train[0]
     assert x.shape == (3, 64, 64) == b.input_shape and x.dtype == torch.float32
     assert sorted(np.bincount(b.val.labels).tolist()) == [2, 2, 2]
@@ -149,3 +149,15 @@ def test_malformed_list_and_annotation_lines(tmp_path):
         check_root("20newsgroups", news, glove="missing.txt")
     with pytest.raises(ConfigError, match="valid: val_size"):
         check_root("cifar10", news, val=3)
+
+
+def test_20newsgroups_bydate_train_and_test_folders_are_merged(tmp_path):
+    root = make_20news(tmp_path / "news", per_group=10, bydate=True)
+    (root / "glove").mkdir()  # a folder holding a file beside the layout is not a newsgroup
+    (root / "glove" / "glove.6B.4d.txt").write_text("space 1 2 3 4\n")
+    b = create_dataset("20newsgroups", root, seed=1, glove="glove/glove.6B.4d.txt", max_len=8, val_size=2)
+    assert b.class_names == ["alt.atheism", "rec.sport.hockey", "sci.space"]
+    assert len(b.train) + len(b.val) + len(b.test) == 30 and len(b.test) == 6 and len(b.val) == 2
+    assert np.bincount(torch.cat([b.train.tensors[1], b.val.tensors[1], b.test.tensors[1]])).tolist() == [10, 10, 10]
+    emb = b.backbone_options["embeddings"]
+    assert emb.shape[1] == 4 and int((emb.abs().sum(1) > 0).sum()) == 1  # only 'space' has a vector
