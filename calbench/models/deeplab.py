@@ -54,15 +54,10 @@ class TimmEncoder(nn.Module):
 def _timm_encoder(encoder: str, pretrained: bool) -> tuple[nn.Module, int]:
     import timm
 
-    if pretrained:
-        import os
+    from calbench.models.timm_backbones import pretrained_kwargs
 
-        from calbench.models.timm_backbones import _check_cached_weights
-
-        _check_cached_weights(encoder)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    model = timm.create_model(encoder, pretrained=pretrained, num_classes=0, global_pool="",
-                              output_stride=8)
+    model = timm.create_model(encoder, num_classes=0, global_pool="", output_stride=8,
+                              **pretrained_kwargs(encoder, pretrained))
     return TimmEncoder(model), int(model.num_features)
 
 

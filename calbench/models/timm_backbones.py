@@ -26,9 +26,13 @@ class TimmBody(nn.Module):
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
 
-def _check_cached_weights(name: str) -> None:
-    """Raise InputError unless timm finds weights for `name` in the local caches (no network)."""
-    import timm
+def cached_weights(name: str) -> Path:
+    """The locally cached pretrained weights file of timm model `name`; InputError if none (no network).
+
+    Looked up in order: the pretrained config's own `file`, torch hub's checkpoints folder (the
+    file name of the config's url), the Hugging Face cache (the config's hf_hub_id). The path is
+    then handed to timm as `pretrained_cfg_overlay={'file': path}` so timm never goes online.
+    """
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(name)
@@ -36,11 +40,11 @@ def _check_cached_weights(name: str) -> None:
         raise InputError(f"backbone '{name}': timm knows no pretrained weights for it")
     file = getattr(cfg, "file", None)
     if file and Path(file).is_file():
-        return
+        return Path(file)
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     url = getattr(cfg, "url", "") or ""
     if url and (hub / Path(url).name).is_file():
-        return
+        return hub / Path(url).name
     hf_id = getattr(cfg, "hf_hub_id", None)
     if hf_id:
         try:
@@ -50,12 +54,19 @@ def _check_cached_weights(name: str) -> None:
             for fname in ("model.safetensors", "pytorch_model.bin"):
                 hit = try_to_load_from_cache(repo, fname)
                 if isinstance(hit, str):
-                    return
+                    return Path(hit)
         except ImportError:
             pass
     raise InputError(f"backbone '{name}': pretrained weights are not in the local cache "
                      f"(torch hub {hub} or the Hugging Face cache) and nothing is downloaded; "
                      f"copy them there or set pretrained: false")
+
+
+def pretrained_kwargs(name: str, pretrained: bool) -> dict:
+    """timm.create_model keyword arguments that load cached weights only (empty when not pretrained)."""
+    if not pretrained:
+        return {"pretrained": False}
+    return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(cached_weights(name))}}
 
 
 def timm_backbone(name: str, num_classes: int, task: str = "classification",
@@ -66,16 +77,11 @@ def timm_backbone(name: str, num_classes: int, task: str = "classification",
 
     if task != "classification":
         raise ConfigError(f"backbone '{name}': timm models serve classification, not {task}")
-    if pretrained:
-        _check_cached_weights(name)
+    weights = pretrained_kwargs(name, bool(pretrained))
     if input_size is not None and "img_size" not in timm_kwargs and _takes_img_size(name):
         timm_kwargs["img_size"] = tuple(input_size)
-    if pretrained:
-        import os
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        model = timm.create_model(name, pretrained=bool(pretrained), num_classes=0,
-                                  in_chans=int(in_chans), **timm_kwargs)
+        model = timm.create_model(name, num_classes=0, in_chans=int(in_chans), **weights, **timm_kwargs)
     except TypeError as err:
         raise ConfigError(f"backbone '{name}': bad option ({err})") from None
     dim = int(getattr(model, "head_hidden_size", None) or model.num_features)

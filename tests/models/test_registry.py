@@ -39,3 +39,21 @@ def test_pretrained_without_cached_weights_is_a_clear_error(tmp_path, monkeypatc
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(InputError, match="not in the local cache"):
         create_backbone("resnet18", 10, "classification", pretrained=True)
+
+
+def test_pretrained_loads_weights_found_in_the_torch_hub_cache(tmp_path, monkeypatch):
+    import timm
+    from pathlib import Path
+    from timm.models import get_pretrained_cfg
+
+    reference = timm.create_model("resnet18", pretrained=False, num_classes=1000)
+    torch.nn.init.constant_(reference.conv1.weight, 0.125)
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    torch.save(reference.state_dict(), hub / "checkpoints" / Path(get_pretrained_cfg("resnet18").url).name)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = create_backbone("resnet18", 7, "classification", pretrained=True)
+    assert torch.equal(model.body.model.conv1.weight, reference.conv1.weight)
+    assert torch.equal(model.body.model.layer4[1].bn2.weight, reference.layer4[1].bn2.weight)
+    assert model.head.out_features == 7
