@@ -20,10 +20,30 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 IGNORE_INDEX = 255
 
 
-def _to_tensor_normalise(mean, std):
-    from torchvision import transforms as T
+class ToNormalisedTensor:
+    """PIL RGB image -> float32 (3, H, W) normalised by mean/std: ToTensor + Normalize in one step
+    (about 2x faster than the pair, which matters on few-core machines; equal to 1e-6)."""
 
-    return [T.ToTensor(), T.Normalize(mean, std)]
+    def __init__(self, mean, std):
+        self.mean, self.std = tuple(mean), tuple(std)
+        std_t = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1) / std_t
+
+    def __call__(self, pic) -> torch.Tensor:
+        if getattr(pic, "mode", None) != "RGB":
+            from torchvision.transforms import functional as F
+
+            return F.normalize(F.to_tensor(pic), self.mean, self.std)
+        a = torch.from_numpy(np.array(pic, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+        return a.float().mul_(self.scale).sub_(self.shift).contiguous()
+
+    def __repr__(self) -> str:
+        return f"ToNormalisedTensor(mean={self.mean}, std={self.std})"
+
+
+def _to_tensor_normalise(mean, std):
+    return [ToNormalisedTensor(mean, std)]
 
 
 def small_image_train(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, padding: int = 4):
@@ -68,7 +88,7 @@ def imagenet_test(size: int = 224, resize: int | None = None):
 def _image_mask_to_tensors(image, mask) -> tuple[torch.Tensor, torch.Tensor]:
     from torchvision.transforms import functional as F
 
-    x = F.normalize(F.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD)
+    x = ToNormalisedTensor(IMAGENET_MEAN, IMAGENET_STD)(image)
     return x, torch.from_numpy(np.array(mask, dtype=np.int64))
 
 
