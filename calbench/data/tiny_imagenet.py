@@ -15,8 +15,8 @@ from calbench.data.splits import per_class_holdout
 from calbench.data import transforms as tf
 from calbench.errors import InputError
 
-LAYOUT = ("wnids.txt (words.txt optional, for class names), train/<wnid>/images/*.JPEG, val/images/*.JPEG and tab-separated "
-          "val/val_annotations.txt (<file>\\t<wnid>...)")
+LAYOUT = ("wnids.txt (words.txt optional, for class names), train/<wnid>/images/*.JPEG, "
+          "val/images/*.JPEG and tab-separated val/val_annotations.txt (<file>\\t<wnid>...)")
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 
 
