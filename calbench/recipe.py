@@ -48,6 +48,7 @@ from calbench.registry import did_you_mean
 SCHEMA_VERSION = 1
 TOP_KEYS = ("name", "description", "seeds", "datasets", "backbones", "methods", "train", "posthoc",
             "overrides")
+DATASET_KEYS = ("name", "root", "options", "backbones")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "multistep", "cosine")
 
@@ -169,12 +170,25 @@ def apply_sets(raw: dict[str, Any], sets: tuple[str, ...] | list[str], path: str
         if parts[0] not in TOP_KEYS:
             raise ConfigError(f"--set {key}: unknown key '{parts[0]}'{did_you_mean(parts[0], list(TOP_KEYS))}; "
                               f"valid: {', '.join(TOP_KEYS)}")
-        node = raw
-        for part in parts[:-1]:
-            if not isinstance(node.get(part, {}), dict):
-                raise ConfigError(f"--set {key}: '{part}' is not a mapping in {path}")
-            node = node.setdefault(part, {})
-        node[parts[-1]] = _parse_value(value)
+        node: Any = raw
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth])
+            if isinstance(node, list):          # datasets.0.root: an index into a list
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {key}: '{part}' is not an index of {where} "
+                                      f"(0..{len(node) - 1}) in {path}")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: '{where}' is not a mapping in {path}")
+            if depth == len(parts) - 1:
+                node[part] = _parse_value(value)
+                break
+            if isinstance(node, dict) and part not in node:
+                node[part] = {}
+            if isinstance(node[part], str) and isinstance(node, list):
+                # `- digits` / `- ce` written as a bare name: widen it so an option can be set
+                node[part] = {"name": node[part]} if parts[0] == "datasets" else {node[part]: {}}
+            node = node[part]
     return raw
 
 
@@ -330,10 +344,11 @@ def parse_recipe(raw: dict[str, Any], path: str = "<recipe>") -> Recipe:
             item = {"name": item}
         if not isinstance(item, dict) or "name" not in item:
             raise _err(path, key, "expected a name or {name: ..., root: ..., options: {...}}")
-        unknown = set(item) - {"name", "root", "options", "backbones"}
+        unknown = set(item) - set(DATASET_KEYS)
         if unknown:
-            bad = sorted(unknown)[0]
-            raise _err(path, f"{key}.{bad}", "unknown key; valid: name, root, options, backbones")
+            bad = str(sorted(map(str, unknown))[0])
+            raise _err(path, f"{key}.{bad}", f"unknown key{did_you_mean(bad, list(DATASET_KEYS))}; "
+                                             f"valid: {', '.join(DATASET_KEYS)}")
         only_backbones = item.get("backbones")
         if only_backbones is not None and (not isinstance(only_backbones, list)
                                            or not all(isinstance(b, str) for b in only_backbones)):

@@ -206,7 +206,8 @@ def _summary(todo, statuses, results, console) -> None:
 
     table = Table(title="summary", title_justify="left")
     for col in ("dataset", "backbone", "method", "seed", "status", "acc", "ece", "ece (ts)", "time"):
-        table.add_column(col)
+        # names wrap instead of being cut to "ls(alp…" on an 80-column terminal
+        table.add_column(col, overflow="fold" if col in ("dataset", "backbone", "method") else "ellipsis")
     for s in todo:
         status = statuses.get(s.run_id, "not run")
         acc = ece = ece_ts = secs = ""

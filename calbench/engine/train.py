@@ -32,10 +32,25 @@ from calbench.recipe import RunSpec, TrainConfig
 PIXELS_PER_IMAGE = 4096  # segmentation: pixel rows kept per image in saved predictions
 
 
+NONFINITE_CHECK_EVERY = 50  # accelerators: steps between host-synchronising loss checks
+
+
 class NonFiniteLoss(RuntimeError):
     def __init__(self, epoch: int, value: float):
         super().__init__(f"loss became {value} at epoch {epoch}")
         self.epoch = epoch
+
+
+def _check_period(device: torch.device) -> int:
+    """Steps between loss checks: every step on the CPU (free), else every NONFINITE_CHECK_EVERY."""
+    return 1 if device.type == "cpu" else NONFINITE_CHECK_EVERY
+
+
+def _check_finite(loss: torch.Tensor, epoch: int) -> None:
+    """Raise NonFiniteLoss when `loss` is NaN or inf (one host synchronisation)."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NonFiniteLoss(epoch, value)
 
 
 @dataclass
@@ -236,6 +251,7 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
         start_epoch = int(state["epoch"]) + 1
 
     sampler = dist.train_sampler(train_idx.tolist(), spec.seed) if dist is not None else None
+    check_every = _check_period(dev)
     val_logits = val_labels = None
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
@@ -250,8 +266,9 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
             if method.needs_meta_split else None
         lr = optimizer.param_groups[0]["lr"]
         ddp_model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         seen = 0
+        steps = 0
         for x, y in train_set.batches(order, cfg.batch_size):
             x, y = _to_device(x, dev, cfg), y.to(dev, non_blocking=True)
             with _autocast(dev, cfg):
@@ -270,16 +287,17 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
                                  meta_features=meta_features.detach().float(), meta_targets=my, lr=lr)
             with _autocast(dev, cfg):
                 loss = method.loss(logits, y, features=features)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise NonFiniteLoss(epoch, value)
+            steps += 1
+            if steps % check_every == 0:      # CPU: every step; CUDA: no host sync per step
+                _check_finite(loss, epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            loss_sum += value * len(y)
+            loss_sum += loss.detach().double() * len(y)
             seen += len(y)
+        _check_finite(loss_sum, epoch)        # a non-finite step between checks poisons the sum
         if scheduler is not None:
             scheduler.step()
         val_logits, val_labels = predict(ddp_model, val_set, cfg, dev, bundle.task, bundle.ignore_index,

@@ -78,7 +78,11 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches(tmp_path, monkeypatc
     assert len((d / "history.jsonl").read_text().splitlines()) == 3
 
 
-def test_non_finite_loss_is_recorded_as_failed_with_epoch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("period", [1, 1000])   # 1000: the accelerator path (checked at epoch end)
+def test_non_finite_loss_is_recorded_as_failed_with_epoch(tmp_path, monkeypatch, period):
+    import calbench.engine.train as train_module
+
+    monkeypatch.setattr(train_module, "_check_period", lambda device: period)
     import torch
 
     from calbench.methods.cross_entropy import CrossEntropy

@@ -79,6 +79,8 @@ BAD = {
     "unknown_train_key": (GOOD.replace("train: {epochs: 1}", "train: {epoch: 1}"), ["train.epoch", "did you mean 'epochs'"]),
     "unknown_dataset": (GOOD.replace("[digits]", "[digitz]"), ["datasets[0].name", "did you mean 'digits'"]),
     "unknown_backbone": (GOOD.replace("[mlp]", "[not-a-net-at-all]"), ["backbones[0]", "unknown backbone"]),
+    "unknown_dataset_key": (GOOD.replace("datasets: [digits]", "datasets: [{name: digits, optoins: {}}]"),
+                            ["datasets[0].optoins", "did you mean 'options'"]),
     "wrong_hparam_type": (GOOD.replace("margin: [5, 10]", "penalty: 3"), ["penalty", "expected a string"]),
 }
 
@@ -133,3 +135,13 @@ def test_unknown_gpu_is_a_clear_error(tmp_path):
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+def test_set_reaches_into_lists_and_widens_bare_names(tmp_path):
+    text = GOOD.replace("datasets: [digits]", "datasets: [digits, digits-lt]")
+    recipe = load_recipe(write(tmp_path, text), sets=["datasets.1.options.imbalance_ratio=5",
+                                                       "methods.0.ce={}", "methods.1.cals-alm.margin=7"])
+    assert recipe.datasets[1]["options"] == {"imbalance_ratio": 5}
+    assert [s.method_label for s in expand(recipe)][-1] == "cals-alm(margin=7)"
+    with pytest.raises(ConfigError, match=r"'4' is not an index of datasets \(0..1\)"):
+        load_recipe(write(tmp_path, text), sets=["datasets.4.root=/x"])
