@@ -154,26 +154,50 @@ def _flatten_pixels(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
 
 @torch.no_grad()
 def predict(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device, task: str,
-            ignore_index: int, dist=None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, CPU) and labels of a whole split, in split order, gathered over ranks."""
+            ignore_index: int, dist=None, seed: int = 0,
+            confusion: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32, CPU) and labels of a whole split, in split order, gathered over ranks.
+
+    Segmentation: the rows are a seeded subsample of pixels (PIXELS_PER_IMAGE per image); when
+    `confusion` (K*K int64, zeros) is given it is filled with the confusion counts of ALL
+    non-ignored pixels (label * K + prediction, summed over ranks) for an exact mIoU.
+    """
     model.eval()
     order = _shard(len(split), dist)
     gen = torch.Generator().manual_seed(seed)
     all_logits, all_labels = [], []
+    counts = None
     for x, y in split.batches(order, cfg.eval_batch_size):
         x, y = _to_device(x, device, cfg), y.to(device, non_blocking=True)
         with _autocast(device, cfg):
             logits = model(x)
         logits = logits.float()
         if task == "segmentation":
+            if confusion is not None:
+                k = logits.shape[1]
+                keep = y != ignore_index
+                cells = torch.bincount(y[keep] * k + logits.argmax(1)[keep], minlength=k * k)
+                counts = cells if counts is None else counts + cells
             logits, y = _flatten_pixels(logits.cpu(), y.cpu(), ignore_index, gen)
         all_logits.append(logits.cpu())
         all_labels.append(y.cpu())
     logits = torch.cat(all_logits) if all_logits else torch.zeros(0)
     labels = torch.cat(all_labels) if all_labels else torch.zeros(0, dtype=torch.long)
+    if confusion is not None and task == "segmentation":
+        counts = torch.zeros_like(confusion) if counts is None else counts.cpu().to(confusion.dtype)
+        if dist is not None and dist.world_size > 1:
+            counts = dist.gather_rows(counts.unsqueeze(0)).sum(0)
+        confusion.copy_(counts)
     if dist is not None and dist.world_size > 1:
         logits, labels = dist.gather_rows(logits), dist.gather_rows(labels)
     return logits, labels.long()
+
+
+def _miou(confusion: torch.Tensor) -> float:
+    from calbench.metrics.segmentation import miou_from_confusion
+
+    k = int(round(confusion.numel() ** 0.5))
+    return float(miou_from_confusion(confusion.double().reshape(k, k).numpy()))
 
 
 def _autocast(device: torch.device, cfg: TrainConfig):
@@ -203,7 +227,7 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
     """Train `spec` and evaluate it; checkpoints to run_dir/checkpoint.pt (main rank only)."""
     from calbench.data import create_dataset
     from calbench.methods import create_method, fit_posthoc
-    from calbench.metrics import compute_metrics
+    from calbench.metrics import METRIC_KEYS, compute_metrics
     from calbench.models import create_backbone
 
     run_dir = Path(run_dir)
@@ -253,6 +277,7 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
     sampler = dist.train_sampler(train_idx.tolist(), spec.seed) if dist is not None else None
     check_every = _check_period(dev)
     val_logits = val_labels = None
+    val_confusion = torch.zeros(bundle.num_classes ** 2 if bundle.task == "segmentation" else 0, dtype=torch.int64)
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
         torch.manual_seed(spec.seed * 100_003 + epoch)
@@ -262,6 +287,8 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
             order = train_idx[torch.as_tensor(list(iter(sampler)), dtype=torch.long)]
         else:
             order = train_idx[torch.randperm(len(train_idx), generator=gen)]
+        if len(order) > 1 and len(order) % cfg.batch_size == 1:
+            order = order[:-1]      # a last batch of one sample cannot train BatchNorm: skip it
         meta_batches = _cycle(val_order=meta_idx, gen=gen, split=train_set, batch_size=cfg.batch_size) \
             if method.needs_meta_split else None
         lr = optimizer.param_groups[0]["lr"]
@@ -301,7 +328,7 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
         if scheduler is not None:
             scheduler.step()
         val_logits, val_labels = predict(ddp_model, val_set, cfg, dev, bundle.task, bundle.ignore_index,
-                                         dist, seed=spec.seed)
+                                         dist, seed=spec.seed, confusion=val_confusion)
         method.end_epoch(val_logits.to(dev), val_labels.to(dev), epoch)
         line = {"epoch": epoch, "lr": lr, "train_loss": float(loss_sum) / max(1, seen),
                 **_val_summary(val_logits, val_labels), "time_s": time.perf_counter() - started,
@@ -320,23 +347,34 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
 
     if val_logits is None:  # resumed after the last epoch's checkpoint: evaluate validation again
         val_logits, val_labels = predict(ddp_model, val_set, cfg, dev, bundle.task, bundle.ignore_index,
-                                         dist, seed=spec.seed)
+                                         dist, seed=spec.seed, confusion=val_confusion)
+    test_confusion = torch.zeros_like(val_confusion)
     test_logits, test_labels = predict(ddp_model, test_set, cfg, dev, bundle.task, bundle.ignore_index,
-                                       dist, seed=spec.seed + 1)
+                                       dist, seed=spec.seed + 1, confusion=test_confusion)
 
-    metrics = {"test": compute_metrics(test_labels.numpy(), logits=test_logits.numpy()),
-               "val": compute_metrics(val_labels.numpy(), logits=val_logits.numpy())}
+    segmentation = bundle.task == "segmentation"
+    keys = METRIC_KEYS          # segmentation: calibration metrics on the saved pixel rows ...
+    metrics = {"test": compute_metrics(test_labels.numpy(), logits=test_logits.numpy(), keys=keys),
+               "val": compute_metrics(val_labels.numpy(), logits=val_logits.numpy(), keys=keys)}
+    if segmentation:            # ... and mIoU exact over every non-ignored pixel
+        metrics["test"]["miou"], metrics["val"]["miou"] = _miou(test_confusion), _miou(val_confusion)
     temperature = None
     extra: dict[str, Any] = {}
     for name in spec.posthoc:
         calibrator = fit_posthoc(name, val_logits.double(), val_labels)
         calibrated = calibrator.transform(test_logits.double()).float()
-        metrics[f"test_{name}"] = compute_metrics(test_labels.numpy(), logits=calibrated.numpy())
+        block = compute_metrics(test_labels.numpy(), logits=calibrated.numpy(), keys=keys)
         if hasattr(calibrator, "temperature"):
             temperature = float(calibrator.temperature)
+            if segmentation:    # a positive temperature keeps every pixel's argmax: same mIoU
+                block["miou"] = metrics["test"]["miou"]
+        elif segmentation:      # a calibrator that may move the argmax: mIoU of the saved rows
+            block["miou"] = compute_metrics(test_labels.numpy(), logits=calibrated.numpy(), keys=("miou",))["miou"]
+        metrics[f"test_{name}"] = block
         extra[f"posthoc_{name}"] = calibrator.state()
-    if bundle.task == "segmentation":
+    if segmentation:
         extra["pixel_rows_per_image"] = PIXELS_PER_IMAGE
+        extra["miou_pixels"] = "all non-ignored pixels (test, val, test_ts); saved pixel rows otherwise"
     return RunOutput(metrics=metrics, temperature=temperature, history=history, epochs_done=cfg.epochs,
                      predictions={"test_logits": test_logits.numpy().astype(np.float32),
                                   "test_labels": test_labels.numpy().astype(np.int64),

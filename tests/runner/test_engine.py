@@ -100,3 +100,48 @@ def test_non_finite_loss_is_recorded_as_failed_with_epoch(tmp_path, monkeypatch,
     assert execute_run(spec.to_dict(), str(tmp_path)) == "failed"
     m = read_metrics(run_dir(tmp_path, "t", spec.run_id) / "metrics.json")
     assert m["status"] == "failed" and m["failed_epoch"] == 1 and "nan" in m["reason"]
+
+
+def _tiny_voc(root, n_train=5, n_test=2, size=(40, 36)):
+    """A PASCAL VOC 2012 tree (JPEG images, palette masks with 255 borders, split lists)."""
+    from PIL import Image
+
+    voc = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("val", n_test)):
+        names = [f"{split}_{i:04d}" for i in range(n)]
+        for name in names:
+            Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(
+                voc / "JPEGImages" / f"{name}.jpg")
+            mask = np.zeros((size[1], size[0]), dtype=np.uint8)
+            mask[4:16, 4:20], mask[20:, 22:], mask[2, :] = 1, 2, 255
+            png = Image.fromarray(mask, "P")
+            png.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)
+            png.save(voc / "SegmentationClass" / f"{name}.png")
+        (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def test_segmentation_run_reports_exact_miou_and_calibration(tmp_path):
+    from calbench.metrics import compute_metrics
+
+    root = _tiny_voc(tmp_path / "data")
+    recipe = parse_recipe({"name": "seg", "seeds": [0],
+                           "datasets": [{"name": "voc2012", "root": str(root),
+                                         "options": {"crop_size": 32, "val_fraction": 0.4}}],
+                           "backbones": ["deeplabv3"], "methods": ["cals-alm"],
+                           "train": {"epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3,
+                                     "num_workers": 0, "eval_batch_size": 2}})
+    spec = expand(recipe)[0]
+    assert execute_run(spec.to_dict(), str(tmp_path / "r")) == "done"
+    d = run_dir(tmp_path / "r", "seg", spec.run_id)
+    m = read_metrics(d / "metrics.json")
+    assert set(m["metrics"]["test"]) == {"acc", "ece", "aece", "cece", "mce", "nll", "brier", "smece", "sece", "miou"}
+    assert m["metrics"]["test_ts"]["miou"] == m["metrics"]["test"]["miou"]
+    preds = np.load(d / "predictions.npz")
+    assert not (preds["test_labels"] == 255).any()
+    # images are smaller than PIXELS_PER_IMAGE: the saved rows are every non-ignored pixel
+    expected = compute_metrics(preds["test_labels"], logits=preds["test_logits"], keys=("miou",))["miou"]
+    assert m["metrics"]["test"]["miou"] == pytest.approx(expected, abs=1e-12)
