@@ -291,6 +291,24 @@ def _check_method(name: str, hparams: dict[str, Any], path: str, key: str) -> No
             raise _err(path, key, str(err)) from None
 
 
+def _check_backbone_options(name: str, options: dict[str, Any], path: str, key: str) -> None:
+    """Option names of a calbench backbone against its factory's signature (timm models: at build)."""
+    import inspect
+
+    from calbench.models import BACKBONES, DATASET_HINTS
+
+    if name not in BACKBONES:
+        return
+    params = inspect.signature(BACKBONES.get(name)).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [k for k in params if k not in ("num_classes", "task")]
+    for opt in options:
+        if opt not in params and opt not in DATASET_HINTS:
+            raise _err(path, f"{key}.{opt}", f"unknown option for backbone {name}{did_you_mean(str(opt), valid)}; "
+                                             f"valid: {', '.join(valid) or 'none'}")
+
+
 def load_recipe(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> Recipe:
     """Read, override and validate a recipe; raises ConfigError with the file and the key."""
     path = str(path)
@@ -382,6 +400,7 @@ def parse_recipe(raw: dict[str, Any], path: str = "<recipe>") -> Recipe:
             own = [n for n, _ in list_backbones()]
             raise _err(path, f"backbones[{i}]", f"unknown backbone '{bb}'{did_you_mean(bb, own)}; valid: "
                                                 f"{', '.join(own)} or any timm model name")
+        _check_backbone_options(bb, opts, path, f"backbones[{i}].{bb}")
         backbones.append((bb, opts))
     names = [b for b, _ in backbones]
     for i, ds in enumerate(datasets):
@@ -445,6 +464,9 @@ def parse_recipe(raw: dict[str, Any], path: str = "<recipe>") -> Recipe:
                     _check_method(m, entry["method"], path, f"{key}.method")
         if not isinstance(entry["backbone"], dict):
             raise _err(path, f"{key}.backbone", "expected a mapping of backbone options")
+        for bb, _ in backbones:
+            if fnmatch.fnmatchcase(bb, entry["match"].get("backbone", "*")):
+                _check_backbone_options(bb, entry["backbone"], path, f"{key}.backbone")
         overrides.append(entry)
 
     return Recipe(path=path, name=name, seeds=list(seeds), datasets=datasets, backbones=backbones,

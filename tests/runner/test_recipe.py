@@ -81,6 +81,8 @@ BAD = {
     "unknown_backbone": (GOOD.replace("[mlp]", "[not-a-net-at-all]"), ["backbones[0]", "unknown backbone"]),
     "unknown_dataset_key": (GOOD.replace("datasets: [digits]", "datasets: [{name: digits, optoins: {}}]"),
                             ["datasets[0].optoins", "did you mean 'options'"]),
+    "unknown_backbone_option": (GOOD.replace("[mlp]", "[{mlp: {hiden: 64}}]"),
+                                ["backbones[0].mlp.hiden", "did you mean 'hidden'"]),
     "wrong_hparam_type": (GOOD.replace("margin: [5, 10]", "penalty: 3"), ["penalty", "expected a string"]),
 }
 
