@@ -82,6 +82,15 @@ def _tensors(ds: Dataset) -> tuple[torch.Tensor, ...] | None:
     return None
 
 
+def _loader_context(num_workers: int) -> str | None:
+    """Fork DataLoader workers where possible, explicitly: inside a spawned scheduler worker the
+    default would be spawn, and every epoch's loader would re-import torch and re-pickle the
+    dataset in each of its workers (seconds per loader). The workers never touch CUDA."""
+    import multiprocessing
+
+    return "fork" if num_workers > 0 and "fork" in multiprocessing.get_all_start_methods() else None
+
+
 class Split:
     """A dataset plus a fast path for tensors; yields (x, y) batches in a given index order."""
 
@@ -104,7 +113,7 @@ class Split:
             return
         loader = DataLoader(Subset(self.dataset, order.tolist()), batch_size=batch_size, shuffle=False,
                             num_workers=self.num_workers, pin_memory=self.pin,
-                            persistent_workers=False)
+                            persistent_workers=False, multiprocessing_context=_loader_context(self.num_workers))
         yield from loader
 
 

@@ -105,7 +105,9 @@ def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
         saved = {k: os.environ.get(k) for k in slot.env}
         os.environ.update(slot.env)
         try:
-            proc = ctx.Process(target=_worker_main, args=(slot, child, results_dir), daemon=True)
+            # not a daemon: a daemonic process may not start the DataLoader worker processes that
+            # on-disk datasets need; the `finally` below ends the workers instead
+            proc = ctx.Process(target=_worker_main, args=(slot, child, results_dir), daemon=False)
             proc.start()
         finally:
             for k, v in saved.items():

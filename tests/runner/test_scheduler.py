@@ -52,3 +52,25 @@ def test_cli_end_to_end_and_rerun_recomputes_nothing(tmp_path):
     assert [f.stat().st_mtime_ns for f in files] == stamps
     dry = runner.invoke(cli, ["run", str(recipe), "--results", str(results), "--dry-run"])
     assert "2 done" in dry.output
+
+
+def test_workers_can_run_dataloader_worker_processes(tmp_path):
+    """On-disk datasets load through DataLoader workers: a scheduler worker must be allowed children."""
+    import pickle
+
+    import numpy as np
+
+    d = tmp_path / "data" / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in [(f"data_batch_{b}", 8) for b in range(1, 6)] + [("test_batch", 10)]:
+        pickle.dump({b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+                     b"labels": [int(v) for v in rng.integers(0, 10, n)]}, open(d / name, "wb"))
+    pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, open(d / "batches.meta", "wb"))
+    specs = expand(parse_recipe({"name": "disk", "seeds": [0], "backbones": ["mlp"], "methods": ["ce"],
+                                 "datasets": [{"name": "cifar10", "root": str(tmp_path / "data"),
+                                               "options": {"val_size": 10}}],
+                                 "train": {"epochs": 1, "batch_size": 8, "num_workers": 2}}))
+    result = run_matrix(specs, str(tmp_path / "r"), plan_slots(None, 1))
+    m = read_metrics(run_dir(tmp_path / "r", "disk", specs[0].run_id) / "metrics.json")
+    assert result.status[specs[0].run_id] == "done", m["reason"]
