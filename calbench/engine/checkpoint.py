@@ -1,4 +1,8 @@
-"""Per-epoch checkpoints: written atomically, ignored when they belong to another run id."""
+"""Per-epoch checkpoints: written atomically, ignored when they belong to another run id.
+
+No RNG states are saved: the engine re-seeds torch, numpy and random from (seed, epoch) at the
+start of every epoch, so a run resumed at epoch e draws exactly what the uninterrupted run drew.
+"""
 
 from __future__ import annotations
 

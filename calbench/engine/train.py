@@ -244,6 +244,8 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
     dev = torch.device(device)
     is_main = dist is None or dist.is_main
     seed_everything(spec.seed)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True   # fixed input sizes: let cuDNN pick its fastest kernels
 
     bundle = create_dataset(spec.dataset, root=spec.root, seed=spec.seed, **spec.dataset_options)
     backbone_options = {**bundle.backbone_options, **spec.backbone_options}
@@ -289,7 +291,7 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
     val_confusion = torch.zeros(bundle.num_classes ** 2 if bundle.task == "segmentation" else 0, dtype=torch.int64)
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
-        torch.manual_seed(spec.seed * 100_003 + epoch)
+        seed_everything(spec.seed * 100_003 + epoch)   # torch, numpy and random: resumable
         gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + epoch)
         if sampler is not None:
             dist.set_epoch(sampler, epoch)

@@ -124,17 +124,19 @@ def _tiny_voc(root, n_train=5, n_test=2, size=(40, 36)):
     return root
 
 
+def _voc_spec(root, epochs=1):
+    recipe = parse_recipe({"name": "seg", "seeds": [0], "backbones": ["deeplabv3"], "methods": ["cals-alm"],
+                           "datasets": [{"name": "voc2012", "root": str(root),
+                                         "options": {"crop_size": 32, "val_fraction": 0.4}}],
+                           "train": {"epochs": epochs, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3,
+                                     "num_workers": 0, "eval_batch_size": 2}})
+    return expand(recipe)[0]
+
+
 def test_segmentation_run_reports_exact_miou_and_calibration(tmp_path):
     from calbench.metrics import compute_metrics
 
-    root = _tiny_voc(tmp_path / "data")
-    recipe = parse_recipe({"name": "seg", "seeds": [0],
-                           "datasets": [{"name": "voc2012", "root": str(root),
-                                         "options": {"crop_size": 32, "val_fraction": 0.4}}],
-                           "backbones": ["deeplabv3"], "methods": ["cals-alm"],
-                           "train": {"epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3,
-                                     "num_workers": 0, "eval_batch_size": 2}})
-    spec = expand(recipe)[0]
+    spec = _voc_spec(_tiny_voc(tmp_path / "data"))
     assert execute_run(spec.to_dict(), str(tmp_path / "r")) == "done"
     d = run_dir(tmp_path / "r", "seg", spec.run_id)
     m = read_metrics(d / "metrics.json")
@@ -145,3 +147,27 @@ def test_segmentation_run_reports_exact_miou_and_calibration(tmp_path):
     # images are smaller than PIXELS_PER_IMAGE: the saved rows are every non-ignored pixel
     expected = compute_metrics(preds["test_labels"], logits=preds["test_logits"], keys=("miou",))["miou"]
     assert m["metrics"]["test"]["miou"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_resume_reproduces_python_random_augmentation(tmp_path, monkeypatch):
+    """VOC's joint crop/flip draws from python `random` in the main process (num_workers 0)."""
+    import calbench.engine.train as train_module
+
+    spec = _voc_spec(_tiny_voc(tmp_path / "data"), epochs=2)
+    assert execute_run(spec.to_dict(), str(tmp_path / "whole")) == "done"
+    real, calls = train_module.predict, {"n": 0}
+
+    def dying_predict(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:          # validation of epoch 1: epoch 0 is checkpointed
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "predict", dying_predict)
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(spec.to_dict(), str(tmp_path / "killed"))
+    monkeypatch.setattr(train_module, "predict", real)
+    assert execute_run(spec.to_dict(), str(tmp_path / "killed")) == "done"
+    resumed = read_metrics(run_dir(tmp_path / "killed", "seg", spec.run_id) / "metrics.json")
+    whole = read_metrics(run_dir(tmp_path / "whole", "seg", spec.run_id) / "metrics.json")
+    assert resumed["metrics"] == whole["metrics"]
