@@ -74,7 +74,7 @@ def _matrix_table(specs, done: set[str], title: str):
 @click.option("--gpus", default=None, metavar="0,1", help="GPUs to use, one worker per GPU (each sees only its GPU).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Train on the CPU (default without --gpus) or on CUDA device 0.")
-@click.option("--jobs", type=int, default=None, metavar="N",
+@click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
               help="Runs at once per device (default: 1 per GPU; 2 on the CPU for small models).")
 @click.option("--results", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Results directory; runs go to RESULTS/<recipe name>/<run id>/.")
@@ -119,6 +119,8 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
         console.print(_matrix_table(selected, done, f"{rec.name}: {len(selected)} runs, "
                                                     f"{len(todo)} to do, {len(done)} done"))
         return
+    if gpus is not None and device == "cpu":
+        raise ConfigError(f"--gpus {gpus} and --device cpu contradict each other; give one of them")
     gpu_list = _parse_gpus(gpus)
     if device == "cuda" and gpu_list is None:
         gpu_list = _parse_gpus("0")

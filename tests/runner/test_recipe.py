@@ -133,6 +133,10 @@ def test_unknown_gpu_is_a_clear_error(tmp_path):
     path = write(tmp_path, GOOD)
     result = run_cli(["run", str(path), "--gpus", "7", "--results", str(tmp_path / "r")])
     assert result.exit_code == 2 and "GPU 7 is not there" in result.output
+    result = run_cli(["run", str(path), "--gpus", "0", "--device", "cpu", "--results", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "contradict" in result.output
+    assert run_cli(["run", str(path), "--jobs", "0", "--results", str(tmp_path / "r")]).exit_code == 2
+    assert not (tmp_path / "r").exists()
 
 
 def test_config_error_is_a_value_error():
