@@ -22,9 +22,17 @@ naming the file and the key, raised before any training starts.
       - match: {dataset: 20newsgroups}                # keys: dataset, backbone, method (wildcards)
         train: {optimizer: adam, lr: 1.0e-3}           # and/or method:, backbone:, dataset: {...}
 
+Command line: `--set KEY=VALUE` (repeatable; VALUE parsed as YAML) sets a dotted key, with list
+indices where the recipe has a list: `--set train.epochs=2`, `--set seeds=[0]`,
+`--set datasets.0.root=/data/x`, `--set methods.1.cals-alm.margin=[5,10]`. `--only PATTERN` keeps
+the runs whose method label (`cals-alm(margin=5)`), method, dataset, backbone or run id matches the
+shell-style wildcard (fnmatch). Overrides: every entry whose `match` patterns all match applies,
+in order of specificity (number of matched keys; ties in recipe order), later ones winning.
+
 A run's id is a hash of everything its result depends on (method and its full hyper-parameters,
-dataset and options, backbone and options, seed, training config, post-hoc list) — not the
-dataset root (moving the data does not invalidate results) nor the results directory.
+dataset and options, backbone and options, seed, training config including num_workers and
+eval_batch_size, post-hoc list) — not the dataset root (moving the data does not invalidate
+results) nor the results directory nor --jobs/--gpus.
 """
 
 from __future__ import annotations
