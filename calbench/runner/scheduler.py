@@ -124,7 +124,7 @@ def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
         w.current = None
         notify(event)
 
-    def died(i: int, w: _Worker) -> None:
+    def died(w: _Worker) -> None:
         spec = RunSpec.from_dict(w.current)
         w.process.join(timeout=5)
         reason = f"worker process died (exit code {w.process.exitcode}) during the run"
@@ -133,7 +133,7 @@ def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
         w.conn.close()
         finish(w, {"kind": "finished", "run_id": spec.run_id, "status": "failed",
                    "seconds": time.perf_counter() - w.started, "reason": reason})
-        workers[i] = start(w.slot)
+        # the dispatch loop replaces the dead worker when a run is still waiting for it
 
     workers = [start(slot) for slot in slots[:max(1, min(len(slots), len(pending)))]]
     try:
@@ -156,7 +156,7 @@ def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
                     try:
                         event = w.conn.recv()
                     except (EOFError, OSError):
-                        died(i, w)
+                        died(w)
                         continue
                     if event["kind"] == "finished":
                         finish(w, event)
@@ -165,7 +165,7 @@ def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
                 elif w.process.sentinel in ready or not w.process.is_alive():
                     if w.conn.poll():      # its last messages arrive before the exit is noticed
                         continue
-                    died(i, w)
+                    died(w)
     finally:
         for w in workers:
             try:

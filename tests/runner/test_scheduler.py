@@ -74,3 +74,24 @@ def test_workers_can_run_dataloader_worker_processes(tmp_path):
     result = run_matrix(specs, str(tmp_path / "r"), plan_slots(None, 1))
     m = read_metrics(run_dir(tmp_path / "r", "disk", specs[0].run_id) / "metrics.json")
     assert result.status[specs[0].run_id] == "done", m["reason"]
+
+
+def test_cli_exits_1_when_a_run_fails_and_a_rerun_retrains_only_that_run(tmp_path, monkeypatch):
+    from calbench.recipe import load_recipe
+
+    recipe = tmp_path / "fail.yaml"
+    recipe.write_text("name: fail\nseeds: [0]\ndatasets: [digits]\nbackbones: [mlp]\n"
+                      "methods: [ce, ls]\ntrain: {epochs: 1}\n")
+    ce, ls = expand(load_recipe(recipe))
+    results = tmp_path / "results"
+    monkeypatch.setenv("CALBENCH_TEST_CRASH_RUN", ls.run_id)
+    first = CliRunner().invoke(cli, ["run", str(recipe), "--results", str(results), "--jobs", "1"])
+    assert first.exit_code == 1, first.output
+    assert "failed" in first.output
+    assert read_metrics(run_dir(results, "fail", ls.run_id) / "metrics.json")["status"] == "failed"
+    done_stamp = (run_dir(results, "fail", ce.run_id) / "metrics.json").stat().st_mtime_ns
+    monkeypatch.delenv("CALBENCH_TEST_CRASH_RUN")
+    second = CliRunner().invoke(cli, ["run", str(recipe), "--results", str(results), "--jobs", "1"])
+    assert second.exit_code == 0 and "1 already done, 1 to train" in second.output
+    assert is_done(run_dir(results, "fail", ls.run_id))
+    assert (run_dir(results, "fail", ce.run_id) / "metrics.json").stat().st_mtime_ns == done_stamp
