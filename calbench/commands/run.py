@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import re
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -54,7 +54,9 @@ def check_roots(recipe, todo) -> None:
         try:
             check_root(ds["name"], ds["root"], **ds["options"])
         except CalbenchError as err:
-            raise ConfigError(f"{recipe.path}: datasets[{i}].root: {err}") from None
+            unset = sorted(set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", str(ds["root"]))))
+            hint = f" (environment variable {', '.join(unset)} is not set)" if unset else ""
+            raise ConfigError(f"{recipe.path}: datasets[{i}].root{hint}: {err}") from None
 
 
 def _matrix_table(specs, done: set[str], title: str):
@@ -62,7 +64,7 @@ def _matrix_table(specs, done: set[str], title: str):
 
     table = Table(title=title, title_justify="left")
     for col in ("run id", "dataset", "backbone", "method", "seed", "state"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold", no_wrap=col == "run id")
     for s in specs:
         table.add_row(s.run_id, s.dataset, s.backbone, s.method_label, str(s.seed),
                       "[green]done[/]" if s.run_id in done else "to do")

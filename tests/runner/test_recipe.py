@@ -115,6 +115,13 @@ def test_missing_dataset_root_names_the_key_and_path(tmp_path):
     assert run_cli(["run", str(path), "--results", str(results), "--dry-run"]).exit_code == 0
 
 
+def test_unset_environment_variable_in_a_root_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("CALBENCH_DATA", raising=False)
+    text = GOOD.replace("datasets: [digits]", "datasets: [{name: cifar10, root: \"${CALBENCH_DATA}/cifar\"}]")
+    result = run_cli(["run", str(write(tmp_path, text)), "--results", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "environment variable CALBENCH_DATA is not set" in result.output
+
+
 def test_missing_file_and_bad_set(tmp_path):
     assert "no such recipe" in run_cli(["run", str(tmp_path / "none.yaml")]).output
     path = write(tmp_path, GOOD)
