@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -77,7 +78,8 @@ def _matrix_table(specs, done: set[str], title: str):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Train on the CPU (default without --gpus) or on CUDA device 0.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Runs at once per device (default: 1 per GPU; 2 on the CPU for small models).")
+              help="Runs at once per device (default: 1 per GPU; on the CPU min(4, cores), "
+                   "the cores shared out as torch threads).")
 @click.option("--results", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Results directory; runs go to RESULTS/<recipe name>/<run id>/.")
 @click.option("--dry-run", is_flag=True, help="Print the matrix (to do / done) and exit; needs no dataset.")
@@ -144,7 +146,7 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
     if gpus_per_run > 1:
         statuses = _run_distributed_locally(todo, results, gpu_list, gpus_per_run, console)
     else:
-        default_jobs = 1 if gpu_list else 2
+        default_jobs = 1 if gpu_list else min(4, os.cpu_count() or 1)   # 2 on a 2-core laptop
         from calbench.runner.scheduler import plan_slots
 
         statuses = _run_with_progress(todo, results, plan_slots(gpu_list, jobs or default_jobs), console)
