@@ -184,6 +184,7 @@ def _run_with_progress(todo, results, slots, console) -> dict[str, str]:
             rid = event["run_id"]
             if event["kind"] == "started":
                 per_run[rid] = progress.add_task(f"  [dim]{labels[rid]}[/]", total=None)
+                progress.update(matrix, description=_matrix_text(counts, len(todo), len(per_run)))
             elif event["kind"] == "epoch" and rid in per_run:
                 progress.update(per_run[rid], completed=event["done"], total=event["total"])
             elif event["kind"] == "finished":
