@@ -81,6 +81,8 @@ def execute_run(spec_dict: dict, results_dir: str, device: str = "cpu", dist=Non
     try:
         out = train_run(spec, directory, device=device, dist=dist, progress=progress,
                         on_epoch=on_epoch if is_main else None)
+        if is_main:
+            _write_results(spec, directory, out, device, dist, started)
     except NonFiniteLoss as err:
         if is_main:
             record_failure(spec, results_dir, str(err), err.epoch, device, time.perf_counter() - started)
@@ -92,8 +94,11 @@ def execute_run(spec_dict: dict, results_dir: str, device: str = "cpu", dist=Non
             record_failure(spec, results_dir, reason.replace("\n", " "), None, device,
                            time.perf_counter() - started)
         return "failed"
-    if not is_main:
-        return "done"
+    return "done"
+
+
+def _write_results(spec: RunSpec, directory: Path, out, device: str, dist, started: float) -> None:
+    """predictions, splits and history first, metrics.json last (its presence means done)."""
     save_npz_atomic(directory / "predictions.npz", **out.predictions)
     save_npz_atomic(directory / "splits.npz", **out.splits)
     write_jsonl_atomic(directory / "history.jsonl", out.history)
@@ -104,4 +109,3 @@ def execute_run(spec_dict: dict, results_dir: str, device: str = "cpu", dist=Non
                versions=versions(), git_rev=git_revision(), **out.extra)
     write_json_atomic(directory / "metrics.json", rec)
     (directory / "checkpoint.pt").unlink(missing_ok=True)
-    return "done"

@@ -171,3 +171,19 @@ def test_resume_reproduces_python_random_augmentation(tmp_path, monkeypatch):
     resumed = read_metrics(run_dir(tmp_path / "killed", "seg", spec.run_id) / "metrics.json")
     whole = read_metrics(run_dir(tmp_path / "whole", "seg", spec.run_id) / "metrics.json")
     assert resumed["metrics"] == whole["metrics"]
+
+
+def test_a_result_that_cannot_be_written_is_a_failed_run_not_a_dead_worker(tmp_path, monkeypatch):
+    import calbench.engine.train as train_module
+
+    real = train_module.RunOutput
+
+    def with_nan(**kwargs):
+        kwargs["metrics"]["test"]["ece"] = float("nan")
+        return real(**kwargs)
+
+    monkeypatch.setattr(train_module, "RunOutput", with_nan)
+    spec = specs(methods=["ce"], epochs=1)[0]
+    assert execute_run(spec.to_dict(), str(tmp_path)) == "failed"
+    m = read_metrics(run_dir(tmp_path, "t", spec.run_id) / "metrics.json")
+    assert m["status"] == "failed" and "JSON" in m["reason"]
