@@ -158,3 +158,13 @@ def test_set_reaches_into_lists_and_widens_bare_names(tmp_path):
     assert [s.method_label for s in expand(recipe)][-1] == "cals-alm(margin=7)"
     with pytest.raises(ConfigError, match=r"'4' is not an index of datasets \(0..1\)"):
         load_recipe(write(tmp_path, text), sets=["datasets.4.root=/x"])
+
+
+def test_only_filters_by_wildcard_on_label_method_dataset_backbone(tmp_path):
+    path = write(tmp_path, GOOD)
+    result = run_cli(["run", str(path), "--dry-run", "--only", "cals*", "--results", str(tmp_path / "r")])
+    assert result.exit_code == 0 and "4 runs" in result.output and "│ ce " not in result.output
+    result = run_cli(["run", str(path), "--dry-run", "--only", "*margin=10*", "--results", str(tmp_path / "r")])
+    assert "2 runs" in result.output
+    result = run_cli(["run", str(path), "--dry-run", "--only", "nothing*", "--results", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "matches no run" in result.output
