@@ -116,6 +116,8 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
     from calbench.runner.store import is_done, run_dir, write_recipe_json
 
     console = Console(stderr=False)
+    if gpus_per_run > 1:   # the global batch grows with the processes: a different result, a different id
+        sets = tuple(sets) + (f"train.world_size={gpus_per_run}",)
     rec, specs, selected = build_matrix(recipe, sets, only)
     done = {s.run_id for s in selected if is_done(run_dir(results, s.recipe, s.run_id))}
     todo = [s for s in selected if s.run_id not in done]
@@ -196,7 +198,14 @@ def _run_with_progress(todo, results, slots, console) -> dict[str, str]:
                 progress.update(matrix, advance=1,
                                 description=_matrix_text(counts, len(todo), len(per_run)))
 
-        result = run_matrix(todo, results, slots, on_event=on_event)
+        try:
+            result = run_matrix(todo, results, slots, on_event=on_event)
+        except KeyboardInterrupt:
+            progress.stop()
+            finished = counts["done"] + counts["failed"]
+            click.echo(f"calbench: interrupted after {finished} of {len(todo)} runs; finished runs are "
+                       f"kept and the same command resumes the rest", err=True)
+            sys.exit(130)
     return result.status
 
 

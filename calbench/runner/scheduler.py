@@ -47,8 +47,13 @@ def _worker_main(slot: Slot, conn, results_dir: str) -> None:
     PIPE_BUF, so a single atomic write): a worker that dies can never leave a half-written message
     that would block the parent or another worker.
     """
+    import signal
+
     import torch
 
+    # Ctrl-C reaches the whole process group: the parent alone decides (it ends the workers), so
+    # an interrupt does not print one traceback per worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(slot.threads)
     from calbench.runner.execute import execute_run
 
@@ -136,6 +141,7 @@ def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
         # the dispatch loop replaces the dead worker when a run is still waiting for it
 
     workers = [start(slot) for slot in slots[:max(1, min(len(slots), len(pending)))]]
+    completed = False
     try:
         while pending or any(w.current for w in workers):
             for i, w in enumerate(list(workers)):
@@ -166,7 +172,12 @@ def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
                     if w.conn.poll():      # its last messages arrive before the exit is noticed
                         continue
                     died(w)
+        completed = True
     finally:
+        if not completed:       # interrupted (Ctrl-C) or failing: stop the runs now; their
+            for w in workers:   # checkpoints are written atomically, a rerun resumes them
+                if w.process.is_alive():
+                    w.process.terminate()
         for w in workers:
             try:
                 if w.process.is_alive():
