@@ -80,6 +80,8 @@ class TrainConfig:
     num_workers: int = 2                 # DataLoader workers for on-disk datasets
     eval_batch_size: int = 512
     meta_fraction: float = 0.1           # meta-validation share of train (methods with a meta step)
+    world_size: int = 1                  # data-parallel processes (set by --gpus-per-run; the global
+                                         # batch is world_size x batch_size, so it is part of the run id)
 
 
 TRAIN_TYPES = {f.name: f.type for f in fields(TrainConfig)}

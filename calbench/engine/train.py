@@ -241,6 +241,10 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
 
     run_dir = Path(run_dir)
     cfg = spec.train_config
+    world = dist.world_size if dist is not None else 1
+    if world != cfg.world_size:
+        raise ValueError(f"run {spec.run_id} is configured for {cfg.world_size} process(es) "
+                         f"(train.world_size) but was started with {world}")
     dev = torch.device(device)
     is_main = dist is None or dist.is_main
     seed_everything(spec.seed)

@@ -79,7 +79,7 @@ def test_two_gloo_processes_shard_train_and_share_cals_multipliers(tmp_path):
 
     spec = expand(parse_recipe({"name": "ddp", "seeds": [0], "datasets": ["digits"], "backbones": ["mlp"],
                                 "methods": [{"cals-alm": {"margin": 2.0}}],
-                                "train": {"epochs": 1, "batch_size": 64}}))[0]
+                                "train": {"epochs": 1, "batch_size": 64, "world_size": 2}}))[0]
     bundle = create_dataset("digits", seed=0)
     train_size = len(bundle.train)
     assert launch(_cals_rank, 2, str(tmp_path), spec.to_dict()) == "ok"
