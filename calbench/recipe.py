@@ -313,10 +313,31 @@ def _check_backbone_options(name: str, options: dict[str, Any], path: str, key: 
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
     valid = [k for k in params if k not in ("num_classes", "task")]
-    for opt in options:
+    for opt, value in options.items():
         if opt not in params and opt not in DATASET_HINTS:
             raise _err(path, f"{key}.{opt}", f"unknown option for backbone {name}{did_you_mean(str(opt), valid)}; "
                                              f"valid: {', '.join(valid) or 'none'}")
+        if opt in params:
+            _check_like_default(value, params[opt].default, path, f"{key}.{opt}")
+
+
+def _check_like_default(value: Any, default: Any, path: str, key: str) -> None:
+    """A backbone option must have its default's kind: a number where a number belongs (a list there
+    would otherwise only fail when the run starts training), true/false for a flag."""
+    if default is None or value is None or isinstance(default, str):
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, (tuple, list)):
+        ok, kind = isinstance(value, list), "a list"
+    else:
+        return
+    if not ok:
+        raise _err(path, key, f"expected {kind}, got {value!r}")
 
 
 def load_recipe(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> Recipe:
@@ -467,6 +488,10 @@ def parse_recipe(raw: dict[str, Any], path: str = "<recipe>") -> Recipe:
         if entry["method"]:
             if not isinstance(entry["method"], dict):
                 raise _err(path, f"{key}.method", "expected a mapping of hyper-parameters")
+            for hp, value in entry["method"].items():
+                if isinstance(value, list):   # a sweep here would be applied after the cells exist
+                    raise _err(path, f"{key}.method.{hp}", f"a list (sweep) is not allowed in overrides, "
+                                                           f"got {value!r}; sweep in methods: instead")
             if "method" not in entry["match"]:
                 raise _err(path, f"{key}.method", "method hyper-parameters need a `method` in match")
             for m, _ in methods:
@@ -511,6 +536,7 @@ def expand(recipe: Recipe) -> list[RunSpec]:
     from calbench.methods import check_hparams
 
     specs: list[RunSpec] = []
+    origins: list[tuple[int, int, int, int]] = []     # (dataset, backbone, method, seed) indices
     labels: dict[str, int] = {}
     for di, ds in enumerate(recipe.datasets):
         for bi, (bb, bb_opts) in enumerate(recipe.backbones):
@@ -530,7 +556,8 @@ def expand(recipe: Recipe) -> list[RunSpec]:
                     full = check_hparams(method, hp)
                     label = _label(method, cell)
                     order = labels.setdefault(label, len(labels))
-                    for seed in recipe.seeds:
+                    for si, seed in enumerate(recipe.seeds):
+                        origins.append((di, bi, mi, si))
                         spec = RunSpec(recipe=recipe.name, method=method, method_label=label,
                                        hparams=full, dataset=ds["name"], root=ds["root"],
                                        dataset_options=dopts, backbone=bb,
@@ -538,7 +565,31 @@ def expand(recipe: Recipe) -> list[RunSpec]:
                                        posthoc=tuple(recipe.posthoc),
                                        order={"method": order, "dataset": di, "backbone": bi})
                         specs.append(RunSpec(**{**spec.__dict__, "run_id": run_id_of(spec.identity())}))
+    _reject_duplicates(recipe, specs, origins)
     return specs
+
+
+def _reject_duplicates(recipe: Recipe, specs: list[RunSpec], origins: list[tuple[int, int, int, int]]) -> None:
+    """Two cells with the same run id would be trained twice into one directory: a recipe error
+    naming the repeated entry (a method listed twice, a sweep value repeated, a seed, a dataset)."""
+    seen: dict[str, int] = {}
+    for i, s in enumerate(specs):
+        j = seen.setdefault(s.run_id, i)
+        if j == i:
+            continue
+        (d0, b0, m0, s0), (d1, b1, m1, s1) = origins[j], origins[i]
+        if d0 != d1:
+            key = f"datasets[{d1}]"
+        elif b0 != b1:
+            key = f"backbones[{b1}]"
+        elif m0 != m1:
+            key = f"methods[{m1}]"
+        elif s0 != s1:
+            key = f"seeds[{s1}]"
+        else:
+            key = f"methods[{m1}].{s.method}"
+        raise ConfigError(f"{recipe.path}: {key}: repeats a run already in the matrix ({s.method_label} on "
+                          f"{s.dataset} with {s.backbone}, seed {s.seed}, as {specs[j].method_label})")
 
 
 def filter_specs(specs: list[RunSpec], pattern: str | None) -> list[RunSpec]:
