@@ -11,6 +11,7 @@ import platform
 import subprocess
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,15 +56,52 @@ def record_failure(spec: RunSpec, results_dir: str | Path, reason: str, epoch: i
     write_json_atomic(run_dir(results_dir, spec.recipe, spec.run_id) / "metrics.json", rec)
 
 
+@contextmanager
+def run_lock(directory: Path):
+    """Yield True when this process holds the run directory's lock, False when another live process
+    does (a second `calbench run` on the same results). flock is released by the kernel when its
+    holder dies, so a kill -9 never leaves a stale lock."""
+    try:
+        import fcntl
+    except ImportError:          # no flock (Windows): no cross-process exclusion
+        yield True
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def execute_run(spec_dict: dict, results_dir: str, device: str = "cpu", dist=None,
                 progress: Callable[[int, int], None] | None = None) -> str:
-    """Train one run unless it is already done; returns "done", "failed" or "skipped"."""
-    from calbench.engine.train import NonFiniteLoss, train_run
+    """Train one run unless it is already done; returns "done", "failed" or "skipped".
 
+    "skipped": the run is done, or another process is training it right now (its directory lock is
+    held), so two `calbench run` commands on the same results never train one run twice. Data-parallel
+    ranks take no lock (every rank must enter training together)."""
     spec = RunSpec.from_dict(spec_dict)
     directory = run_dir(results_dir, spec.recipe, spec.run_id)
     if is_done(directory):
         return "skipped"
+    if dist is not None:
+        return _execute(spec, directory, results_dir, device, dist, progress)
+    with run_lock(directory) as mine:
+        if not mine or is_done(directory):   # done meanwhile by the process that held the lock
+            return "skipped"
+        return _execute(spec, directory, results_dir, device, dist, progress)
+
+
+def _execute(spec: RunSpec, directory: Path, results_dir: str, device: str, dist,
+             progress: Callable[[int, int], None] | None) -> str:
+    from calbench.engine.train import NonFiniteLoss, train_run
+
     is_main = dist is None or dist.is_main
     if is_main:
         directory.mkdir(parents=True, exist_ok=True)

@@ -149,3 +149,21 @@ def test_recipe_error_message_is_a_config_error_with_the_file(tmp_path):
     path.write_text(textwrap.dedent(BASE).replace("seeds: [0]", "seeds: [3, 3]"))
     with pytest.raises(ConfigError, match=r"dup\.yaml: seeds\[1\]"):
         expand(load_recipe(path))
+
+
+def test_a_run_another_process_is_training_is_skipped_not_trained_twice(tmp_path):
+    import fcntl
+
+    from calbench.runner.execute import execute_run
+    from calbench.runner.store import run_dir
+
+    spec = expand(parse_recipe({"name": "lock", "seeds": [0], "datasets": ["digits"], "backbones": ["mlp"],
+                                "methods": ["ce"], "train": {"epochs": 1, "batch_size": 256}}))[0]
+    directory = run_dir(tmp_path, "lock", spec.run_id)
+    directory.mkdir(parents=True)
+    with open(directory / ".lock", "a") as held:          # as a second `calbench run` would hold it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert execute_run(spec.to_dict(), str(tmp_path)) == "skipped"
+        assert not (directory / "metrics.json").exists() and not (directory / "config.json").exists()
+    assert execute_run(spec.to_dict(), str(tmp_path)) == "done"         # released: trains it
+    assert execute_run(spec.to_dict(), str(tmp_path)) == "skipped"      # done: never again
