@@ -210,8 +210,10 @@ def _run_with_progress(todo, results, slots, console) -> dict[str, str]:
 
 
 def _matrix_text(counts, total, running) -> str:
-    left = total - counts["done"] - counts["failed"] - counts.get("skipped", 0)
-    return (f"runs: [green]{counts['done'] + counts.get('skipped', 0)} done[/] · {running} running · "
+    skipped = counts.get("skipped", 0)     # done meanwhile or being trained by another `calbench run`
+    left = total - counts["done"] - counts["failed"] - skipped
+    elsewhere = f" · {skipped} by another process" if skipped else ""
+    return (f"runs: [green]{counts['done']} done[/]{elsewhere} · {running} running · "
             f"[red]{counts['failed']} failed[/] · {left - running} left")
 
 
