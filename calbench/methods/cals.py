@@ -12,7 +12,9 @@ import torch.nn.functional as F
 
 from calbench.errors import ConfigError
 from calbench.methods.base import Method, flatten_rows
-from calbench.methods.common import cross_entropy, empty_loss, logit_distances
+from calbench.methods.common import empty_loss, upcast
+from calbench.methods.margin_penalty import (ce_plus_distance_penalty, generic_penalty, hinge_penalty,
+                                             phr_penalty)
 from calbench.methods.registry import METHODS
 
 PENALTIES = ("phr", "p2", "p3")
@@ -68,9 +70,7 @@ class CalsHR(Method):
         logits, targets = flatten_rows(logits, targets, self.ignore_index)
         if targets.numel() == 0:
             return empty_loss(logits)
-        d = logit_distances(logits)
-        pen = F.relu(d - self.margin) * self.multipliers.to(d.dtype)
-        return cross_entropy(logits, targets) + pen.mean()
+        return ce_plus_distance_penalty(upcast(logits), targets, hinge_penalty(self.margin, self.multipliers))
 
     @torch.no_grad()
     def end_epoch(self, val_logits, val_targets, epoch: int) -> None:
@@ -137,9 +137,15 @@ class CalsALM(Method):
         logits, targets = flatten_rows(logits, targets, self.ignore_index)
         if targets.numel() == 0:
             return empty_loss(logits)
-        z = logit_distances(logits) / self.margin - 1.0
-        pen = penalty_value(z, self.penalties.to(z.dtype), self.multipliers.to(z.dtype), self.penalty)
-        return cross_entropy(logits, targets) + pen.mean()
+        if self.penalty == "phr":
+            penalty = phr_penalty(self.margin, self.multipliers, self.penalties)
+        else:
+            lam, rho, kind = self.multipliers, self.penalties, self.penalty
+            penalty = generic_penalty(
+                self.margin,
+                lambda h: penalty_value(h, rho.to(h.dtype), lam.to(h.dtype), kind),
+                lambda h: penalty_derivative(h, rho.to(h.dtype), lam.to(h.dtype), kind))
+        return ce_plus_distance_penalty(upcast(logits), targets, penalty)
 
     @torch.no_grad()
     def end_epoch(self, val_logits, val_targets, epoch: int) -> None:

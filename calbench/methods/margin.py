@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from calbench.methods.base import Method, flatten_rows
-from calbench.methods.common import cross_entropy, empty_loss, logit_distances
+from calbench.methods.common import cross_entropy, empty_loss, upcast
+from calbench.methods.margin_penalty import ce_plus_distance_penalty, hinge_penalty
 from calbench.methods.registry import METHODS
 
 
@@ -15,7 +15,8 @@ from calbench.methods.registry import METHODS
 class MarginLabelSmoothing(Method):
     """CE + weight * mean over N*K of relu(d_ik - margin), d_ik = max_j l_ij - l_ik (MbLS eq. 3).
 
-    margin = 10 for vision, 6 for text (set it in the recipe); weight = 0.1.
+    margin = 10 for vision, 6 for text (set it in the recipe); weight = 0.1. Computed by the fused
+    value-and-gradient kernel of `margin_penalty` (same formula, ~1/4 of the autograd cost).
     """
 
     def __init__(self, num_classes: int, *, margin: float = 10.0, weight: float = 0.1,
@@ -28,7 +29,6 @@ class MarginLabelSmoothing(Method):
         logits, targets = flatten_rows(logits, targets, self.ignore_index)
         if targets.numel() == 0:
             return empty_loss(logits)
-        ce = cross_entropy(logits, targets)
         if self.weight == 0.0:
-            return ce
-        return ce + self.weight * F.relu(logit_distances(logits) - self.margin).mean()
+            return cross_entropy(logits, targets)
+        return ce_plus_distance_penalty(upcast(logits), targets, hinge_penalty(self.margin, self.weight))
