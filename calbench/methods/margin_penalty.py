@@ -42,13 +42,11 @@ class _CEPlusDistancePenalty(torch.autograd.Function):
     def backward(ctx, grad_out):
         logits, p, t, row_max, slope = ctx.saved_tensors
         n = logits.shape[0]
-        # p and slope are reused in place (fresh (N, K) buffers cost page faults on the CPU); a
-        # second backward through the same graph then fails autograd's version check, loudly
-        grad = p
+        grad = p.clone()  # saved tensors stay intact: gradcheck and retain_graph backward twice
         grad.scatter_add_(1, t, torch.full(t.shape, -1.0, dtype=grad.dtype, device=grad.device))
         count = slope.sum(dim=1, keepdim=True)
         grad.sub_(slope, alpha=ctx.scale)
-        at_max = torch.eq(logits, row_max, out=slope)
+        at_max = torch.eq(logits, row_max, out=torch.empty_like(grad))
         ties = at_max.sum(dim=1, keepdim=True)
         grad.addcmul_(at_max, count.mul_(ctx.scale).div_(ties))
         return grad.mul_(grad_out / n), None, None
