@@ -54,6 +54,9 @@ class CalsHR(Method):
     P_k is the class's mean (unweighted) margin penalty relu(d_ik - margin) over the validation
     rows. After each epoch: lambda_k *= mu if P_k_new > tau P_k_old; lambda_k /= mu if
     P_k_old > tau P_k_new; clamped to [1e-6, 1e6]. The first epoch only records P_k.
+    Choices: eq. (15) leaves P_k open; calbench uses the unweighted violation (METHODS.md), so that
+    a change of lambda alone never feeds back into the next comparison. The CALS authors' code
+    weights P_k by lambda_k and updates only every `step_size` epochs; neither is in the paper.
     """
 
     def __init__(self, num_classes: int, *, margin: float = 10.0, lambda_init: float = 0.1,
@@ -110,6 +113,11 @@ class CalsALM(Method):
       METHODS.md: rho may grow only after epochs whose count (epoch + 1) is a multiple of `rho_step`
       (epochs 9, 19, ... counted from 0). `rho_step: 1` gives the per-epoch reading of Alg. 2.
     - rho is clamped to [1, 10] as in the authors' code (the paper states no bound).
+    - Paper over authors' code (by-liu/CALS): rho is per class (Alg. 2; the code keeps one scalar
+      rho), the growth test is Alg. 2 line 11's `c_k > tau * max(0, c_k_prev)` (the code also
+      requires c_prev > 0, so a constraint that turns positive never grows rho), and the penalty is
+      averaged over the K classes (eq. 11, Alg. 2 line 4; the code sums over classes).
+    - The loss uses the fused value-and-gradient kernel of `margin_penalty` (PHR in closed form).
     - The inner clamp of P' uses [lambda_min, lambda_max] like the outer projection.
     - The update is computed in float64 from all validation rows (ignore_index rows dropped).
     """

@@ -10,7 +10,7 @@ from calbench.methods.registry import METHODS
 
 
 @METHODS.register("ce", description="Cross-entropy (the uncalibrated baseline).",
-                  paper="-")
+                  paper="baseline (no paper)")
 class CrossEntropy(Method):
     """Mean of -log p_y over non-ignored rows."""
 

@@ -1,0 +1,71 @@
+"""The fused CE + logit-distance kernel equals plain autograd, ties at the max included."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from calbench.methods import create_method
+from calbench.methods.cals import penalty_value
+
+CASES = {
+    "mbls": {"margin": 3.0, "weight": 0.7},
+    "cals-hr": {"margin": 3.0, "lambda_init": 0.4},
+    "cals-alm:phr": {"margin": 3.0, "lambda_init": 0.5, "rho_init": 2.0, "penalty": "phr"},
+    "cals-alm:p2": {"margin": 3.0, "lambda_init": 0.5, "rho_init": 2.0, "penalty": "p2"},
+    "cals-alm:p3": {"margin": 3.0, "lambda_init": 0.5, "rho_init": 2.0, "penalty": "p3"},
+}
+
+
+def autograd_reference(case, logits, labels):
+    """The METHODS.md expression with torch.amax, whose sub-gradient splits ties evenly."""
+    hp = CASES[case]
+    d = logits.amax(dim=1, keepdim=True) - logits
+    ce = F.cross_entropy(logits, labels)
+    if case == "mbls":
+        return ce + hp["weight"] * F.relu(d - hp["margin"]).mean()
+    if case == "cals-hr":
+        return ce + (hp["lambda_init"] * F.relu(d - hp["margin"])).mean()
+    lam = torch.full((logits.shape[1],), hp["lambda_init"], dtype=logits.dtype)
+    rho = torch.full((logits.shape[1],), hp["rho_init"], dtype=logits.dtype)
+    return ce + penalty_value(d / hp["margin"] - 1.0, rho, lam, hp["penalty"]).mean()
+
+
+def tied_batch():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(9, 6, generator=g, dtype=torch.float64) * 4
+    logits[0, 1] = logits[0, 4] = logits[0].max() + 1.0      # two-way tie at the max
+    logits[1, :3] = logits[1].max() + 2.0                    # three-way tie
+    logits[2] = 5.0                                          # all equal
+    return logits, torch.randint(0, 6, (9,), generator=g)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_value_and_gradient_equal_plain_autograd_with_ties(case):
+    logits, labels = tied_batch()
+    method = create_method(case.split(":")[0], 6, **CASES[case])
+    x = logits.clone().requires_grad_(True)
+    (got,) = torch.autograd.grad(method.loss(x, labels), x)
+    y = logits.clone().requires_grad_(True)
+    ref_loss = autograd_reference(case, y, labels)
+    (want,) = torch.autograd.grad(ref_loss, y)
+    assert float(method.loss(logits, labels)) == pytest.approx(float(ref_loss.detach()), abs=1e-12)
+    assert torch.allclose(got, want, atol=1e-12)
+
+
+def test_backward_twice_through_a_retained_graph_gives_the_same_gradient():
+    logits, labels = tied_batch()
+    x = logits.clone().requires_grad_(True)
+    loss = create_method("cals-alm", 6, margin=3.0, lambda_init=0.5).loss(x, labels)
+    (a,) = torch.autograd.grad(loss, x, retain_graph=True)
+    (b,) = torch.autograd.grad(loss, x)
+    assert torch.equal(a, b)
+
+
+def test_gradient_keeps_the_input_dtype_under_bf16_autocast():
+    layer = torch.nn.Linear(4, 6).to(torch.bfloat16)
+    x = torch.randn(5, 4, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = create_method("mbls", 6, margin=0.1).loss(layer(x), torch.arange(5))
+    loss.backward()
+    assert loss.dtype == torch.float32
+    assert layer.weight.grad.dtype == torch.bfloat16 and torch.isfinite(layer.weight.grad).all()
