@@ -51,6 +51,22 @@ def _head_rows(logits: torch.Tensor) -> torch.Tensor:
 @METHODS.register("gammanet-sece", description="Focal loss with per-sample gammas from a meta-learned gamma-net trained on SECE.",
                   paper="Wang & Golebiowski, TMLR 2024")
 class GammaNetSECE(Method):
+    """Focal loss with per-sample gammas from a gamma-net meta-trained on SECE (Wang & Golebiowski).
+
+    THE generic hook for methods with parameters of their own and a meta step (the engine has no
+    special case for this class; any method can use the same attributes):
+      - `needs_features = True`: `loss(logits, targets, features=penultimate)`.
+      - `needs_meta_split = True`: the engine carves a seeded meta-validation split out of train
+        and, once per training batch BEFORE the real step, calls
+        `meta_step(head=classifier_head, features=batch_features.detach(), targets=batch_targets,
+        meta_features=meta_batch_features.detach(), meta_targets=meta_batch_targets, lr=current_lr)`.
+        Here: a look-ahead SGD step of the head via `torch.func.functional_call` (create_graph),
+        SECE of the looked-ahead head on the meta batch, one Adam(meta_lr) step of the gamma-net.
+        The head itself is never modified and gets no .grad. Returns {"meta_sece": float}.
+      - `extra_parameters()`: the gamma-net's parameters, kept out of the backbone optimizer.
+    Hyper-parameters: gamma_max (5), temperature t (1), SECE bandwidth (0.01), meta_lr (1e-3).
+    """
+
     needs_features = True
     needs_meta_split = True
 
