@@ -199,18 +199,18 @@ def load_results(results: str | Path = "results", recipe: str | None = None) -> 
 
 def load_predictions(run: Run, split: str = "test", posthoc: str | None = None) -> dict:
     """{"labels", "logits"} of a run's predictions.npz for split "test" or "val"; posthoc="ts" divides the
-    logits by the run's fitted temperature (metrics.json "temperature"), as test_ts is defined."""
+    logits by the run's fitted temperature (metrics.json "temperature") exactly as the engine computed its
+    test_ts block: float64 logits / T, rounded to float32 (so the recomputed numbers equal metrics.json)."""
     path = run.run_dir / "predictions.npz"
     try:
         with np.load(path, allow_pickle=False) as data:
             labels, logits = data[f"{split}_labels"], data[f"{split}_logits"]
     except (OSError, KeyError, ValueError) as err:
         raise InputError(f"{path}: cannot read {split} predictions ({err})") from None
-    logits = logits.astype(np.float64)
     if posthoc == "ts":
         if run.temperature is None:
             raise InputError(f"{run.run_dir / 'metrics.json'}: no fitted temperature for --posthoc ts")
-        logits = logits / float(run.temperature)
+        logits = (logits.astype(np.float64) / float(run.temperature)).astype(np.float32)
     elif posthoc:
         raise InputError(f"unknown post-hoc '{posthoc}' (valid: ts)")
     return {"labels": labels, "logits": logits}

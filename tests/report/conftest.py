@@ -73,7 +73,9 @@ def make_store(root: Path, *, recipe="quickstart", methods=METHODS, datasets=(("
                 else:
                     obj["metrics"] = {
                         "test": compute_metrics(test_labels, logits=test_logits),
-                        "test_ts": compute_metrics(test_labels, logits=test_logits.astype(np.float64) / temperature),
+                        # as the engine: float64 logits / T rounded to float32
+                        "test_ts": compute_metrics(test_labels, logits=(test_logits.astype(np.float64)
+                                                                        / temperature).astype(np.float32)),
                         "val": compute_metrics(val_labels, logits=val_logits)}
                 text = json.dumps(obj)
                 if (label, dataset, s) in corrupt:

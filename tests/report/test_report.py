@@ -71,8 +71,9 @@ def test_recomputed_points_equal_metrics_json(store):
         runs = sorted((r for r in results.done if r.method_label == label and r.group == group), key=lambda r: r.seed)
         for run, point, point_ts in zip(runs, cell.estimate.per_run, cells_ts[(label, group)].estimate.per_run):
             for k, v in point.items():
-                assert v == pytest.approx(run.metrics["test"][k], abs=1e-12)
-                assert point_ts[k] == pytest.approx(run.metrics["test_ts"][k], abs=1e-9)
+                # bit for bit: the same float32 logits (and float64 / T -> float32 for TS) as the engine used
+                assert v == run.metrics["test"][k]
+                assert point_ts[k] == run.metrics["test_ts"][k]
                 n += 1
     assert n == 4 * 2 * 4
 
@@ -91,6 +92,32 @@ def test_sample_level_interval_equals_slow_bootstrap(store_factory):
     for key in ("acc", "ece", "aece"):
         lo, hi = slow_bootstrap(pred["labels"], pred["logits"], 200, 7, 0.9, key)
         assert cell.estimate.ci[key] == pytest.approx((lo, hi), abs=1e-12)
+    # counts are exact sums: the same resampled indices give bit-identical intervals; other metrics differ
+    # from the loop only by float summation order (~1e-16)
+    assert cell.estimate.ci["acc"] == slow_bootstrap(pred["labels"], pred["logits"], 200, 7, 0.9, "acc")
+
+
+def test_two_level_interval_equals_slow_loop(store_factory):
+    """The cell interval of several seeds against a Python loop over the two-level stream of METRICS.md:
+    rng draws the seeds (B, S) first, then run by run the sample indices of each of its drawn copies."""
+    root = store_factory(seeds=(0, 1, 2), methods=(("ce", "ce", {}),), n=50)
+    results = load_results(root)
+    (cell,) = compute_cells(results, keys=("acc", "ece", "aece"), B=120, seed=5, ci=0.9).values()
+    preds = [load_predictions(r) for r in sorted(results.done, key=lambda r: r.seed)]
+    B, S, keys = 120, 3, ("acc", "ece", "aece")
+    rng = np.random.default_rng(5)
+    drawn = rng.integers(0, S, (B, S))
+    sums = {k: np.zeros(B) for k in keys}
+    for s, p in enumerate(preds):
+        owner = np.nonzero(drawn.ravel() == s)[0] // S
+        for j, row in zip(owner, rng.integers(0, 50, (owner.size, 50))):
+            m = compute_metrics(p["labels"][row], logits=p["logits"][row], keys=keys)
+            for k in keys:
+                sums[k][j] += m[k]
+    point = {k: np.mean([compute_metrics(p["labels"], logits=p["logits"], keys=keys)[k] for p in preds]) for k in keys}
+    for k in keys:
+        assert cell.estimate.ci[k] == pytest.approx(tuple(np.percentile(sums[k] / S, [5, 95])), abs=1e-12)
+        assert cell.estimate.point[k] == pytest.approx(point[k], abs=1e-15)
 
 
 def test_two_level_and_paired_intervals(store):
