@@ -108,8 +108,12 @@ def _ordered(items) -> list:
 
 
 def tidy_table(recipe: str, runs: list[Run]) -> pd.DataFrame:
-    """One row per run x split x metric, values as fractions exactly as metrics.json stores them."""
+    """One row per run x split x metric, values as fractions exactly as metrics.json stores them; runs in
+    recipe order (method, dataset, backbone, seed)."""
     rows = []
+    runs = sorted(runs, key=lambda r: (r.order.get("method", 10 ** 6), r.order.get("dataset", 10 ** 6),
+                                       r.order.get("backbone", 10 ** 6), r.method_label, r.dataset, r.backbone,
+                                       r.seed))
     for r in runs:
         for split, block in (r.metrics or {}).items():
             if not isinstance(block, dict):

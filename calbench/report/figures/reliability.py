@@ -18,7 +18,9 @@ def pooled(runs, posthoc):
 
 
 def draw_panel(ax_rel, ax_hist, labels, logits, bins: int, title: str) -> None:
-    """Accuracy per confidence bin (bars), the gap to the diagonal, and the share of samples per bin."""
+    """Accuracy per confidence bin (bars), the gap to the diagonal, and the share of samples per bin.
+    With several seeds the predictions are pooled, so the ECE shown is that of the pooled set (the
+    table's cell is the mean of the per-seed ECEs instead)."""
     rb = reliability_bins(labels, logits=logits, bins=bins)
     m = compute_metrics(labels, logits=logits, bins=bins, keys=("acc", "ece"))
     edges = rb["edges"]
@@ -30,7 +32,8 @@ def draw_panel(ax_rel, ax_hist, labels, logits, bins: int, title: str) -> None:
     ax_rel.bar(left, np.where(rb["count"] > 0, conf - acc, 0), bottom=acc, width=width, align="edge",
                color="#d62728", alpha=0.35, edgecolor="#d62728", hatch="//", lw=0.5, label="gap")
     ax_rel.plot([0, 1], [0, 1], "--", color="red", lw=1)
-    ax_rel.set(xlim=(0, 1), ylim=(0, 1), title=title)
+    ax_rel.set(xlim=(0, 1), ylim=(0, 1))
+    ax_rel.set_title(title, fontsize=8)
     ax_rel.text(0.04, 0.93, f"ECE {100 * m['ece']:.2f}\nAcc {100 * m['acc']:.2f}", va="top", fontsize=7,
                 bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
     share = rb["count"] / max(1, rb["count"].sum())
@@ -64,7 +67,8 @@ def reliability(results: Results, out_dir: Path, fmt: str = "png", bins: int = 1
                 axes[2 * (j // cols) + 1, j % cols].set_visible(False)
             for j, (label, runs) in enumerate(methods.items()):
                 labels, logits = pooled(runs, state)
-                title = f"{label}" + (" + TS" if state else "") + f"\n({len(runs)} seed{'s' * (len(runs) > 1)})"
+                seeds = f"{len(runs)} seeds pooled" if len(runs) > 1 else f"seed {runs[0].seed}"
+                title = f"{label}" + (" + TS" if state else "") + f"\n({seeds})"
                 row, col = 2 * (j // cols), j % cols
                 draw_panel(axes[row, col], axes[row + 1, col], labels, logits, bins, title)
                 if col == 0:

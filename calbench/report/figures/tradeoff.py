@@ -10,6 +10,9 @@ from calbench.report.intervals import compute_cells
 from calbench.report.tidy import Results
 
 
+MARKERS = "osD^vP*Xhp<>"  # with tab20's paired colours, neighbouring methods still differ
+
+
 @FIGURES.register("tradeoff", paper="CALS Figure 1")
 def tradeoff(results: Results, out_dir: Path, fmt: str = "png", B: int = 1000, seed: int = 0, ci: float = 0.95,
              posthoc: str | None = None, **_) -> list[Path]:
@@ -32,10 +35,11 @@ def tradeoff(results: Results, out_dir: Path, fmt: str = "png", B: int = 1000, s
             if c is not None:
                 xerr = [[x - 100 * c["acc"][0]], [100 * c["acc"][1] - x]]
                 yerr = [[max(0.0, y - 100 * c["ece"][0])], [max(0.0, 100 * c["ece"][1] - y)]]
-            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=colors(i % colors.N), capsize=3, label=label)
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=MARKERS[i % len(MARKERS)], color=colors(i % colors.N),
+                        capsize=3, label=label)
         ax.set(xlabel="accuracy (%)", ylabel="ECE (%)", title=f"{g[0]} / {g[1]}")
         ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, loc="best")
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     what = "after TS" if posthoc == "ts" else "test"
     fig.suptitle(f"{results.recipe}: ECE vs accuracy ({what}; {int(round(ci * 100))}% intervals)")
     fig.tight_layout()
