@@ -44,11 +44,13 @@ class ReportTable:
         return None if cell is None else cell.estimate.point[key] * self.scale(key)
 
     def ranks(self, group, key: str) -> dict[str, int]:
-        """row -> 0 (best) / 1 (second) by point estimate."""
-        vals = [(self.cells[(r, group)].estimate.point[key], r) for r in self.rows if (r, group) in self.cells]
-        hib = METRIC_INFO[key]["higher_is_better"]
-        vals.sort(key=lambda t: -t[0] if hib else t[0])
-        return {r: i for i, (_, r) in enumerate(vals[:2])}
+        """row -> 0 (best) / 1 (second best) by point estimate as displayed: rows whose shown values tie
+        share the mark (the paper bolds both of two equal 2.45s)."""
+        d = self.decimals(key)
+        shown = {r: round(self.cells[(r, group)].estimate.point[key] * self.scale(key), d)
+                 for r in self.rows if (r, group) in self.cells}
+        best = sorted(set(shown.values()), reverse=METRIC_INFO[key]["higher_is_better"])[:2]
+        return {r: best.index(v) for r, v in shown.items() if v in best}
 
     def parts(self, row: str, group, key: str) -> tuple[str, str, str] | None:
         """(value, interval, marker) strings of one cell, or None when missing."""

@@ -66,3 +66,12 @@ def test_nothing_to_plot_is_one_line(store):
     assert res.exit_code == 2 and "nothing to plot for curves" in res.stderr
     res = plot("curves", "--results", str(store), "--filter", "colour=red")
     assert res.exit_code == 2 and "--filter" in res.stderr
+
+
+def test_ablation_series_keep_every_other_setting():
+    from calbench.report.figures.ablation import series_name
+
+    assert series_name("cals-alm(penalty=p2,margin=5)", "margin") == "cals-alm(penalty=p2)"
+    assert series_name("cals-alm(margin=5,penalty=p2)", "margin") == "cals-alm(penalty=p2)"
+    assert series_name("mbls(margin=10)", "margin") == "mbls"
+    assert series_name("x(max_margin=3,margin=5)", "margin") == "x(max_margin=3)"

@@ -263,3 +263,19 @@ def test_metrics_json_disagreeing_with_predictions_is_warned(store):
     assert res.exit_code == 0
     (line,) = [x for x in res.stderr.splitlines() if "recomputed" in x]
     assert str(path) in line and "test ece" in line
+
+
+def test_best_and_second_marks_follow_direction_and_ties():
+    """acc: higher is better; ece: lower is better; equal displayed values share the mark."""
+    from calbench.report.intervals import Cell, Estimate
+    from calbench.report.tables import ReportTable
+
+    g = ("digits", "mlp")
+    points = {"a": {"acc": 0.90, "ece": 0.0245}, "b": {"acc": 0.95, "ece": 0.02451}, "c": {"acc": 0.93, "ece": 0.03},
+              "d": {"acc": 0.80, "ece": 0.05}}
+    cells = {(r, g): Cell(Estimate(p, None, 1)) for r, p in points.items()}
+    table = ReportTable("t", list(points), [g], ("acc", "ece"), cells)
+    assert table.ranks(g, "acc") == {"b": 0, "c": 1}
+    assert table.ranks(g, "ece") == {"a": 0, "b": 0, "c": 1}  # 2.45 and 2.45 tie as shown
+    tex = render_latex(table)
+    assert tex.count(r"\textbf{2.45}") == 2 and r"\underline{3.00}" in tex and r"\textbf{95.00}" in tex

@@ -4,6 +4,7 @@ means over seeds; a series needs at least two distinct values of the parameter."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,22 @@ from calbench.report.figures.base import FIGURES, done_runs, pyplot, save, slug
 from calbench.report.tidy import Results
 
 
+def series_name(label: str, param: str) -> str:
+    """The method label without its `param=value` setting: 'cals-alm(penalty=p2,margin=5)' with
+    param 'margin' -> 'cals-alm(penalty=p2)', so every other setting (penalty, weight) keeps its own line."""
+    name = re.sub(rf"(?<=[(,]){re.escape(param)}=[^,()]*,?", "", label)
+    return name.replace(",)", ")").replace("()", "")
+
+
 def series(runs, param: str) -> dict:
-    """{(group, series name): {param value: [runs]}} for runs whose hparams carry param."""
+    """{(group, series name): {param value: [runs]}} for runs whose hparams carry a numeric param."""
     out: dict = {}
     for r in runs:
-        if param not in r.hparams or not isinstance(r.hparams[param], (int, float)):
+        value = r.hparams.get(param)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        name = r.method + (f" ({r.hparams['penalty']})" if r.hparams.get("penalty") else "")
-        out.setdefault((r.group, name), {}).setdefault(float(r.hparams[param]), []).append(r)
+        name = series_name(r.method_label, param)
+        out.setdefault((r.group, name), {}).setdefault(float(value), []).append(r)
     return {k: v for k, v in out.items() if len(v) >= 2}
 
 
