@@ -1,0 +1,98 @@
+"""Build-on-first-use C kernels for the CPU (today: the fused CE + logit-distance loss).
+
+The C source ships with the package; the first call compiles it with the system C compiler
+(`$CC`, else cc / gcc / clang) into a cache directory (`$CALBENCH_CACHE`, else
+`$XDG_CACHE_HOME/calbench`, else `~/.cache/calbench`), under a name that hashes the source, the
+flags, the compiler's version and the machine, so concurrent processes (scheduler workers) share one
+build and a stale one is never loaded. The library is written to a temporary file and renamed into
+place, so a crash never leaves half a library behind.
+
+Nothing here is required: with no compiler, a failed build, or `CALBENCH_NATIVE=0`, `load()`
+returns None and the callers use their pure-PyTorch path (same values, tested against each other).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+# -fno-math-errno / -fno-trapping-math let the row loops vectorise; no -ffast-math (it would
+# change the process's denormal mode and drop NaN semantics).
+FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
+# OpenMP splits rows over threads. torch's wheels load libgomp on Linux, so the kernel shares
+# torch's thread pool (and torch.set_num_threads); elsewhere the build goes single-threaded.
+OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else ["-fopenmp-simd"]
+
+
+def enabled() -> bool:
+    return os.environ.get("CALBENCH_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cache_dir() -> Path:
+    if os.environ.get("CALBENCH_CACHE"):
+        return Path(os.environ["CALBENCH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "calbench"
+
+
+def _compiler() -> str | None:
+    for candidate in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if candidate and shutil.which(candidate):
+            return shutil.which(candidate)
+    return None
+
+
+def _version(compiler: str) -> str:
+    out = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30)
+    return out.stdout.splitlines()[0] if out.stdout else ""
+
+
+def build(source: Path, compiler: str, flags: list[str]) -> Path:
+    """Compile `source` (unless an identical build is cached) and return the library's path."""
+    key = hashlib.sha256("\0".join([source.read_text(), compiler, _version(compiler), *flags,
+                                    platform.machine(), platform.system()]).encode()).hexdigest()[:16]
+    target = cache_dir() / "kernels" / f"{source.stem}-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        out = subprocess.run([compiler, *flags, "-o", tmp, str(source), "-lm"],
+                             capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "compiler failed")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@functools.cache
+def load(name: str) -> ctypes.CDLL | None:
+    """The compiled library for `calbench/methods/<name>.c`, or None (see the module docstring)."""
+    if not enabled():
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        return None
+    source = Path(__file__).with_name(f"{name}.c")
+    errors = []
+    for flags in (FLAGS + OPENMP, FLAGS):  # retry without OpenMP if its runtime is missing
+        try:
+            return ctypes.CDLL(str(build(source, compiler, flags)))
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            errors.append(str(exc))
+    warnings.warn(f"calbench: could not build the {name} C kernel ({errors[-1]}); "
+                  "using the (slower) PyTorch path", RuntimeWarning, stacklevel=2)
+    return None
