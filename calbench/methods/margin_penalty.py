@@ -146,6 +146,8 @@ class _NativeCEPlusDistance(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
+        if float(grad_out) == 1.0:  # loss.backward(): the saved gradient as is (autograd never
+            return grad, None, None, None, None, None, None, None  # writes into it while saved)
         return grad * grad_out, None, None, None, None, None, None, None
 
 

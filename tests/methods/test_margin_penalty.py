@@ -1,10 +1,11 @@
-"""The fused CE + logit-distance kernel equals plain autograd, ties at the max included."""
+"""Both implementations of the fused CE + logit-distance loss (C kernel, PyTorch) equal plain autograd,
+ties at the max included."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from calbench.methods import create_method
+from calbench.methods import create_method, margin_penalty
 from calbench.methods.cals import penalty_value
 
 CASES = {
@@ -14,6 +15,16 @@ CASES = {
     "cals-alm:p2": {"margin": 3.0, "lambda_init": 0.5, "rho_init": 2.0, "penalty": "p2"},
     "cals-alm:p3": {"margin": 3.0, "lambda_init": 0.5, "rho_init": 2.0, "penalty": "p3"},
 }
+
+
+@pytest.fixture(params=["kernel", "pytorch"])
+def path(request, monkeypatch):
+    """Run the test through the C kernel (when a compiler is present) and through the PyTorch path."""
+    if request.param == "pytorch":
+        monkeypatch.setattr(margin_penalty, "_kernels", lambda: {})
+    elif not margin_penalty._kernels():
+        pytest.skip("no C compiler: the kernel is optional")
+    return request.param
 
 
 def autograd_reference(case, logits, labels):
@@ -40,7 +51,7 @@ def tied_batch():
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_value_and_gradient_equal_plain_autograd_with_ties(case):
+def test_value_and_gradient_equal_plain_autograd_with_ties(case, path):
     logits, labels = tied_batch()
     method = create_method(case.split(":")[0], 6, **CASES[case])
     x = logits.clone().requires_grad_(True)
@@ -52,7 +63,7 @@ def test_value_and_gradient_equal_plain_autograd_with_ties(case):
     assert torch.allclose(got, want, atol=1e-12)
 
 
-def test_backward_twice_through_a_retained_graph_gives_the_same_gradient():
+def test_backward_twice_through_a_retained_graph_gives_the_same_gradient(path):
     logits, labels = tied_batch()
     x = logits.clone().requires_grad_(True)
     loss = create_method("cals-alm", 6, margin=3.0, lambda_init=0.5).loss(x, labels)
@@ -61,7 +72,7 @@ def test_backward_twice_through_a_retained_graph_gives_the_same_gradient():
     assert torch.equal(a, b)
 
 
-def test_gradient_keeps_the_input_dtype_under_bf16_autocast():
+def test_gradient_keeps_the_input_dtype_under_bf16_autocast(path):
     layer = torch.nn.Linear(4, 6).to(torch.bfloat16)
     x = torch.randn(5, 4, dtype=torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
