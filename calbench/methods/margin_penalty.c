@@ -11,8 +11,9 @@
  *                  h = d / m - 1, lam = a_k, rho = b_k, 1 / (2 rho) = half_inv_b_k   (CALS eq. 16)
  * The gradient is written to `grad` and sum_i loss_i / n to `*loss`, summed in row order after
  * the (OpenMP) row loop so that it does not depend on the thread count. Returns 0, or 1 if a
- * target is out of range, 2 if memory ran out. exp is a branch-free polynomial (Cody-Waite reduction, Cephes
- * coefficients, about 1 ulp in float32) so that the row loops vectorise; float64 uses libm.
+ * target is out of range, 2 if memory ran out. NaN logits give a NaN loss, as in PyTorch.
+ * exp is a branch-free polynomial (Cody-Waite reduction, Cephes coefficients; at most 1 ulp
+ * from exp over [-87, 0] in float32) so that the row loops vectorise; float64 uses libm's exp.
  */
 #include <math.h>
 #include <stdint.h>

@@ -184,3 +184,13 @@ def test_gradients_accumulate_over_a_retained_graph():
     loss.backward(retain_graph=True)
     loss.backward()
     torch.testing.assert_close(x.grad, 3 * once)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_logits_give_a_nan_loss_like_pytorch(bad, monkeypatch):
+    logits, labels = batch(6, 9, torch.float32)
+    logits[2, 4] = bad
+    got = float(make("cals-alm", 9).loss(logits, labels))
+    torch_path(monkeypatch)
+    want = float(make("cals-alm", 9).loss(logits, labels))
+    assert np.isnan(got) and np.isnan(want)
