@@ -15,8 +15,8 @@ from calbench.methods.registry import METHODS
 class MarginLabelSmoothing(Method):
     """CE + weight * mean over N*K of relu(d_ik - margin), d_ik = max_j l_ij - l_ik (MbLS eq. 3).
 
-    margin = 10 for vision, 6 for text (set it in the recipe); weight = 0.1. Computed by the fused
-    value-and-gradient kernel of `margin_penalty` (same formula, ~1/4 of the autograd cost).
+    margin = 10 for vision, 6 for text (set it in the recipe); weight = 0.1. Value and gradient are
+    computed in one pass by `margin_penalty` (a C kernel on the CPU, PyTorch ops elsewhere).
     """
 
     def __init__(self, num_classes: int, *, margin: float = 10.0, weight: float = 0.1,

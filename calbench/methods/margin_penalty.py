@@ -120,10 +120,8 @@ def ce_plus_distance_penalty(logits: torch.Tensor, targets: torch.Tensor, penalt
     args = None if kernel is None else penalty.kernel_args(logits.shape[1], logits.dtype)
     if args is not None:
         return _NativeCEPlusDistance.apply(logits, targets, penalty.margin, kernel, *args)
-    if torch.is_autocast_enabled(logits.device.type):
-        with torch.autocast(logits.device.type, enabled=False):
-            return _CEPlusDistancePenalty.apply(logits, targets, penalty)
-    return _CEPlusDistancePenalty.apply(logits, targets, penalty)
+    with torch.autocast(logits.device.type, enabled=False):
+        return _CEPlusDistancePenalty.apply(logits, targets, penalty)
 
 
 class _NativeCEPlusDistance(torch.autograd.Function):
