@@ -1,6 +1,6 @@
 """Forward + backward time of every loss, as a ratio to cross-entropy (B = 128; K = 200 and 1000).
 
-    python benchmarks/bench_losses.py [--rounds 7] [--target-ms 60] [--threads N] [--only ce,mbls]
+    python benchmarks/bench_losses.py [--rounds 15] [--target-ms 40] [--threads N] [--only ce,mbls]
                                       [--pytorch-path]
 
 Each loss is timed in `--rounds` rounds, interleaved with the others so that a slow spell of the
@@ -62,8 +62,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--classes", default="200,1000", help="comma-separated K values")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--target-ms", type=float, default=60.0, help="length of one round per loss")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--target-ms", type=float, default=40.0, help="length of one round per loss")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--only", default=None, help="comma-separated method names (ce is always added)")
     parser.add_argument("--pytorch-path", action="store_true",
