@@ -6,7 +6,8 @@
 Each loss is timed in `--rounds` rounds, interleaved with the others so that a slow spell of the
 machine hits every loss alike; a round repeats the loss for about `--target-ms` after one untimed
 call; the best round counts. A loss whose single call outlasts a round (cpc at large K) is timed
-after the others, in at most 3 rounds, so that freeing its huge buffers does not slow its neighbours. Times are per call of `method.loss(logits, labels).backward()` on CPU float32 logits.
+after the others, in at most 3 rounds, so that freeing its huge buffers does not slow its neighbours.
+Times are per call of `method.loss(logits, labels).backward()` on CPU float32 logits.
 mbls, cals-hr and cals-alm (PHR) run the C kernel of calbench/methods/margin_penalty.c when it
 builds (the header line says which); `--pytorch-path` times their PyTorch fallback instead.
 """
