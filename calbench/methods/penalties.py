@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -67,12 +69,14 @@ class MMCE(Method):
         return ce + self.weight * mmce_penalty(logits, targets, self.bandwidth)
 
 
-def cpc_penalties(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 64):
+def cpc_penalties(logits: torch.Tensor, targets: torch.Tensor):
     """Binary discrimination (BD) and binary exclusion (BE) terms of CPC, METHODS.md normalisation.
 
     BD = -(1/(N(K-1))) sum_{k != y} log sigmoid(l_y - l_k)
     BE = -(1/(N(K-1)(K-2))) sum_{j != k, both != y} 0.5 log sigmoid(l_j - l_k)
-    The (K, K) pair matrix is built for `chunk` rows at a time to bound memory.
+    BE has N K^2 terms; `_PairSum` computes it with its gradient a few rows at a time and keeps
+    only an (N, K) gradient for backward (autograd would keep every (rows, K, K) intermediate:
+    gigabytes and seconds per batch at K = 1000).
     """
     logits = upcast(logits)
     n, k = logits.shape
@@ -82,16 +86,43 @@ def cpc_penalties(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 64):
     bd = -bd_terms.sum() / (n * (k - 1))
     if k < 3:
         return bd, logits.sum() * 0.0
-    eye = torch.eye(k, dtype=torch.bool, device=logits.device)
-    be_sum = logits.new_zeros(())
-    for start in range(0, n, chunk):
-        rows = logits[start:start + chunk]
-        hot = onehot[start:start + chunk]
-        pair = F.logsigmoid(rows.unsqueeze(2) - rows.unsqueeze(1))           # (b, j, k): l_j - l_k
-        mask = eye.unsqueeze(0) | hot.unsqueeze(2) | hot.unsqueeze(1)
-        be_sum = be_sum + pair.masked_fill(mask, 0.0).sum()
-    be = -0.5 * be_sum / (n * (k - 1) * (k - 2))
+    be = -0.5 * _PairSum.apply(logits, onehot) / (n * (k - 1) * (k - 2))
     return bd, be
+
+
+class _PairSum(torch.autograd.Function):
+    """S = sum_i sum_{j != k, both != y_i} log sigmoid(l_ij - l_ik) and its analytic gradient.
+
+    Over all ordered pairs, dS/dl_m = sum_k [sigmoid(l_k - l_m) - sigmoid(l_m - l_k)]
+    = -sum_k tanh((l_m - l_k) / 2). The pairs with j = k (log sigmoid(0) = -log 2 each) and those
+    that involve the label y are then taken out in O(N K): the label's row and column of the
+    pair matrix, and the label's gradient, which is 0.
+    """
+
+    BLOCK = 1 << 22  # elements of one (rows, K, K) block
+
+    @staticmethod
+    def forward(ctx, logits, onehot):
+        n, k = logits.shape
+        rows = max(1, _PairSum.BLOCK // (k * k))
+        grad = torch.empty_like(logits)
+        total = 0.0
+        for start in range(0, n, rows):
+            block = logits[start:start + rows]
+            d = block.unsqueeze(2) - block.unsqueeze(1)                     # (b, j, k): l_j - l_k
+            total += float(F.logsigmoid(d).sum())
+            torch.sum(d.mul_(0.5).tanh_(), dim=2, out=grad[start:start + rows]).neg_()
+        dy = logits - logits[onehot].unsqueeze(1)                           # l_j - l_y
+        with_label = (F.logsigmoid(dy) + F.logsigmoid(-dy)).masked_fill_(onehot, 0.0)
+        total += n * k * math.log(2.0) - float(with_label.sum())
+        grad.add_(torch.tanh(dy * 0.5)).masked_fill_(onehot, 0.0)          # drop the k = y term
+        ctx.save_for_backward(grad)
+        return logits.new_tensor(total)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out, None
 
 
 @METHODS.register("cpc", description="Calibration by pairwise constraints: CE + binary discrimination and exclusion terms.",
