@@ -86,7 +86,7 @@ def cpc_penalties(logits: torch.Tensor, targets: torch.Tensor):
     bd = -bd_terms.sum() / (n * (k - 1))
     if k < 3:
         return bd, logits.sum() * 0.0
-    be = -0.5 * _PairSum.apply(logits, onehot) / (n * (k - 1) * (k - 2))
+    be = -0.5 * _PairSum.apply(logits, targets.long().unsqueeze(1), onehot) / (n * (k - 1) * (k - 2))
     return bd, be
 
 
@@ -102,27 +102,27 @@ class _PairSum(torch.autograd.Function):
     BLOCK = 1 << 22  # elements of one (rows, K, K) block
 
     @staticmethod
-    def forward(ctx, logits, onehot):
+    def forward(ctx, logits, labels, onehot):
         n, k = logits.shape
         rows = max(1, _PairSum.BLOCK // (k * k))
         grad = torch.empty_like(logits)
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=logits.device)  # no sync per block
         for start in range(0, n, rows):
             block = logits[start:start + rows]
             d = block.unsqueeze(2) - block.unsqueeze(1)                     # (b, j, k): l_j - l_k
-            total += float(F.logsigmoid(d).sum())
+            total += F.logsigmoid(d).sum()
             torch.sum(d.mul_(0.5).tanh_(), dim=2, out=grad[start:start + rows]).neg_()
-        dy = logits - logits[onehot].unsqueeze(1)                           # l_j - l_y
+        dy = logits - logits.gather(1, labels)                              # l_j - l_y
         with_label = (F.logsigmoid(dy) + F.logsigmoid(-dy)).masked_fill_(onehot, 0.0)
-        total += n * k * math.log(2.0) - float(with_label.sum())
+        total += n * k * math.log(2.0) - with_label.sum()
         grad.add_(torch.tanh(dy * 0.5)).masked_fill_(onehot, 0.0)          # drop the k = y term
         ctx.save_for_backward(grad)
-        return logits.new_tensor(total)
+        return total.to(logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
-        return grad * grad_out, None
+        return grad * grad_out, None, None
 
 
 @METHODS.register("cpc", description="Calibration by pairwise constraints: CE + binary discrimination and exclusion terms.",
