@@ -8,7 +8,7 @@ so adaptive multipliers (CALS-HR, CALS-ALM) are identical on every rank.
 
 Ways to get a `DistContext`:
 - `launch(fn, world_size, ...)`: spawn `world_size` local processes (torch.multiprocessing);
-  gloo on CPU, nccl on CUDA; MASTER_ADDR/PORT on localhost with a free port.
+  gloo on CPU (over the loopback interface), nccl on CUDA; rendezvous through a temporary file.
 - `context_from_env()`: join a group whose processes someone else started: torchrun
   (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*) or a submitit job with several tasks (SLURM or local).
 - `run_distributed(spec_dict, results_dir, device, gpus)`: train one run either way; the function
@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -145,6 +147,42 @@ def _init_group(rank: int, world_size: int, device: str, master_addr: str, maste
     torch_dist.init_process_group(default_backend(device), rank=rank, world_size=world_size)
 
 
+def loopback_interface() -> str | None:
+    """Name of this machine's loopback network interface ("lo" on Linux, "lo0" on macOS), if any.
+
+    Linux: the interface whose /sys/class/net/<name>/flags has IFF_LOOPBACK; elsewhere the first
+    interface named lo*.
+    """
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError:
+        return None
+    for name in names:
+        try:
+            flags = int(Path("/sys/class/net", name, "flags").read_text(), 16)
+        except (OSError, ValueError):
+            continue
+        if flags & 0x8:  # IFF_LOOPBACK
+            return name
+    return next((name for name in names if name.startswith("lo")), None)
+
+
+def _init_local_group(rank: int, world_size: int, device: str, store_file: str) -> None:
+    """Join a group whose ranks all run on this machine (spawned by `launch`).
+
+    Rendezvous through a file (no TCP port to pick, so none can be taken by another program in the
+    meantime), and gloo talks over the loopback interface: by default gloo uses the address the
+    host name resolves to, which on machines with a firewalled or half-configured network interface
+    makes the ranks' connections fail at random (seen as a SIGABRT in gloo's I/O thread).
+    """
+    if default_backend(device) == "gloo":
+        interface = loopback_interface()
+        if interface is not None:
+            os.environ["GLOO_SOCKET_IFNAME"] = interface  # this spawned process only
+    torch_dist.init_process_group(default_backend(device), init_method=Path(store_file).as_uri(),
+                                  rank=rank, world_size=world_size)
+
+
 def _rank_device(device: str, local_rank: int) -> str:
     """Rank r of a CUDA run uses cuda:r (local rank); CPU ranks all use "cpu"."""
     if str(device).startswith("cuda"):
@@ -152,12 +190,12 @@ def _rank_device(device: str, local_rank: int) -> str:
     return "cpu"
 
 
-def _spawned_worker(rank: int, world_size: int, device: str, port: int, sync_bn: bool,
+def _spawned_worker(rank: int, world_size: int, device: str, store_file: str, sync_bn: bool,
                     fn: Callable, args: tuple, kwargs: dict, queue) -> None:
     rank_device = _rank_device(device, rank)
     if rank_device.startswith("cuda"):
         torch.cuda.set_device(rank_device)
-    _init_group(rank, world_size, device, "127.0.0.1", port)
+    _init_local_group(rank, world_size, device, store_file)
     try:
         ctx = DistContext(rank=rank, world_size=world_size, local_rank=rank, device=rank_device,
                           sync_bn=sync_bn)
@@ -170,6 +208,30 @@ def _spawned_worker(rank: int, world_size: int, device: str, port: int, sync_bn:
         raise
     finally:
         torch_dist.destroy_process_group()
+    _exit_without_finalizing()
+
+
+def _exit_without_finalizing() -> None:
+    """End a rank that finished its work with exit status 0, skipping interpreter shutdown.
+
+    A DistributedDataParallel model keeps its process group alive after the model and the group
+    are gone (torch's reducer holds it), so gloo's worker threads outlive `destroy_process_group`.
+    Such a thread may still be releasing the tensors of the last collective when the interpreter
+    finalises; it then needs the GIL, which finalisation refuses, and the rank dies by SIGABRT
+    ("terminate called without an active exception") although its work is done and saved. Every
+    result has been written (files closed, rank 0's value sent through the pipe) by now, so the
+    rank flushes what Python buffers and leaves with os._exit.
+    """
+    import logging
+    import sys
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 def launch(fn: Callable, world_size: int, *args, device: str = "cpu", sync_bn: bool = False,
@@ -188,9 +250,11 @@ def launch(fn: Callable, world_size: int, *args, device: str = "cpu", sync_bn: b
         raise ConfigError(f"--gpus-per-run {world_size}: only {torch.cuda.device_count()} CUDA devices visible")
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    mp.start_processes(_spawned_worker, args=(world_size, device, free_port(), sync_bn, fn, args,
-                                              kwargs, queue),
-                       nprocs=world_size, join=True, start_method="spawn")
+    with tempfile.TemporaryDirectory(prefix="calbench-dist-") as store_dir:
+        store_file = str(Path(store_dir, "rendezvous"))
+        mp.start_processes(_spawned_worker, args=(world_size, device, store_file, sync_bn, fn, args,
+                                                  kwargs, queue),
+                           nprocs=world_size, join=True, start_method="spawn")
     if queue.empty():
         raise RuntimeError("distributed launch: rank 0 returned nothing")
     kind, value = queue.get()

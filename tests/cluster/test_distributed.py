@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from calbench.engine.distributed import DistContext, launch
+from calbench.engine.distributed import DistContext, launch, loopback_interface
 
 
 def _gather_worker(out_dir: str, *, dist: DistContext, device: str) -> str:
@@ -50,6 +51,7 @@ def _all_worker(out_dir: str, *, dist: DistContext, device: str) -> str:
         _sampler_worker(out_dir, n, dist=dist, device=device)
         Path(out_dir, f"sampler{dist.rank}.pt").rename(Path(out_dir, f"sampler{dist.rank}_{n}.pt"))
     _ddp_worker(out_dir, dist=dist, device=device)
+    Path(out_dir, f"ifname{dist.rank}.txt").write_text(os.environ.get("GLOO_SOCKET_IFNAME", "<unset>"))
     return _gather_worker(out_dir, dist=dist, device=device)
 
 
@@ -88,6 +90,42 @@ def test_wrap_model_keeps_ranks_in_sync(two_ranks):
     p0, p1 = (torch.load(two_ranks / f"ddp{r}.pt") for r in (0, 1))
     for a, b in zip(p0, p1):
         assert torch.equal(a, b)
+
+
+def test_local_ranks_talk_over_the_loopback_interface(two_ranks):
+    # gloo otherwise picks the address the host name resolves to; where that is a filtered
+    # interface the ranks' connections abort at random (a SIGABRT in CI)
+    expected = loopback_interface()
+    assert expected is not None
+    for rank in (0, 1):
+        assert Path(two_ranks, f"ifname{rank}.txt").read_text() == expected
+
+
+def test_loopback_interface_is_the_one_holding_127_0_0_1():
+    import socket
+    import sys
+
+    name = loopback_interface()
+    if sys.platform.startswith("linux"):
+        import fcntl
+        import struct
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # SIOCGIFADDR
+            packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
+        assert socket.inet_ntoa(packed[20:24]) == "127.0.0.1"
+    else:
+        assert name.startswith("lo")
+
+
+def test_launch_leaves_no_rendezvous_file(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (tmp_path / "out").mkdir()
+    before = dict(os.environ)
+    assert launch(_gather_worker, 2, str(tmp_path / "out")) == "gathered"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the rendezvous directory is gone
+    assert dict(os.environ) == before  # the caller's environment is untouched
 
 
 def test_single_process_context_is_a_no_op():
