@@ -31,20 +31,13 @@ from torch import nn
 
 __all__ = [
     "DistContext", "launch", "context_from_env", "env_world_size", "run_distributed",
-    "free_port", "default_backend",
+    "loopback_interface", "default_backend",
 ]
 
 
 def default_backend(device: str) -> str:
     """nccl for CUDA devices, gloo otherwise (CPU; lets the tests run on a laptop)."""
     return "nccl" if str(device).startswith("cuda") else "gloo"
-
-
-def free_port() -> int:
-    """A TCP port that is free on localhost now (bind to port 0 and read what the OS gave)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
