@@ -3,11 +3,14 @@
     create_method("cals-alm", num_classes=200, margin=10)   # -> a Method (calbench.methods.base)
     list_methods()                                          # -> registry names
     method_hparams("mbls")                                  # -> {"margin": 10.0, "weight": 0.1, ...}
+    method_version("mbls")                                  # -> 1 (part of the run identity)
     fit_posthoc("ts", val_logits, val_labels).temperature
 
-Adding a method is one file: a `Method` subclass whose keyword-only `__init__` arguments (with
-their defaults) are its hyper-parameters, decorated with `@METHODS.register(name, ...)`; every
-module of this package is imported below. Tests parametrised over the registry pick it up.
+Adding a method is one file: a `Method` subclass (calbench/methods/base.py: implement `loss_rows`)
+whose keyword-only `__init__` arguments (with their defaults) are its hyper-parameters, decorated
+with `@METHODS.register(name, ...)`; every module of this package is imported below. Plus its
+reference formula under tests/methods/references/; the registry-wide tests pick both up.
+Formulas and conventions: docs/methods.md.
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ _FAMILIES = ("cross_entropy", "label_smoothing", "focal", "penalties", "margin",
              "posthoc")
 for _module in _FAMILIES + tuple(sorted(m.name for m in pkgutil.iter_modules(__path__))):
     importlib.import_module(f"{__name__}.{_module}")
+for _entry in METHODS.entries():      # a method class knows its registry name (messages, logs)
+    if "name" not in vars(_entry.obj):
+        _entry.obj.name = _entry.name
 
 __all__ = ["METHODS", "POSTHOC", "Method", "IGNORE_INDEX", "create_method", "list_methods",
-           "method_hparams", "check_hparams", "fit_posthoc", "list_posthoc"]
+           "method_hparams", "method_version", "check_hparams", "fit_posthoc", "list_posthoc"]
 
 
 def list_methods(pattern: str | None = None) -> list[str]:
@@ -39,6 +45,11 @@ def list_methods(pattern: str | None = None) -> list[str]:
 
 def list_posthoc() -> list[str]:
     return POSTHOC.names()
+
+
+def method_version(name: str) -> int:
+    """The method's `version` (part of the run identity: bumped when a fix changes its results)."""
+    return int(METHODS.get(name).version)
 
 
 def method_hparams(name: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from calbench.errors import ConfigError
 from calbench.methods.base import Method, flatten_rows
-from calbench.methods.common import empty_loss, upcast
 from calbench.methods.margin_penalty import (ce_plus_distance_penalty, generic_penalty, hinge_penalty,
                                              phr_penalty)
 from calbench.methods.registry import METHODS
@@ -69,11 +68,8 @@ class CalsHR(Method):
         self.register_buffer("prev_penalty", torch.zeros(num_classes, dtype=torch.float64))
         self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
 
-    def loss(self, logits, targets, features=None) -> torch.Tensor:
-        logits, targets = flatten_rows(logits, targets, self.ignore_index)
-        if targets.numel() == 0:
-            return empty_loss(logits)
-        return ce_plus_distance_penalty(upcast(logits), targets, hinge_penalty(self.margin, self.multipliers))
+    def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
+        return ce_plus_distance_penalty(logits, targets, hinge_penalty(self.margin, self.multipliers))
 
     @torch.no_grad()
     def end_epoch(self, val_logits, val_targets, epoch: int) -> None:
@@ -141,10 +137,7 @@ class CalsALM(Method):
         self.register_buffer("prev_constraint", torch.zeros(num_classes, dtype=torch.float64))
         self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
 
-    def loss(self, logits, targets, features=None) -> torch.Tensor:
-        logits, targets = flatten_rows(logits, targets, self.ignore_index)
-        if targets.numel() == 0:
-            return empty_loss(logits)
+    def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         if self.penalty == "phr":
             penalty = phr_penalty(self.margin, self.multipliers, self.penalties)
         else:
@@ -153,7 +146,7 @@ class CalsALM(Method):
                 self.margin,
                 lambda h: penalty_value(h, rho.to(h.dtype), lam.to(h.dtype), kind),
                 lambda h: penalty_derivative(h, rho.to(h.dtype), lam.to(h.dtype), kind))
-        return ce_plus_distance_penalty(upcast(logits), targets, penalty)
+        return ce_plus_distance_penalty(logits, targets, penalty)
 
     @torch.no_grad()
     def end_epoch(self, val_logits, val_targets, epoch: int) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from calbench.methods.base import empty_loss, upcast
 
-def upcast(x: torch.Tensor) -> torch.Tensor:
-    """Half-precision logits (autocast) are computed on in float32; float32/float64 are kept."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+__all__ = ["upcast", "empty_loss", "target_log_prob", "cross_entropy"]
 
 
 def target_log_prob(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -19,14 +18,3 @@ def target_log_prob(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean of -log p_y over the rows (float32 at least, also under bf16 autocast)."""
     return F.cross_entropy(upcast(logits), targets.long())
-
-
-def logit_distances(logits: torch.Tensor) -> torch.Tensor:
-    """d_ik = max_j l_ij - l_ik; the max is NOT detached (METHODS.md notation)."""
-    logits = upcast(logits)
-    return logits.max(dim=1, keepdim=True).values - logits
-
-
-def empty_loss(logits: torch.Tensor) -> torch.Tensor:
-    """A zero that keeps the graph when every row of the batch is ignored."""
-    return upcast(logits).sum() * 0.0

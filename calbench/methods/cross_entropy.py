@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from calbench.methods.base import Method, flatten_rows
-from calbench.methods.common import cross_entropy, empty_loss
+from calbench.methods.base import Method
+from calbench.methods.common import cross_entropy
 from calbench.methods.registry import METHODS
 
 
@@ -17,8 +17,5 @@ class CrossEntropy(Method):
     def __init__(self, num_classes: int, *, ignore_index: int = -100):
         super().__init__(num_classes, ignore_index)
 
-    def loss(self, logits, targets, features=None) -> torch.Tensor:
-        logits, targets = flatten_rows(logits, targets, self.ignore_index)
-        if targets.numel() == 0:
-            return empty_loss(logits)
+    def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         return cross_entropy(logits, targets)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from calbench.methods.base import Method, flatten_rows
-from calbench.methods.common import upcast, empty_loss, target_log_prob
+from calbench.methods.base import Method
+from calbench.methods.common import target_log_prob, upcast
 from calbench.methods.registry import METHODS
 
 
@@ -34,10 +34,7 @@ class FocalLoss(Method):
         super().__init__(num_classes, ignore_index)
         self.gamma = float(gamma)
 
-    def loss(self, logits, targets, features=None) -> torch.Tensor:
-        logits, targets = flatten_rows(logits, targets, self.ignore_index)
-        if targets.numel() == 0:
-            return empty_loss(logits)
+    def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         return focal_loss(logits, targets, self.gamma)
 
 
@@ -61,10 +58,7 @@ class FocalLossSampleDependent(Method):
         super().__init__(num_classes, ignore_index)
         self.gamma = float(gamma)
 
-    def loss(self, logits, targets, features=None) -> torch.Tensor:
-        logits, targets = flatten_rows(logits, targets, self.ignore_index)
-        if targets.numel() == 0:
-            return empty_loss(logits)
+    def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         with torch.no_grad():
             p_y = target_log_prob(F.log_softmax(upcast(logits), dim=1), targets).exp()
         return focal_loss(logits, targets, flsd_gammas(p_y, self.gamma))

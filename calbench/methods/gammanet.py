@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from calbench.methods.base import Method, flatten_rows
-from calbench.methods.common import upcast, empty_loss, target_log_prob
+from calbench.methods.base import Method
+from calbench.methods.common import upcast
 from calbench.methods.focal import focal_loss
 from calbench.methods.registry import METHODS
 
@@ -87,12 +87,7 @@ class GammaNetSECE(Method):
     def extra_parameters(self) -> list[nn.Parameter]:
         return list(self.gamma_net.parameters())
 
-    def loss(self, logits, targets, features=None) -> torch.Tensor:
-        if features is None:
-            raise ValueError("gammanet-sece needs the backbone's penultimate features")
-        logits, targets, features = flatten_rows(logits, targets, self.ignore_index, features)
-        if targets.numel() == 0:
-            return empty_loss(logits)
+    def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         gamma = self.gammas(features).detach()
         self._last_gamma = float(gamma.mean())
         return focal_loss(logits, targets, gamma)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from calbench.methods.base import Method, flatten_rows
-from calbench.methods.common import upcast, empty_loss, target_log_prob
+from calbench.methods.base import Method
+from calbench.methods.common import target_log_prob
 from calbench.methods.registry import METHODS
 
 
@@ -19,11 +19,8 @@ class LabelSmoothing(Method):
         super().__init__(num_classes, ignore_index)
         self.alpha = float(alpha)
 
-    def loss(self, logits, targets, features=None) -> torch.Tensor:
-        logits, targets = flatten_rows(logits, targets, self.ignore_index)
-        if targets.numel() == 0:
-            return empty_loss(logits)
-        log_p = F.log_softmax(upcast(logits), dim=1)
+    def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
+        log_p = F.log_softmax(logits, dim=1)
         nll = -target_log_prob(log_p, targets)
         if self.alpha == 0.0:
             return nll.mean()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from calbench.methods.base import Method, flatten_rows
-from calbench.methods.common import cross_entropy, empty_loss, upcast
+from calbench.methods.base import Method
+from calbench.methods.common import cross_entropy
 from calbench.methods.margin_penalty import ce_plus_distance_penalty, hinge_penalty
 from calbench.methods.registry import METHODS
 
@@ -25,10 +25,7 @@ class MarginLabelSmoothing(Method):
         self.margin = float(margin)
         self.weight = float(weight)
 
-    def loss(self, logits, targets, features=None) -> torch.Tensor:
-        logits, targets = flatten_rows(logits, targets, self.ignore_index)
-        if targets.numel() == 0:
-            return empty_loss(logits)
+    def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         if self.weight == 0.0:
             return cross_entropy(logits, targets)
-        return ce_plus_distance_penalty(upcast(logits), targets, hinge_penalty(self.margin, self.weight))
+        return ce_plus_distance_penalty(logits, targets, hinge_penalty(self.margin, self.weight))

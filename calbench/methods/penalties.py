@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from calbench.methods.base import Method, flatten_rows
-from calbench.methods.common import upcast, cross_entropy, empty_loss
+from calbench.methods.base import Method
+from calbench.methods.common import cross_entropy, upcast
 from calbench.methods.registry import METHODS
 
 
@@ -21,14 +21,11 @@ class ConfidencePenalty(Method):
         super().__init__(num_classes, ignore_index)
         self.beta = float(beta)
 
-    def loss(self, logits, targets, features=None) -> torch.Tensor:
-        logits, targets = flatten_rows(logits, targets, self.ignore_index)
-        if targets.numel() == 0:
-            return empty_loss(logits)
+    def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         ce = cross_entropy(logits, targets)
         if self.beta == 0.0:
             return ce
-        p = F.softmax(upcast(logits), dim=1).clamp(1e-10, 1.0 - 1e-10)
+        p = F.softmax(logits, dim=1).clamp(1e-10, 1.0 - 1e-10)
         entropy = (-p * p.log()).mean()
         return ce - self.beta * entropy
 
@@ -59,10 +56,7 @@ class MMCE(Method):
         self.weight = float(weight)
         self.bandwidth = float(bandwidth)
 
-    def loss(self, logits, targets, features=None) -> torch.Tensor:
-        logits, targets = flatten_rows(logits, targets, self.ignore_index)
-        if targets.numel() == 0:
-            return empty_loss(logits)
+    def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         ce = cross_entropy(logits, targets)
         if self.weight == 0.0:
             return ce
@@ -140,10 +134,7 @@ class PairwiseConstraints(Method):
         self.w_bd = float(w_bd)
         self.w_be = float(w_be)
 
-    def loss(self, logits, targets, features=None) -> torch.Tensor:
-        logits, targets = flatten_rows(logits, targets, self.ignore_index)
-        if targets.numel() == 0:
-            return empty_loss(logits)
+    def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         ce = cross_entropy(logits, targets)
         if self.w_bd == 0.0 and self.w_be == 0.0:
             return ce
