@@ -24,6 +24,7 @@ from calbench.errors import ConfigError
 from calbench.methods.base import IGNORE_INDEX, Method
 from calbench.methods.registry import METHODS, POSTHOC
 from calbench.registry import did_you_mean
+from calbench.validation import check_like_default
 
 # The known families first, in the order of the papers' tables (registry order = listing order);
 # then every other module of this package, so that a new method file needs no edit here.
@@ -60,22 +61,10 @@ def method_hparams(name: str) -> dict[str, Any]:
 
 
 def _check_type(method: str, key: str, value: Any, default: Any) -> Any:
-    def bad(kind: str) -> ConfigError:
-        return ConfigError(f"{method}.{key}: expected {kind}, got {value!r}")
-
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise bad("true or false")
-    elif isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-    elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        return float(value)
-    elif isinstance(default, str) and not isinstance(value, str):
-        raise bad("a string")
-    return value
+    """The value with its default's kind (ints widen to floats), finite; else a ConfigError naming the key."""
+    if value is None and default is not None:
+        raise ConfigError(f"{method}.{key}: expected a value like {default!r}, got null")
+    return check_like_default(value, default, f"{method}.{key}")
 
 
 def check_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:

@@ -65,3 +65,9 @@ def test_methods_are_modules_whose_state_moves_and_saves():
     method = create_method("cals-hr", 4)
     assert isinstance(method, torch.nn.Module)
     assert set(method.state_dict()) >= {"multipliers", "prev_penalty", "has_prev"}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), None])
+def test_non_finite_or_missing_numbers_are_rejected_naming_the_key(bad):
+    with pytest.raises(ConfigError, match="mbls.margin: expected"):
+        create_method("mbls", 3, margin=bad)
