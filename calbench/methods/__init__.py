@@ -1,10 +1,9 @@
-"""Calibration methods behind one registry: train-time losses (METHODS) and post-hoc calibrators (POSTHOC).
+"""Calibration methods behind one registry: train-time losses (METHODS); post-hoc calibrators are calbench.posthoc.
 
     create_method("cals-alm", num_classes=200, margin=10)   # -> a Method (calbench.methods.base)
     list_methods()                                          # -> registry names
     method_hparams("mbls")                                  # -> {"margin": 10.0, "weight": 0.1, ...}
     method_version("mbls")                                  # -> 1 (part of the run identity)
-    fit_posthoc("ts", val_logits, val_labels).temperature
 
 Adding a method is one file: a `Method` subclass (calbench/methods/base.py: implement `loss_rows`)
 whose keyword-only `__init__` arguments (with their defaults) are its hyper-parameters, decorated
@@ -22,14 +21,14 @@ from typing import Any
 
 from calbench.errors import ConfigError
 from calbench.methods.base import IGNORE_INDEX, Method
-from calbench.methods.registry import METHODS, POSTHOC
+from calbench.methods.registry import METHODS
+from calbench.posthoc import POSTHOC  # moved to calbench.posthoc; re-exported until its last users switch
 from calbench.registry import did_you_mean
 from calbench.validation import check_like_default
 
 # The known families first, in the order of the papers' tables (registry order = listing order);
 # then every other module of this package, so that a new method file needs no edit here.
-_FAMILIES = ("cross_entropy", "label_smoothing", "focal", "penalties", "margin", "cals", "gammanet",
-             "posthoc")
+_FAMILIES = ("cross_entropy", "label_smoothing", "focal", "penalties", "margin", "cals", "gammanet")
 for _module in _FAMILIES + tuple(sorted(m.name for m in pkgutil.iter_modules(__path__))):
     importlib.import_module(f"{__name__}.{_module}")
 for _entry in METHODS.entries():      # a method class knows its registry name (messages, logs)
@@ -37,15 +36,11 @@ for _entry in METHODS.entries():      # a method class knows its registry name (
         _entry.obj.name = _entry.name
 
 __all__ = ["METHODS", "POSTHOC", "Method", "IGNORE_INDEX", "create_method", "list_methods",
-           "method_hparams", "method_version", "check_hparams", "fit_posthoc", "list_posthoc"]
+           "method_hparams", "method_version", "check_hparams", "fit_posthoc"]
 
 
 def list_methods(pattern: str | None = None) -> list[str]:
     return METHODS.names(pattern)
-
-
-def list_posthoc() -> list[str]:
-    return POSTHOC.names()
 
 
 def method_version(name: str) -> int:
@@ -91,5 +86,6 @@ def create_method(name: str, num_classes: int, **hparams: Any) -> Method:
 
 
 def fit_posthoc(name: str, val_logits, val_labels):
-    """Fit a post-hoc calibrator on validation logits; returns an object with `transform(logits)`."""
-    return POSTHOC.get(name)().fit(val_logits, val_labels)
+    """Alias of calbench.posthoc.fit_calibrator, kept only until the engine calls that directly."""
+    from calbench.posthoc import fit_calibrator
+    return fit_calibrator(name, val_logits, val_labels)
