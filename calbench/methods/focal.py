@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from calbench.methods.base import Method
-from calbench.methods.common import target_log_prob, upcast
+from calbench.methods.common import cross_entropy, target_log_prob, upcast
 from calbench.methods.registry import METHODS
 
 
@@ -15,13 +15,13 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma) -> torch.Tens
 
     1 - p_y is computed as -expm1(log p_y), which stays accurate when p_y is close to 1.
     """
+    if isinstance(gamma, (int, float)) and gamma == 0:
+        return cross_entropy(logits, targets)         # the limit, exactly
     log_py = target_log_prob(F.log_softmax(upcast(logits), dim=1), targets)
     # floored at 1e-6 so that d/dx x^gamma (and the second derivative the gamma-net's meta step
     # takes) stay finite for gamma < 1 when p_y rounds to 1; there log p_y ~ -1e-6 and the term
     # is below 1e-12 either way
     one_minus = (-torch.expm1(log_py)).clamp_min(1e-6)
-    if isinstance(gamma, (int, float)) and gamma == 0:
-        return (-log_py).mean()
     return (-(one_minus ** gamma) * log_py).mean()
 
 

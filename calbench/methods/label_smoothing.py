@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from calbench.methods.base import Method
-from calbench.methods.common import target_log_prob
+from calbench.methods.common import cross_entropy, target_log_prob
 from calbench.methods.registry import METHODS
 
 
@@ -20,9 +20,9 @@ class LabelSmoothing(Method):
         self.alpha = float(alpha)
 
     def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
+        if self.alpha == 0.0:
+            return cross_entropy(logits, targets)     # the limit, exactly
         log_p = F.log_softmax(logits, dim=1)
         nll = -target_log_prob(log_p, targets)
-        if self.alpha == 0.0:
-            return nll.mean()
         uniform = -log_p.mean(dim=1)
         return ((1.0 - self.alpha) * nll + self.alpha * uniform).mean()

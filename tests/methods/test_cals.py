@@ -125,3 +125,12 @@ def test_cals_hr_rule_by_hand():
     m.end_epoch(VAL_LOGITS, VAL_LABELS, epoch=3)
     assert m.multipliers.tolist() == pytest.approx([0.1, 0.1, 0.1])
     assert set(m.stats()) >= {"lambda_min", "lambda_mean", "lambda_max"}
+
+
+def test_cals_hr_with_constant_multipliers_equals_mbls():
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(32, 10, generator=g) * 12, torch.randint(0, 10, (32,), generator=g)
+    hr = create_method("cals-hr", 10, margin=10.0, lambda_init=0.1)
+    mbls = create_method("mbls", 10, margin=10.0, weight=0.1)
+    assert torch.allclose(hr.loss(logits, labels), mbls.loss(logits, labels), rtol=0, atol=1e-7)
+    assert float(mbls.loss(logits, labels)) > float(create_method("ce", 10).loss(logits, labels))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from calbench.methods import create_method, margin_penalty, native
-from . import reference as ref
+from .references.cals import alm_loss, hinge_loss
+from .references.margin import mbls as mbls_reference
 
 pytestmark = pytest.mark.skipif(not margin_penalty._kernels(),
                                 reason="no C compiler: the kernel is optional, the PyTorch path is used")
@@ -67,9 +68,9 @@ def test_float32_kernel_matches_the_numpy_formula(name):
     method = make(name, k)
     l64, y = logits.double().numpy(), labels.numpy()
     lam = method.multipliers.numpy() if name != "mbls" else None
-    want = {"mbls": lambda: ref.mbls(l64, y, 4.0, 0.3),
-            "cals-hr": lambda: ref.cals_hr(l64, y, lam, 4.0),
-            "cals-alm": lambda: ref.cals_alm(l64, y, lam, method.penalties.numpy(), 4.0)}[name]()
+    want = {"mbls": lambda: mbls_reference(l64, y, margin=4.0, weight=0.3),
+            "cals-hr": lambda: hinge_loss(l64, y, 4.0, lam),
+            "cals-alm": lambda: alm_loss(l64, y, 4.0, lam, method.penalties.numpy())}[name]()
     assert float(method.loss(logits, labels)) == pytest.approx(want, rel=1e-6)
 
 
