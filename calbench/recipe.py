@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import hashlib
 import itertools
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -52,88 +50,17 @@ import yaml
 
 from calbench.errors import CalbenchError, ConfigError
 from calbench.registry import did_you_mean
+from calbench.specs import SCHEMA_VERSION, RunSpec, TrainConfig, run_id_of
+from calbench.validation import check_like_default
 
-SCHEMA_VERSION = 1
 TOP_KEYS = ("name", "description", "seeds", "datasets", "backbones", "methods", "train", "posthoc",
             "overrides")
 DATASET_KEYS = ("name", "root", "options", "backbones")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "multistep", "cosine")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How one run is trained; every field can be set in `train:` or with --set train.<field>=..."""
-
-    epochs: int = 30
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "none"               # none | multistep | cosine
-    milestones: tuple[int, ...] = ()     # epochs at which multistep multiplies lr by gamma
-    gamma: float = 0.1
-    amp: bool = True                     # bfloat16 autocast (CUDA only; ignored on the CPU)
-    channels_last: bool = True           # CUDA only
-    grad_clip: float = 0.0               # max gradient norm; 0 = off
-    num_workers: int = 2                 # DataLoader workers for on-disk datasets
-    eval_batch_size: int = 512
-    meta_fraction: float = 0.1           # meta-validation share of train (methods with a meta step)
-    world_size: int = 1                  # data-parallel processes (set by --gpus-per-run; the global
-                                         # batch is world_size x batch_size, so it is part of the run id)
-
-
 TRAIN_TYPES = {f.name: f.type for f in fields(TrainConfig)}
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One cell of the matrix for one seed: everything needed to train it, JSON-able."""
-
-    recipe: str
-    method: str
-    method_label: str
-    hparams: dict[str, Any]
-    dataset: str
-    root: str | None
-    dataset_options: dict[str, Any]
-    backbone: str
-    backbone_options: dict[str, Any]
-    seed: int
-    train: dict[str, Any]
-    posthoc: tuple[str, ...]
-    order: dict[str, int]
-    run_id: str = ""
-
-    def identity(self) -> dict[str, Any]:
-        """Everything the result depends on (the run id hashes this)."""
-        return {"schema": SCHEMA_VERSION, "method": self.method, "hparams": self.hparams,
-                "dataset": self.dataset, "dataset_options": self.dataset_options,
-                "backbone": self.backbone, "backbone_options": self.backbone_options,
-                "seed": self.seed, "train": self.train, "posthoc": list(self.posthoc)}
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["posthoc"] = list(self.posthoc)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
-        d = dict(d)
-        d["posthoc"] = tuple(d.get("posthoc", ()))
-        return cls(**d)
-
-    @property
-    def train_config(self) -> TrainConfig:
-        t = dict(self.train)
-        t["milestones"] = tuple(t.get("milestones", ()))
-        return TrainConfig(**t)
-
-
-def run_id_of(identity: dict[str, Any]) -> str:
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+__all__ = ["SCHEMA_VERSION", "RunSpec", "TrainConfig", "run_id_of", "Recipe", "load_recipe",
+           "parse_recipe", "expand", "filter_specs"]
 
 
 @dataclass
@@ -239,29 +166,18 @@ def _check_train(train: Any, path: str, key: str = "train") -> dict[str, Any]:
 
 def _check_train_value(k: str, v: Any, path: str, key: str) -> Any:
     default = getattr(TrainConfig(), k)
+    if isinstance(default, tuple):        # milestones: a list of epochs
+        default = (0,)
+    v = check_like_default(v, default, f"{path}: {key}")
     if isinstance(default, bool):
-        if not isinstance(v, bool):
-            raise _err(path, key, f"expected true or false, got {v!r}")
-    elif isinstance(default, int):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise _err(path, key, f"expected an integer, got {v!r}")
-        if v < 0 or (k in ("epochs", "batch_size", "eval_batch_size") and v < 1):
-            raise _err(path, key, f"must be positive, got {v}")
-    elif isinstance(default, float):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise _err(path, key, f"expected a number, got {v!r}")
-        v = float(v)
-        if v < 0:
-            raise _err(path, key, f"must be >= 0, got {v}")
-    elif isinstance(default, tuple):
-        if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-            raise _err(path, key, f"expected a list of integers, got {v!r}")
-        v = list(v)
-    elif k == "optimizer" and v not in OPTIMIZERS:
+        return v
+    if isinstance(default, int) and (v < 0 or (k in ("epochs", "batch_size", "eval_batch_size") and v < 1)):
+        raise _err(path, key, f"must be positive, got {v}")
+    if isinstance(default, float) and v < 0:
+        raise _err(path, key, f"must be >= 0, got {v}")
+    if k == "optimizer" and v not in OPTIMIZERS:
         raise _err(path, key, f"unknown optimizer {v!r}{did_you_mean(str(v), list(OPTIMIZERS))}; "
                               f"valid: {', '.join(OPTIMIZERS)}")
-    elif k == "schedule" and v not in SCHEDULES:
-        raise _err(path, key, f"unknown schedule {v!r}; valid: {', '.join(SCHEDULES)}")
     return v
 
 
@@ -318,26 +234,7 @@ def _check_backbone_options(name: str, options: dict[str, Any], path: str, key: 
             raise _err(path, f"{key}.{opt}", f"unknown option for backbone {name}{did_you_mean(str(opt), valid)}; "
                                              f"valid: {', '.join(valid) or 'none'}")
         if opt in params:
-            _check_like_default(value, params[opt].default, path, f"{key}.{opt}")
-
-
-def _check_like_default(value: Any, default: Any, path: str, key: str) -> None:
-    """A backbone option must have its default's kind: a number where a number belongs (a list there
-    would otherwise only fail when the run starts training), true/false for a flag."""
-    if default is None or value is None or isinstance(default, str):
-        return
-    if isinstance(default, bool):
-        ok, kind = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-    elif isinstance(default, (tuple, list)):
-        ok, kind = isinstance(value, list), "a list"
-    else:
-        return
-    if not ok:
-        raise _err(path, key, f"expected {kind}, got {value!r}")
+            check_like_default(value, params[opt].default, f"{path}: {key}.{opt}")
 
 
 def load_recipe(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> Recipe:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from calbench.engine.checkpoint import load_checkpoint, save_checkpoint
-from calbench.recipe import RunSpec, TrainConfig
+from calbench.specs import RunSpec, TrainConfig
 
 PIXELS_PER_IMAGE = 4096  # segmentation: pixel rows kept per image in saved predictions
 

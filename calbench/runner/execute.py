@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from calbench import __version__
-from calbench.recipe import RunSpec
+from calbench.specs import RunSpec
 from calbench.runner.store import is_done, run_dir, save_npz_atomic, write_json_atomic, write_jsonl_atomic
 
 

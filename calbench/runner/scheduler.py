@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from calbench.recipe import RunSpec
+from calbench.specs import RunSpec
 
 Event = dict[str, Any]
 
