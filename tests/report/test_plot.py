@@ -1,26 +1,35 @@
-"""`calbench plot`: every verb renders non-empty figures headless; nothing to draw is a one-line error."""
+"""`calbench plot`: the verbs come from the figure registry; every registered figure renders headless
+(Agg) on a small store; damaged run files are one warning line each and the rest is still drawn."""
 
 from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import calbench.report.figures as figures_package
 from calbench.cli import cli
 from calbench.report.figures import FIGURES
+from calbench.report.figures.base import figure, predictions_problem
 
 SWEEP = (("ce", "ce", {}),
          ("cals-alm", "cals-alm(margin=5)", {"margin": 5.0, "penalty": "phr"}),
          ("cals-alm", "cals-alm(margin=10)", {"margin": 10.0, "penalty": "phr"}),
          ("cals-alm", "cals-alm(margin=5,penalty=p2)", {"margin": 5.0, "penalty": "p2"}),
          ("cals-alm", "cals-alm(margin=10,penalty=p2)", {"margin": 10.0, "penalty": "p2"}))
+GROUPS = (("digits", "mlp"), ("digits-lt", "mlp"))
+FAST = {"tradeoff": ["--bootstrap", "50"]}  # options that only keep a registry-wide test quick
 
 
 def plot(*args):
     return CliRunner().invoke(cli, ["plot", *args])
 
 
-def written(res):
-    from pathlib import Path
+def written(res) -> list[Path]:
     paths = [Path(line) for line in res.stdout.splitlines() if line.strip()]
     assert paths
     for p in paths:
@@ -28,26 +37,77 @@ def written(res):
     return paths
 
 
-def test_registry_has_the_four_figures():
-    assert FIGURES.names() == ["reliability", "tradeoff", "curves", "ablation"]
+@pytest.fixture
+def sweep_store(store_factory):
+    return store_factory(methods=SWEEP, datasets=GROUPS, n=80)
+
+
+@pytest.mark.parametrize("name", FIGURES.names())
+def test_every_registered_figure_renders_headless(sweep_store, tmp_path, name):
+    import matplotlib
+
+    out = tmp_path / "figs"
+    res = plot(name, "--results", str(sweep_store), "-o", str(out), *FAST.get(name, []))
+    assert res.exit_code == 0, res.output
+    paths = written(res)
+    assert all(p.parent == out and p.read_bytes().startswith(b"\x89PNG") for p in paths)
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+@pytest.mark.parametrize("name", FIGURES.names())
+def test_every_figure_is_a_verb_with_its_declared_options(name):
+    entry = FIGURES.entry(name)
+    res = plot(name, "--help")
+    assert res.exit_code == 0, res.output
+    assert entry.description.split()[0] in res.output
+    for option in entry.meta["options"]:
+        declared = option(lambda: None).__click_params__[0]
+        assert declared.opts[-1] in res.output
+    assert name in plot("--help").output
+
+
+def test_every_module_of_the_package_registers_a_figure():
+    modules = {m.name for m in pkgutil.iter_modules(figures_package.__path__)} - {"base"}
+    registered = {FIGURES.get(n).__module__.rsplit(".", 1)[1] for n in FIGURES.names()}
+    assert modules and modules == registered
     assert FIGURES.entry("reliability").paper == "CALS Figure 4"
 
 
-@pytest.mark.parametrize("verb,extra", [("reliability", []), ("reliability", ["--bins", "25", "--format", "pdf"]),
-                                        ("tradeoff", ["--bootstrap", "50"]), ("curves", []), ("ablation", [])])
-def test_every_verb_writes_figures(store_factory, tmp_path, verb, extra):
-    root = store_factory(methods=SWEEP, datasets=(("digits", "mlp"), ("digits-lt", "mlp")), n=80)
-    out = tmp_path / "figs"
-    res = plot(verb, "--results", str(root), "-o", str(out), *extra)
+def test_a_new_figure_is_one_registration(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(FIGURES, "_entries", dict(FIGURES._entries))
+    seen = {}
+
+    @figure("count", paper="none", needs_predictions=False,
+            options=[importlib.import_module("click").option("--scale", type=int, default=1)])
+    def count(results, out_dir, fmt="png", scale=1, **_):
+        """Number of runs."""
+        seen["n"] = scale * len(results.done)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "count.txt").write_text(str(seen["n"]))
+        return [out_dir / "count.txt"]
+
+    res = plot("count", "--results", str(store), "-o", str(tmp_path), "--scale", "3")
+    assert res.exit_code == 0, res.output
+    assert seen["n"] == 3 * 8 and res.stdout.strip() == str(tmp_path / "count.txt")
+
+
+def test_posthoc_choices_come_from_the_posthoc_registry():
+    from calbench.posthoc import POSTHOC
+
+    for name in ("reliability", "tradeoff"):
+        text = plot(name, "--help").output.replace("\n", " ")
+        assert "[" + "|".join(POSTHOC.names()) + "]" in text
+    res = plot("tradeoff", "--posthoc", "no-such-calibrator")
+    assert res.exit_code == 2 and "no-such-calibrator" in res.output
+
+
+def test_reliability_options_and_pdf(sweep_store, tmp_path):
+    res = plot("reliability", "--results", str(sweep_store), "-o", str(tmp_path), "--bins", "25",
+               "--format", "pdf", "--posthoc", "ts")
     assert res.exit_code == 0, res.output
     paths = written(res)
-    assert all(p.parent == out for p in paths)
-    if verb in ("reliability", "curves", "ablation"):
-        assert len(paths) == 2  # one per dataset / backbone
-    if "pdf" in extra:
-        assert all(p.suffix == ".pdf" and p.read_bytes().startswith(b"%PDF") for p in paths)
-    else:
-        assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
+    assert len(paths) == len(GROUPS) and all("25bins" in p.name for p in paths)
+    assert all(p.suffix == ".pdf" and p.read_bytes().startswith(b"%PDF") for p in paths)
 
 
 def test_default_output_folder_and_filter(store):
@@ -66,6 +126,54 @@ def test_nothing_to_plot_is_one_line(store):
     assert res.exit_code == 2 and "nothing to plot for curves" in res.stderr
     res = plot("curves", "--results", str(store), "--filter", "colour=red")
     assert res.exit_code == 2 and "--filter" in res.stderr
+    res = plot("ablation", "--results", str(store), "--metrics", "ece,eec")
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "did you mean 'ece'" in res.stderr
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "quickstart").iterdir() if (p / "metrics.json").exists())
+
+
+def damage(root: Path) -> dict[str, Path]:
+    """metrics.json = [] and a truncated predictions.npz, in two different runs."""
+    first, second = run_dirs(root)[:2]
+    (first / "metrics.json").write_text("[]")
+    npz = second / "predictions.npz"
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    return {"metrics": first / "metrics.json", "predictions": npz}
+
+
+@pytest.mark.parametrize("name", FIGURES.names())
+def test_damaged_files_are_one_line_each_and_the_rest_is_drawn(sweep_store, tmp_path, name):
+    bad = damage(sweep_store)
+    res = plot(name, "--results", str(sweep_store), "-o", str(tmp_path), *FAST.get(name, []))
+    assert res.exit_code == 0, res.output
+    written(res)
+    warnings = res.stderr.strip().splitlines()
+    assert all(line.startswith("calbench: warning: ") for line in warnings)
+    assert sum(str(bad["metrics"]) in line for line in warnings) == 1
+    needs = FIGURES.entry(name).meta["needs_predictions"]
+    assert sum(str(bad["predictions"]) in line for line in warnings) == int(needs)
+    assert "Traceback" not in res.output
+
+
+def test_predictions_problem_names_what_is_wrong(store):
+    from calbench.report.tidy import load_results
+
+    runs = load_results(store).done
+    assert predictions_problem(runs[0]) is None
+    import numpy as np
+
+    np.savez(runs[1].run_dir / "predictions.npz", test_labels=np.zeros(3, np.int64),
+             test_logits=np.zeros((4, 10), np.float32))
+    assert "(N,) and (N, K >= 2)" in predictions_problem(runs[1])
+    np.savez(runs[2].run_dir / "predictions.npz", test_labels=np.zeros(3, np.int64))
+    assert predictions_problem(runs[2]) == "no array test_logits"
+    (runs[3].run_dir / "predictions.npz").write_bytes(b"")
+    assert predictions_problem(runs[3]).startswith("not a readable npz archive")
+    (runs[4].run_dir / "predictions.npz").unlink()
+    assert predictions_problem(runs[4]).startswith("not a readable npz archive")
+    assert json.loads((runs[5].run_dir / "metrics.json").read_text())["status"] == "done"
 
 
 def test_ablation_series_keep_every_other_setting():

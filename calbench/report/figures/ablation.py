@@ -9,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+import click
+
 from calbench.errors import InputError
 from calbench.metrics import METRIC_INFO
-from calbench.report.figures.base import FIGURES, done_runs, pyplot, save, slug
+from calbench.registry import unknown_name_message
+from calbench.report.figures.base import done_runs, figure, pyplot, save, slug
 from calbench.report.tidy import Results
 
 
@@ -34,10 +37,25 @@ def series(runs, param: str) -> dict:
     return {k: v for k, v in out.items() if len(v) >= 2}
 
 
-@FIGURES.register("ablation", paper="CALS Figure 3c")
+def metric_keys(ctx, param, text: str) -> tuple[str, ...]:
+    """`--metrics ece,acc` -> ("ece", "acc"); an unknown key is a one-line InputError."""
+    keys = tuple(k.strip() for k in str(text).split(",") if k.strip())
+    if not keys:
+        raise InputError("--metrics: no metric given")
+    for key in keys:
+        if key not in METRIC_INFO:
+            raise InputError("--metrics: " + unknown_name_message("metric", key, list(METRIC_INFO)))
+    return keys
+
+
+@figure("ablation", paper="CALS Figure 3c", needs_predictions=False, options=[
+    click.option("--param", default="margin", show_default=True, help="The swept hyper-parameter (in hparams)."),
+    click.option("--metrics", default="ece,acc", show_default=True, callback=metric_keys,
+                 help="Comma-separated metric keys (rows)."),
+])
 def ablation(results: Results, out_dir: Path, fmt: str = "png", param: str = "margin",
              metrics=("ece", "acc"), **_) -> list[Path]:
-    """Grid: rows = metrics (x100 where percent), columns = val / test; one line per method (penalty); one figure per group."""
+    """A metric vs a swept hyper-parameter per method/penalty, on val and test (rows: metrics, x100 where percent)."""
     plt = pyplot()
     swept = series(done_runs(results, "ablation"), param)
     if not swept:

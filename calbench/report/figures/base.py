@@ -1,21 +1,58 @@
 """What every figure module shares: the FIGURES registry, run filters, grouping, and saving.
 
-A figure is a function draw(results, out_dir, fmt, **options) -> list[Path] registered in FIGURES;
-it raises InputError (one line) when the results hold nothing it can draw.
+A figure is a function draw(results, out_dir, fmt, **options) -> list[Path] registered with
+`@figure(name, paper=..., options=[click.option(...), ...])`; `calbench plot <name>` is generated
+from that registration (the options become the verb's options, the docstring its help). A figure
+raises InputError (one line) when the results hold nothing it can draw.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+import zipfile
 from dataclasses import replace
 from pathlib import Path
+
+import click
+import numpy as np
 
 from calbench.errors import InputError
 from calbench.registry import Registry
 from calbench.report.tidy import Results, Run
 
 FIGURES: Registry = Registry("figure")
+PREDICTION_KEYS = ("labels", "logits")
+
+
+def figure(name: str, *, paper: str = "", options=(), needs_predictions: bool = True):
+    """Register draw(results, out_dir, fmt, **options) as figure `name`. options: click.option(...)
+    decorators, applied to the generated `calbench plot <name>` verb in the order given.
+    needs_predictions: the figure reads predictions.npz (so `plot` first skips runs whose file is unreadable)."""
+
+    def add(draw):
+        FIGURES.register(name, draw, paper=paper, options=tuple(options), needs_predictions=needs_predictions)
+        return draw
+
+    return add
+
+
+def posthoc_names() -> list[str]:
+    """Names `--posthoc` accepts: the post-hoc calibrator registry (temperature scaling only when the
+    registry is not installed)."""
+    try:
+        from calbench.posthoc import POSTHOC
+    except ModuleNotFoundError as err:
+        if err.name != "calbench.posthoc":
+            raise
+        return ["ts"]
+    return list(POSTHOC.names())
+
+
+def posthoc_option(*, multiple: bool, help: str):
+    """The `--posthoc NAME` option with its choices taken from the post-hoc registry."""
+    return click.option("--posthoc", type=click.Choice(posthoc_names()), multiple=multiple,
+                        default=() if multiple else None, help=help)
 FILTER_KEYS = ("method", "method_label", "dataset", "backbone", "seed", "run_id")
 
 
@@ -44,6 +81,44 @@ def filter_results(results: Results, filters) -> Results:
         return all(any(fnmatch.fnmatchcase(str(getattr(run, k)), p) for p in pats) for k, pats in by_key.items())
 
     return replace(results, runs=[r for r in results.runs if keep(r)], missing=[], corrupt=[])
+
+
+def _array_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of one .npy member from its header alone (the data is not decompressed)."""
+    with archive.open(member) as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(fh)
+    return tuple(shape), dtype
+
+
+def _pairing_problem(archive: zipfile.ZipFile, split: str) -> str | None:
+    names = set(archive.namelist())
+    for key in PREDICTION_KEYS:
+        if f"{split}_{key}.npy" not in names:
+            return f"no array {split}_{key}"
+    labels, _ = _array_header(archive, f"{split}_labels.npy")
+    logits, dtype = _array_header(archive, f"{split}_logits.npy")
+    if len(labels) != 1 or len(logits) != 2 or logits[0] != labels[0] or labels[0] < 1 or logits[1] < 2 \
+            or dtype.kind != "f":
+        return f"{split}_labels {labels} and {split}_logits {logits} {dtype} are not (N,) and (N, K >= 2) floats"
+    return None
+
+
+def predictions_problem(run: Run, splits=("test",)) -> str | None:
+    """Why run's predictions.npz cannot be drawn from (missing, truncated, an array missing, labels and
+    logits not (N,) and (N, K)), or None. Reads the zip directory and the array headers only."""
+    path = run.run_dir / "predictions.npz"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for split in splits:
+                problem = _pairing_problem(archive, split)
+                if problem:
+                    return problem
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return f"not a readable npz archive ({why})"
+    return None
 
 
 def done_runs(results: Results, figure: str) -> list[Run]:

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from calbench.errors import InputError
-from calbench.report.figures.base import FIGURES, by_group, done_runs, pyplot, save, slug
+import click
+
+from calbench.report.figures.base import by_group, done_runs, figure, pyplot, save, slug
 from calbench.report.tidy import Results
 
 LAMBDA_KEYS = ("lambda_min", "lambda_mean", "lambda_max")
@@ -27,9 +29,11 @@ def mean_curve(runs, key: str):
     return np.array(epochs), np.array([np.mean(per_epoch[e]) for e in epochs])
 
 
-@FIGURES.register("curves", paper="CALS Figure 3a, 3b")
+@figure("curves", paper="CALS Figure 3a, 3b", needs_predictions=False, options=[
+    click.option("--metric", default="val_ece", show_default=True, help="history.jsonl key for panel (a)."),
+])
 def curves(results: Results, out_dir: Path, fmt: str = "png", metric: str = "val_ece", **_) -> list[Path]:
-    """Left: `metric` (default val_ece, x100) per epoch per method; right: multipliers when recorded."""
+    """Validation ECE (or --metric) per epoch per method, and the CALS multipliers' min / mean / max."""
     plt = pyplot()
     paths = []
     for group, methods in by_group(results, done_runs(results, "curves")).items():

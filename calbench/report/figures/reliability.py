@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from calbench.metrics import compute_metrics, reliability_bins
-from calbench.report.figures.base import FIGURES, by_group, done_runs, pyplot, save, slug
+import click
+
+from calbench.report.figures.base import by_group, done_runs, figure, posthoc_option, pyplot, save, slug
 from calbench.report.tidy import Results, load_predictions
 
 
@@ -46,13 +48,28 @@ def draw_panel(ax_rel, ax_hist, labels, logits, bins: int, title: str) -> None:
     ax_rel.set_xticklabels([])
 
 
-@FIGURES.register("reliability", paper="CALS Figure 4")
-def reliability(results: Results, out_dir: Path, fmt: str = "png", bins: int = 15, cols: int = 6, **_) -> list[Path]:
-    """Reliability diagrams + confidence histograms, a grid of methods per dataset/backbone, raw and TS."""
+def states_of(methods: dict, posthoc) -> list:
+    """The rows of the figure: raw, then each asked calibrator; by default raw and temperature scaling
+    when every run stored a fitted temperature (as the paper's figure shows)."""
+    if posthoc:
+        return [None, *posthoc]
+    return [None] + (["ts"] if all(r.temperature for runs in methods.values() for r in runs) else [])
+
+
+@figure("reliability", paper="CALS Figure 4", options=[
+    click.option("--bins", type=click.IntRange(min=2), default=15, show_default=True,
+                 help="Confidence bins (Figure 4 of CALS uses 25)."),
+    click.option("--cols", type=click.IntRange(min=1), default=6, show_default=True, help="Methods per grid row."),
+    posthoc_option(multiple=True, help="Also draw the predictions after this calibrator (repeatable) "
+                                       "[default: ts when every run stored a temperature]."),
+])
+def reliability(results: Results, out_dir: Path, fmt: str = "png", bins: int = 15, cols: int = 6,
+                posthoc=(), **_) -> list[Path]:
+    """Reliability diagrams + confidence histograms: a grid of methods per dataset/backbone, raw and calibrated."""
     plt = pyplot()
     paths = []
     for group, methods in by_group(results, done_runs(results, "reliability")).items():
-        states = [None] + (["ts"] if all(r.temperature for runs in methods.values() for r in runs) else [])
+        states = states_of(methods, posthoc)
         n = len(methods)
         cols = min(n, max(1, int(cols)))
         grid_rows = -(-n // cols)
@@ -68,7 +85,7 @@ def reliability(results: Results, out_dir: Path, fmt: str = "png", bins: int = 1
             for j, (label, runs) in enumerate(methods.items()):
                 labels, logits = pooled(runs, state)
                 seeds = f"{len(runs)} seeds pooled" if len(runs) > 1 else f"seed {runs[0].seed}"
-                title = f"{label}" + (" + TS" if state else "") + f"\n({seeds})"
+                title = f"{label}" + (f" + {state.upper()}" if state else "") + f"\n({seeds})"
                 row, col = 2 * (j // cols), j % cols
                 draw_panel(axes[row, col], axes[row + 1, col], labels, logits, bins, title)
                 if col == 0:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from calbench.report.figures.base import FIGURES, done_runs, pyplot, save, slug
+import click
+
+from calbench.report.figures.base import done_runs, figure, posthoc_option, pyplot, save, slug
 from calbench.report.intervals import compute_cells
 from calbench.report.tidy import Results
 
@@ -13,7 +15,14 @@ from calbench.report.tidy import Results
 MARKERS = "osD^vP*Xhp<>"  # with tab20's paired colours, neighbouring methods still differ
 
 
-@FIGURES.register("tradeoff", paper="CALS Figure 1")
+@figure("tradeoff", paper="CALS Figure 1", options=[
+    click.option("--bootstrap", "B", type=click.IntRange(min=0), default=1000, show_default=True,
+                 help="Bootstrap resamples for the interval bars (0: none)."),
+    click.option("--ci", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
+                 show_default=True, help="Interval coverage."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap generator seed."),
+    posthoc_option(multiple=False, help="Plot the predictions after this calibrator."),
+])
 def tradeoff(results: Results, out_dir: Path, fmt: str = "png", B: int = 1000, seed: int = 0, ci: float = 0.95,
              posthoc: str | None = None, **_) -> list[Path]:
     """ECE (y, x100) vs accuracy (x, x100) per method with interval bars; one panel per group."""
@@ -40,7 +49,7 @@ def tradeoff(results: Results, out_dir: Path, fmt: str = "png", B: int = 1000, s
         ax.set(xlabel="accuracy (%)", ylabel="ECE (%)", title=f"{g[0]} / {g[1]}")
         ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    what = "after TS" if posthoc == "ts" else "test"
+    what = f"test after {posthoc}" if posthoc else "test"
     fig.suptitle(f"{results.recipe}: ECE vs accuracy ({what}; {int(round(ci * 100))}% intervals)")
     fig.tight_layout()
-    return [save(fig, out_dir, slug("tradeoff") + ("_ts" if posthoc == "ts" else ""), fmt)]
+    return [save(fig, out_dir, slug("tradeoff", *([posthoc] if posthoc else [])), fmt)]
