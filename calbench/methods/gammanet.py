@@ -14,7 +14,10 @@ code it extends (Bohdal et al.), as METHODS.md records them:
 - meta step: one virtual SGD step (learning rate = the backbone's current lr) of the classifier
   head only, with create_graph=True, on the focal loss; SECE of the updated head on the meta batch;
   gradient into the gamma-net only; Adam(meta_lr).
-- The gamma-net's Adam state is not part of the checkpoint (a resumed run restarts its moments).
+- The gamma-net's Adam state (moments, step counts) and the last gamma mean are part of the
+  method's state_dict (`get_extra_state`, plain tensors and containers), so a resumed run equals
+  an uninterrupted one.
+Formulas and conventions: docs/methods.md.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class GammaNetSECE(Method):
         self.bandwidth, self.meta_lr = float(bandwidth), float(meta_lr)
         self.gamma_net = nn.LazyLinear(1)
         self._optimizer: torch.optim.Optimizer | None = None
+        self._pending_optimizer_state: dict | None = None   # loaded before the optimizer exists
         self._last_gamma = float("nan")
 
     def gammas(self, features: torch.Tensor) -> torch.Tensor:
@@ -95,8 +99,7 @@ class GammaNetSECE(Method):
     def meta_step(self, *, head, features, targets, meta_features, meta_targets, lr) -> dict:
         features, meta_features = features.detach().float(), meta_features.detach().float()
         if self._optimizer is None:
-            self.gammas(_head_rows(features)[:1])  # materialise the lazy gamma-net
-            self._optimizer = torch.optim.Adam(self.gamma_net.parameters(), lr=self.meta_lr)
+            self._make_optimizer(_head_rows(features)[:1])
         params = {k: v for k, v in head.named_parameters()}
         names = list(params)
         with torch.autocast(features.device.type, enabled=False):
@@ -120,6 +123,28 @@ class GammaNetSECE(Method):
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
         return {"meta_sece": float(outer.detach())}
+
+    def _make_optimizer(self, sample_features: torch.Tensor) -> None:
+        """Adam over the gamma-net (materialised by one forward), with any state loaded earlier."""
+        self.gammas(sample_features)
+        self._optimizer = torch.optim.Adam(self.gamma_net.parameters(), lr=self.meta_lr)
+        if self._pending_optimizer_state is not None:
+            self._optimizer.load_state_dict(self._pending_optimizer_state)
+            self._pending_optimizer_state = None
+
+    def get_extra_state(self) -> dict:
+        """Saved in state_dict() beside the gamma-net's weights: Adam's state and the last gamma mean."""
+        optimizer = self._optimizer.state_dict() if self._optimizer is not None else self._pending_optimizer_state
+        return {"optimizer": optimizer, "last_gamma": self._last_gamma}
+
+    def set_extra_state(self, state: dict) -> None:
+        # load_state_dict reaches this module before the (lazy) gamma-net's weights are loaded, so
+        # a fresh instance keeps the optimizer state until meta_step creates the optimizer
+        self._last_gamma = float(state["last_gamma"])
+        if self._optimizer is not None and state["optimizer"] is not None:
+            self._optimizer.load_state_dict(state["optimizer"])
+        else:
+            self._optimizer, self._pending_optimizer_state = None, state["optimizer"]
 
     def stats(self) -> dict[str, float]:
         return {} if self._last_gamma != self._last_gamma else {"gamma_mean": self._last_gamma}
