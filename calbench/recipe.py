@@ -261,7 +261,7 @@ def load_recipe(path: str | Path, sets: tuple[str, ...] | list[str] = ()) -> Rec
 
 def parse_recipe(raw: dict[str, Any], path: str = "<recipe>") -> Recipe:
     from calbench.data import DATASETS, dataset_options
-    from calbench.methods import POSTHOC
+    from calbench.posthoc import POSTHOC
     from calbench.models import is_backbone
 
     for key in raw:
@@ -428,6 +428,15 @@ def _matching_overrides(recipe: Recipe, dataset: str, backbone: str, method: str
     return sorted(hits, key=lambda ov: len(ov["match"]))   # stable: later and more specific win
 
 
+def _method_version(name: str) -> int:
+    """The method's version (part of the run identity: a fix that changes results bumps it)."""
+    from calbench import methods
+
+    if hasattr(methods, "method_version"):
+        return int(methods.method_version(name))
+    return int(getattr(methods.METHODS.get(name), "version", 1))
+
+
 def expand(recipe: Recipe) -> list[RunSpec]:
     """Every run of the matrix in recipe order: dataset, backbone, method cell, seed."""
     from calbench.methods import check_hparams
@@ -451,6 +460,7 @@ def expand(recipe: Recipe) -> list[RunSpec]:
                         dopts.update(ov.get("dataset", {}))
                     train["milestones"] = list(train["milestones"])
                     full = check_hparams(method, hp)
+                    version = _method_version(method)
                     label = _label(method, cell)
                     order = labels.setdefault(label, len(labels))
                     for si, seed in enumerate(recipe.seeds):
@@ -459,7 +469,7 @@ def expand(recipe: Recipe) -> list[RunSpec]:
                                        hparams=full, dataset=ds["name"], root=ds["root"],
                                        dataset_options=dopts, backbone=bb,
                                        backbone_options=bopts, seed=int(seed), train=train,
-                                       posthoc=tuple(recipe.posthoc),
+                                       posthoc=tuple(recipe.posthoc), method_version=version,
                                        order={"method": order, "dataset": di, "backbone": bi})
                         specs.append(RunSpec(**{**spec.__dict__, "run_id": run_id_of(spec.identity())}))
     _reject_duplicates(recipe, specs, origins)

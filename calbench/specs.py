@@ -14,7 +14,9 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-SCHEMA_VERSION = 1
+# 2: the identity gained the method's version and lost the post-hoc list (calibrators are fitted
+# on a run's saved predictions, so adding one must not retrain).
+SCHEMA_VERSION = 2
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -59,14 +61,16 @@ class RunSpec:
     train: dict[str, Any]
     posthoc: tuple[str, ...]
     order: dict[str, int]
+    method_version: int = 1
     run_id: str = ""
 
     def identity(self) -> dict[str, Any]:
-        """Everything the result depends on (the run id hashes this)."""
-        return {"schema": SCHEMA_VERSION, "method": self.method, "hparams": self.hparams,
-                "dataset": self.dataset, "dataset_options": self.dataset_options,
+        """Everything the trained result depends on (the run id hashes this). Not the post-hoc
+        list (fitted later on saved predictions), not the dataset root nor evaluation sets."""
+        return {"schema": SCHEMA_VERSION, "method": self.method, "method_version": self.method_version,
+                "hparams": self.hparams, "dataset": self.dataset, "dataset_options": self.dataset_options,
                 "backbone": self.backbone, "backbone_options": self.backbone_options,
-                "seed": self.seed, "train": self.train, "posthoc": list(self.posthoc)}
+                "seed": self.seed, "train": self.train}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

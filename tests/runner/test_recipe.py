@@ -168,3 +168,17 @@ def test_only_filters_by_wildcard_on_label_method_dataset_backbone(tmp_path):
     assert "2 runs" in result.output
     result = run_cli(["run", str(path), "--dry-run", "--only", "nothing*", "--results", str(tmp_path / "r")])
     assert result.exit_code == 2 and "matches no run" in result.output
+
+
+def test_run_id_ignores_root_and_posthoc_list_but_follows_the_method_version(tmp_path, monkeypatch):
+    from calbench.methods import METHODS
+
+    text = GOOD.replace("datasets: [digits]", "datasets: [{name: cifar10, root: /data/a}]")
+    base = [s.run_id for s in expand(load_recipe(write(tmp_path, text)))]
+    moved = load_recipe(write(tmp_path, text.replace("/data/a", "/elsewhere")), sets=["posthoc=[ts, vs]"])
+    assert [s.run_id for s in expand(moved)] == base
+    monkeypatch.setattr(METHODS.get("cals-alm"), "version", METHODS.get("cals-alm").version + 1)
+    bumped = expand(load_recipe(write(tmp_path, text)))
+    assert [s.run_id for s in bumped][:2] == base[:2]                 # ce: unchanged
+    assert not set(s.run_id for s in bumped[2:]) & set(base[2:])      # cals-alm: every run changes
+    assert bumped[2].identity()["method_version"] == METHODS.get("cals-alm").version
