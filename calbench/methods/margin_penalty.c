@@ -7,8 +7,10 @@
  * (ties at the max share the max's sub-gradient evenly, as torch.amax does). Penalties, with
  * per-class arrays a, b of length k in the dtype of x:
  *   kind 0, hinge: P = a_k relu(d - m),                         P' = a_k 1[d > m]
- *   kind 1, PHR:   P = (relu(lam + rho h)^2 - lam^2) / (2 rho), P' = relu(lam + rho h) / m,
- *                  h = d / m - 1, lam = a_k, rho = b_k, 1 / (2 rho) = half_inv_b_k   (CALS eq. 16)
+ *   kind 1, PHR:   P = h (lam + rho h / 2) = h (act + lam) / 2 where act = lam + rho h > 0,
+ *                  else -lam^2 / (2 rho);  P' = relu(lam + rho h) / m,
+ *                  h = (d - m) / m, lam = a_k, rho = b_k, 1 / (2 rho) = half_inv_b_k  (CALS eq. 16)
+ *                  (not (act^2 - lam^2) / (2 rho), which cancels in float32 for a large lam)
  * The gradient is written to `grad` and sum_i loss_i / n to `*loss`, summed in row order after
  * the (OpenMP) row loop so that it does not depend on the thread count. Returns 0, or 1 if a
  * target is out of range, 2 if memory ran out. NaN logits give a NaN loss, as in PyTorch.
@@ -47,7 +49,8 @@ static inline double exp_f64(double v) { return exp(v); }
     T act = a[j] + b[j] * ((mx - xi[j]) * inv_m - (T)1);                               \
     act = act > 0 ? act : (T)0;                                                        \
     T slope = act * inv_m;                                                             \
-    T value = (act * act - a[j] * a[j]) * half_inv_b[j];
+    T h = ((mx - xi[j]) - margin) * inv_m;                                             \
+    T value = act > 0 ? (T)0.5 * h * (act + a[j]) : -a[j] * a[j] * half_inv_b[j];
 
 /* Pass 1: row max. Pass 2: exp, its sum and the ties at the max. Pass 3: penalty value, slope
  * and the gradient but for the max's share. Then the max's share goes to the tied entries (a

@@ -61,10 +61,13 @@ class HingePenalty:
 
 @dataclass(frozen=True)
 class PHRPenalty:
-    """PHR (CALS eq. 16) on h = d/m - 1: P = (relu(lam + rho h)^2 - lam^2) / (2 rho), P' = relu(lam + rho h).
+    """PHR (CALS eq. 16) on h = d/m - 1: P = lam h + rho h^2 / 2 if a = lam + rho h >= 0, else
+    -lam^2 / (2 rho); P' = relu(a).
 
-    The closed form equals the two-branch definition: for lam + rho h >= 0,
-    lam h + rho h^2 / 2 = ((lam + rho h)^2 - lam^2) / (2 rho); otherwise -lam^2 / (2 rho).
+    The value is computed as h (a + lam) / 2 (= lam h + rho h^2 / 2) on the active branch, with
+    h = (d - m) / m. The equal closed form (relu(a)^2 - lam^2) / (2 rho) subtracts two numbers of
+    size lam^2 and loses about log10(lam) digits in float32 (lambda reaches 1e6). Here |rho h| <= lam
+    on the active branch, so h (a + lam) / 2 never subtracts nearly equal terms.
     """
 
     margin: float
@@ -73,11 +76,12 @@ class PHRPenalty:
 
     def terms(self, logits, row_max):
         lam, rho = self.multipliers.to(logits.dtype), self.penalties.to(logits.dtype)
+        distance = torch.sub(row_max, logits)
         # lam + rho (d/m - 1) = (lam - rho) + (rho/m)(max - l)
-        active = torch.addcmul(lam - rho, torch.sub(row_max, logits), rho / self.margin).clamp_min_(0.0)
-        half_inv_rho = 0.5 / rho
-        total = ((active * active) @ half_inv_rho).sum() - logits.shape[0] * (lam * lam * half_inv_rho).sum()
-        return total, active, 1.0 / self.margin
+        active = torch.addcmul(lam - rho, distance, rho / self.margin).clamp_min_(0.0)
+        h = distance.sub_(self.margin).div_(self.margin)
+        value = torch.where(active > 0, h.mul_(active + lam).mul_(0.5), -lam * lam * (0.5 / rho))
+        return value.sum(), active, 1.0 / self.margin
 
     def kernel_args(self, k: int, dtype: torch.dtype):
         return (PHR, *_kernel_arrays(dtype, self.multipliers, self.penalties))

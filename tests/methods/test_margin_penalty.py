@@ -80,3 +80,19 @@ def test_gradient_keeps_the_input_dtype_under_bf16_autocast(path):
     loss.backward()
     assert loss.dtype == torch.float32
     assert layer.weight.grad.dtype == torch.bfloat16 and torch.isfinite(layer.weight.grad).all()
+
+
+@pytest.mark.parametrize("lam", [1.0, 1e2, 1e4, 1e6])
+def test_phr_value_in_float32_does_not_cancel_at_large_multipliers(lam, path):
+    # (relu(lam + rho h)^2 - lam^2) / (2 rho) loses ~log10(lam) digits in float32 (rel. error
+    # 3e-6 at lam = 1e2, 3e-2 at lam = 1e6); the value must stay within float32 rounding
+    import numpy as np
+
+    from .references.cals import alm_loss
+
+    g = torch.Generator().manual_seed(int(lam))
+    logits, labels = torch.randn(64, 20, generator=g) * 8, torch.randint(0, 20, (64,), generator=g)
+    method = create_method("cals-alm", 20, lambda_init=lam, rho_init=3.0)
+    got = float(method.loss(logits, labels))
+    want = alm_loss(logits.double().numpy(), labels.numpy(), 10.0, np.full(20, lam), np.full(20, 3.0))
+    assert got == pytest.approx(want, rel=5e-7)
