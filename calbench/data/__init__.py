@@ -1,37 +1,21 @@
-"""Dataset registry: `create_dataset(name, root=None, seed=0, **options) -> DatasetBundle`.
+"""Datasets: `create_dataset(name, root=None, seed=0, **options) -> DatasetBundle`.
 
-Each entry's object is a DatasetFamily (builder, layout check, option defaults); its meta holds
-`task`, `num_classes` and `layout` for `calbench list datasets`. Nothing is downloaded: real
-datasets read a local root whose layout is checked cheaply first (check_root).
+Each module of this package registers its datasets in DATASETS with `calbench.data.base.dataset`
+(every module is imported below, so a new dataset is one file). An entry's object is a DatasetFamily
+(builder, layout check, option defaults); its meta holds `task`, `num_classes` and `layout` for
+`calbench list datasets`. Nothing is downloaded: real datasets read a local root whose layout is
+checked cheaply first (check_root). Layouts, splits and transforms: docs/datasets.md.
 """
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
+import importlib
+import pkgutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from calbench.data.base import DatasetBundle
+from calbench.data.base import DATASETS, DatasetBundle, DatasetFamily
 from calbench.errors import ConfigError, InputError
-from calbench.registry import Registry
-
-
-@dataclass(frozen=True)
-class DatasetFamily:
-    """How to build one dataset: build(root, seed, **options); check(root, **options) is cheap."""
-
-    build: Callable[..., DatasetBundle]
-    check: Callable[..., None] | None = None
-    needs_root: bool = True
-
-    @property
-    def options(self) -> dict[str, Any]:
-        params = list(inspect.signature(self.build).parameters.values())
-        return {p.name: p.default for p in params if p.name not in ("root", "seed")}
-
-
-DATASETS: Registry[DatasetFamily] = Registry("dataset")
 
 
 def dataset_options(name: str) -> dict[str, Any]:
@@ -73,50 +57,13 @@ def create_dataset(name: str, root: str | Path | None = None, seed: int = 0,
     return family.build(root=path, seed=int(seed), **options)
 
 
-def _register_builtin() -> None:
-    from calbench.data import digits
-
-    DATASETS.register("digits", DatasetFamily(digits.build_digits, needs_root=False),
-                      description="scikit-learn's bundled 8x8 handwritten digits (embedded)",
-                      task="classification", num_classes=10,
-                      layout="none: ships with scikit-learn (stratified 60/20/20)")
-    DATASETS.register("digits-lt", DatasetFamily(digits.build_digits_lt, needs_root=False),
-                      description="digits with a long-tailed train split (imbalance_ratio)",
-                      task="classification", num_classes=10,
-                      layout="none: ships with scikit-learn (long-tail train, balanced val/test)")
-    _register_optional()
+def _import_every_module() -> None:
+    """Importing a dataset module registers it (a new dataset is one module in this package)."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        importlib.import_module(f"{__name__}.{info.name}")
 
 
-def _register_optional() -> None:
-    """Real on-disk datasets: each reads its layout under a user-given root (DATASETS.md)."""
-    from functools import partial
-
-    from calbench.data import cifar, imagenet, newsgroups, tiny_imagenet, voc
-
-    DATASETS.register("cifar10", DatasetFamily(cifar.build_cifar10, partial(cifar.check, "cifar10")),
-                      description="CIFAR-10: 45k/5k train/val (seeded), official test",
-                      task="classification", num_classes=10, layout=cifar.LAYOUT["cifar10"])
-    DATASETS.register("cifar100", DatasetFamily(cifar.build_cifar100, partial(cifar.check, "cifar100")),
-                      description="CIFAR-100: 45k/5k train/val (seeded), official test",
-                      task="classification", num_classes=100, layout=cifar.LAYOUT["cifar100"])
-    DATASETS.register("tiny-imagenet", DatasetFamily(tiny_imagenet.build_tiny_imagenet, tiny_imagenet.check),
-                      description="Tiny-ImageNet: 450/50 per class train/val (seeded), official val = test",
-                      task="classification", num_classes=200, layout=tiny_imagenet.LAYOUT)
-    DATASETS.register("imagenet", DatasetFamily(imagenet.build_imagenet, imagenet.check_imagenet),
-                      description="ImageNet: train; official val split 20/80 into val/test per class",
-                      task="classification", num_classes=1000, layout=imagenet.LAYOUT)
-    DATASETS.register("imagenet-lt", DatasetFamily(imagenet.build_imagenet_lt, imagenet.check_imagenet_lt),
-                      description="ImageNet-LT: the OLTR train/val/test list files",
-                      task="classification", num_classes=1000, layout=imagenet.LT_LAYOUT)
-    DATASETS.register("voc2012", DatasetFamily(voc.build_voc2012, voc.check),
-                      description="PASCAL VOC 2012 segmentation: train 80/20 train/val, val = test",
-                      task="segmentation", num_classes=21, layout=voc.LAYOUT)
-    DATASETS.register("20newsgroups", DatasetFamily(newsgroups.build_20newsgroups, newsgroups.check),
-                      description="20 Newsgroups: token ids (1000 x 20k vocabulary), optional GloVe",
-                      task="text", num_classes=20, layout=newsgroups.LAYOUT)
-
-
-_register_builtin()
+_import_every_module()
 
 __all__ = ["DATASETS", "DatasetBundle", "DatasetFamily", "create_dataset", "dataset_options",
            "check_root"]

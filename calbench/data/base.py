@@ -1,12 +1,16 @@
-"""What every dataset returns: three disjoint splits and what the engine needs to build a model."""
+"""What every dataset shares: the DatasetBundle it returns (three disjoint splits and what the engine
+needs to build a model), and the DATASETS registry each dataset module adds itself to with `@dataset`."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 from torch.utils.data import Dataset
+
+from calbench.registry import Registry
 
 Task = Literal["classification", "segmentation", "text"]
 
@@ -24,3 +28,34 @@ class DatasetBundle:
     split_indices: dict[str, np.ndarray]  # saved beside each run (splits.npz)
     ignore_index: int = -100              # 255 for VOC
     backbone_options: dict[str, Any] = field(default_factory=dict)  # e.g. in_chans, embeddings
+
+
+@dataclass(frozen=True)
+class DatasetFamily:
+    """How to build one dataset: build(root, seed, **options); check(root, **options) is cheap."""
+
+    build: Callable[..., DatasetBundle]
+    check: Callable[..., None] | None = None
+    needs_root: bool = True
+
+    @property
+    def options(self) -> dict[str, Any]:
+        params = list(inspect.signature(self.build).parameters.values())
+        return {p.name: p.default for p in params if p.name not in ("root", "seed")}
+
+
+DATASETS: Registry[DatasetFamily] = Registry("dataset")
+
+
+def dataset(name: str, *, description: str, task: Task, num_classes: int, layout: str,
+            check: Callable[..., None] | None = None, needs_root: bool = True):
+    """Register build(root, seed, **options) -> DatasetBundle as dataset `name`. Its keyword options
+    (with their defaults) are the dataset's options; task, num_classes and layout feed
+    `calbench list datasets`; check(root, **options) validates a root cheaply before anything trains."""
+
+    def add(build: Callable[..., DatasetBundle]) -> Callable[..., DatasetBundle]:
+        DATASETS.register(name, DatasetFamily(build, check, needs_root), description=description,
+                          task=task, num_classes=num_classes, layout=layout)
+        return build
+
+    return add

@@ -6,11 +6,12 @@ Root is either the extracted folder (`cifar-10-batches-py`, `cifar-100-python`) 
 from __future__ import annotations
 
 import pickle
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from calbench.data.base import DatasetBundle
+from calbench.data.base import DatasetBundle, dataset
 from calbench.data.image_folder import ArrayImages
 from calbench.data.splits import random_holdout
 from calbench.data import transforms as tf
@@ -65,7 +66,7 @@ def check(name: str, root: Path, **_) -> None:
     resolve(name, root)
 
 
-def build(name: str, root: Path, seed: int, val_size: int = 5000) -> DatasetBundle:
+def build(name: str, root: Path, seed: int, val_size: int = 5000, hflip: bool = True) -> DatasetBundle:
     spec = SPEC[name]
     folder = resolve(name, root)
     x, y = _read(folder, spec["train"], spec["label_key"])
@@ -76,7 +77,7 @@ def build(name: str, root: Path, seed: int, val_size: int = 5000) -> DatasetBund
     names = [n.decode() if isinstance(n, bytes) else str(n)
              for n in _unpickle(folder / spec["meta"]).get(spec["names_key"], [])]
     mean, std = spec["mean"], spec["std"]
-    train_tf, test_tf = tf.small_image_train(32, mean, std), tf.small_image_test(32, mean, std)
+    train_tf, test_tf = tf.small_image_train(32, mean, std, hflip=hflip), tf.small_image_test(32, mean, std)
     return DatasetBundle(
         name=name,
         train=ArrayImages(x[train], y[train], train_tf),
@@ -89,11 +90,16 @@ def build(name: str, root: Path, seed: int, val_size: int = 5000) -> DatasetBund
     )
 
 
-def build_cifar10(root: Path, seed: int = 0, val_size: int = 5000) -> DatasetBundle:
-    """CIFAR-10: 45k/5k train/val from the training batches (seeded), official test batch."""
-    return build("cifar10", root, seed, val_size)
+@dataset("cifar10", description="CIFAR-10: 45k/5k train/val (seeded), official test", task="classification",
+         num_classes=10, layout=LAYOUT["cifar10"], check=partial(check, "cifar10"))
+def build_cifar10(root: Path, seed: int = 0, val_size: int = 5000, hflip: bool = True) -> DatasetBundle:
+    """CIFAR-10: 45k/5k train/val from the training batches (seeded), official test batch.
+    Train: RandomCrop(32, padding 4) + horizontal flip (hflip: false turns the flip off)."""
+    return build("cifar10", root, seed, val_size, hflip)
 
 
-def build_cifar100(root: Path, seed: int = 0, val_size: int = 5000) -> DatasetBundle:
-    """CIFAR-100 (fine labels): 45k/5k train/val (seeded), official test."""
-    return build("cifar100", root, seed, val_size)
+@dataset("cifar100", description="CIFAR-100: 45k/5k train/val (seeded), official test", task="classification",
+         num_classes=100, layout=LAYOUT["cifar100"], check=partial(check, "cifar100"))
+def build_cifar100(root: Path, seed: int = 0, val_size: int = 5000, hflip: bool = True) -> DatasetBundle:
+    """CIFAR-100 (fine labels): 45k/5k train/val (seeded), official test; train augmentation as CIFAR-10."""
+    return build("cifar100", root, seed, val_size, hflip)

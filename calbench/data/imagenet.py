@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calbench.data.base import DatasetBundle
+from calbench.data.base import DatasetBundle, dataset
 from calbench.data.image_folder import ImageList, subset
 from calbench.data.splits import stratified_fractions
 from calbench.data import transforms as tf
@@ -47,6 +47,8 @@ def _folder(root: Path, split: str, wnids: list[str]) -> tuple[list[Path], np.nd
     return paths, np.asarray(labels, dtype=np.int64)
 
 
+@dataset("imagenet", description="ImageNet: train; official val split 20/80 into val/test per class",
+         task="classification", num_classes=1000, layout=LAYOUT, check=check_imagenet)
 def build_imagenet(root: Path, seed: int = 0, image_size: int = 224, val_fraction: float = 0.2) -> DatasetBundle:
     """ImageNet: train RandomResizedCrop + flip; test Resize(256) + CenterCrop(224)."""
     wnids = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
@@ -96,6 +98,8 @@ def read_list(root: Path, path: Path) -> tuple[list[Path], np.ndarray]:
     return paths, np.asarray(labels, dtype=np.int64)
 
 
+@dataset("imagenet-lt", description="ImageNet-LT: the OLTR train/val/test list files", task="classification",
+         num_classes=1000, layout=LT_LAYOUT, check=check_imagenet_lt)
 def build_imagenet_lt(root: Path, seed: int = 0, list_dir: str | None = None,
                       image_size: int = 224) -> DatasetBundle:
     """ImageNet-LT: the OLTR lists define the splits (train 5..1280/class, val 20/class, test 50/class)."""

@@ -1,6 +1,6 @@
 """20 Newsgroups as fixed-length token-id sequences, with optional GloVe embeddings.
 
-Protocol (DATASETS.md): seeded shuffle of all documents; the last 20% are the test, the 900
+Protocol (docs/datasets.md): seeded shuffle of all documents; the last 20% are the test, the 900
 before that the val, the rest the train. Headers (up to the first blank line) are stripped; text
 is lower-cased and split into word tokens; the vocabulary is the `vocab_size` most frequent train
 words (ids: 0 = padding, 1 = unknown); sequences are truncated / right-padded to `max_len`.
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from calbench.data.base import DatasetBundle
+from calbench.data.base import DatasetBundle, dataset
 from calbench.data.splits import rng_for
 from calbench.errors import InputError
 
@@ -130,6 +130,8 @@ def load_glove(path: Path, vocab: dict[str, int]) -> torch.Tensor:
     return torch.from_numpy(table)
 
 
+@dataset("20newsgroups", description="20 Newsgroups: token ids (1000 x 20k vocabulary), optional GloVe",
+         task="text", num_classes=20, layout=LAYOUT, check=check)
 def build_20newsgroups(root: Path, seed: int = 0, glove: str | None = None, max_len: int = 1000,
                        vocab_size: int = 20000, val_size: int = 900,
                        test_fraction: float = 0.2) -> DatasetBundle:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calbench.data.base import DatasetBundle
+from calbench.data.base import DatasetBundle, dataset
 from calbench.data.image_folder import ImageList, subset
 from calbench.data.splits import per_class_holdout
 from calbench.data import transforms as tf
@@ -81,9 +81,12 @@ def _class_names(root: Path, wnids: list[str]) -> list[str]:
     return [table.get(w, w).split(",")[0].strip() for w in wnids]
 
 
+@dataset("tiny-imagenet", description="Tiny-ImageNet: 450/50 per class train/val (seeded), official val = test",
+         task="classification", num_classes=200, layout=LAYOUT, check=check)
 def build_tiny_imagenet(root: Path, seed: int = 0, val_per_class: int = 50,
-                        image_size: int = 64) -> DatasetBundle:
-    """Tiny-ImageNet: train RandomCrop(64, pad 4) + flip; test resize + centre crop (64)."""
+                        image_size: int = 64, hflip: bool = True) -> DatasetBundle:
+    """Tiny-ImageNet: train RandomCrop(64, pad 4) + horizontal flip (hflip: false turns it off);
+    test resize + centre crop (64)."""
     wnids = read_wnids(root)
     paths, labels = read_train(root, wnids)
     smallest = int(np.bincount(labels).min())
@@ -93,7 +96,7 @@ def build_tiny_imagenet(root: Path, seed: int = 0, val_per_class: int = 50,
     train, val = per_class_holdout(labels, int(val_per_class), seed, salt="tiny-imagenet")
     test_paths, test_labels = read_val(root, wnids)
     full = ImageList(paths, labels)
-    train_tf, test_tf = tf.small_image_train(image_size), tf.small_image_test(image_size)
+    train_tf, test_tf = tf.small_image_train(image_size, hflip=hflip), tf.small_image_test(image_size)
     return DatasetBundle(
         name="tiny-imagenet",
         train=subset(full, train, train_tf), val=subset(full, val, test_tf),

@@ -1,4 +1,8 @@
-"""Transforms of the papers: train random crop + flip, test resize + centre crop; VOC joint transforms.
+"""Transforms of the papers: train random crop (+ flip), test resize + centre crop; VOC joint transforms.
+
+A horizontal flip is a label-preserving augmentation for natural images (CIFAR, Tiny-ImageNet,
+ImageNet, VOC: the papers use it) but not for digit-like data, where the mirror image of a glyph is
+another glyph or none; `small_image_train` therefore takes the switch explicitly (docs/datasets.md).
 
 Image transforms act on PIL images and return normalised float tensors (C, H, W). The VOC joint
 transforms act on (image, mask) pairs so crops/flips/scales agree; mask pixels added by padding
@@ -46,12 +50,18 @@ def _to_tensor_normalise(mean, std):
     return [ToNormalisedTensor(mean, std)]
 
 
-def small_image_train(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, padding: int = 4):
-    """CIFAR / Tiny-ImageNet training: RandomCrop(size, padding=4) + horizontal flip."""
+def small_image_train(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, padding: int = 4, *, hflip: bool):
+    """Small-image training: RandomCrop(size, padding=4), then a random horizontal flip when hflip.
+    hflip has no default on purpose: CIFAR and Tiny-ImageNet train with it (as the papers do), digit-like
+    data must not (a mirrored digit is not the same digit), so every caller says which it is."""
     from torchvision import transforms as T
 
-    return T.Compose([T.RandomCrop(size, padding=padding), T.RandomHorizontalFlip(),
-                      *_to_tensor_normalise(mean, std)])
+    from calbench.errors import ConfigError
+
+    if not isinstance(hflip, bool):
+        raise ConfigError(f"hflip must be true or false, got {hflip!r}")
+    steps = [T.RandomCrop(size, padding=padding)] + ([T.RandomHorizontalFlip()] if hflip else [])
+    return T.Compose([*steps, *_to_tensor_normalise(mean, std)])
 
 
 def small_image_test(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):

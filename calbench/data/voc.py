@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 from torch.utils.data import Dataset
 
-from calbench.data.base import DatasetBundle
+from calbench.data.base import DatasetBundle, dataset
 from calbench.data.image_folder import load_rgb
 from calbench.data.splits import random_holdout
 from calbench.data import transforms as tf
@@ -79,6 +79,8 @@ class VOCSegmentation(Dataset):
         return self.joint(image, mask)
 
 
+@dataset("voc2012", description="PASCAL VOC 2012 segmentation: train 80/20 train/val, val = test",
+         task="segmentation", num_classes=21, layout=LAYOUT, check=check)
 def build_voc2012(root: Path, seed: int = 0, crop_size: int = 512, val_fraction: float = 0.2) -> DatasetBundle:
     """VOC 2012: train random scale/crop/flip (joint); test resize + centre crop; ignore 255."""
     voc = resolve(root)

@@ -1,9 +1,16 @@
-"""Tiny fixtures in each dataset's real on-disk format, built in tmp_path."""
+"""Tiny fixtures in each dataset's real on-disk format, built in tmp_path.
+
+FIXTURES maps every registered dataset to how its fixture is made: make(tmp_path) -> root (None for
+an embedded dataset) and the options that fit the fixture's size. tests/data/test_registry.py fails
+when a dataset in calbench.data.DATASETS has no entry here, and builds every dataset from its entry.
+"""
 
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -112,6 +119,27 @@ def make_20news(root: Path, groups=("alt.atheism", "rec.sport.hockey", "sci.spac
     (root / "glove.txt").write_text("".join(f"{w} {' '.join(str(0.1 * (j + k)) for k in range(4))}\n"
                                             for j, w in enumerate(WORDS[:6])))
     return root
+
+
+@dataclass(frozen=True)
+class Fixture:
+    make: Callable[[Path], Path | None]
+    options: dict = field(default_factory=dict)
+
+
+FIXTURES: dict[str, Fixture] = {
+    "digits": Fixture(lambda path: None),
+    "digits-lt": Fixture(lambda path: None, {"imbalance_ratio": 5.0}),
+    "cifar10": Fixture(lambda path: make_cifar(path, "cifar10"), {"val_size": 8}),
+    "cifar100": Fixture(lambda path: make_cifar(path, "cifar100"), {"val_size": 8}),
+    "tiny-imagenet": Fixture(lambda path: make_tiny_imagenet(path / "tiny-imagenet-200"),
+                             {"val_per_class": 2, "image_size": 32}),
+    "imagenet": Fixture(lambda path: make_imagenet(path / "imagenet"), {"image_size": 32}),
+    "imagenet-lt": Fixture(lambda path: make_imagenet(path / "imagenet"), {"image_size": 32, "list_dir": "lists"}),
+    "voc2012": Fixture(make_voc, {"crop_size": 32}),
+    "20newsgroups": Fixture(lambda path: make_20news(path / "news"),
+                            {"glove": "glove.txt", "max_len": 12, "val_size": 3}),
+}
 
 
 @pytest.fixture

@@ -73,3 +73,36 @@ def test_split_indices_round_trip_through_npz(tmp_path):
     back = load_splits(tmp_path / "splits.npz")
     assert set(back) == {"train", "val", "test"}
     assert all(np.array_equal(back[k], b.split_indices[k]) for k in back)
+
+
+def test_arrays_equal_scikit_learns_load_digits_exactly():
+    from sklearn.datasets import load_digits
+
+    from calbench.data.digits import load_arrays
+
+    x, y = load_arrays()
+    reference = load_digits()
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    assert np.array_equal(x, (reference.images.astype(np.float32) / 16.0)[:, None, :, :])
+    assert np.array_equal(y, reference.target.astype(np.int64))
+
+
+def test_building_digits_does_not_import_scikit_learn():
+    import subprocess
+    import sys
+
+    code = ("import sys; from calbench.data import create_dataset; b = create_dataset('digits-lt');"
+            "assert len(b.train) > 0; assert 'sklearn' not in sys.modules, 'digits imported scikit-learn'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_a_missing_scikit_learn_is_one_line(monkeypatch):
+    import importlib.util
+
+    from calbench.data import digits
+    from calbench.errors import InputError
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(InputError, match="install scikit-learn") as err:
+        digits.digits_file()
+    assert "\n" not in str(err.value)

@@ -26,7 +26,7 @@ def test_test_transforms_resize_and_centre_crop():
     image = Image.fromarray(np.zeros((300, 400, 3), dtype=np.uint8))
     assert tf.imagenet_test(224)(image).shape == (3, 224, 224)
     assert tf.small_image_test(64)(image).shape == (3, 64, 64)
-    assert tf.small_image_train(64)(Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8))).shape == (3, 64, 64)
+    assert tf.small_image_train(64, hflip=True)(Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8))).shape == (3, 64, 64)
 
 
 def test_fused_to_tensor_normalise_equals_torchvision():
