@@ -2,7 +2,8 @@
 
 Both replace MbLS's single weight by one multiplier per class, adapted at the end of every
 epoch from the VALIDATION logits (never the test split), with the inner SGD steps of the epoch
-using frozen multipliers (Algorithm 2, lines 2-7).
+using frozen multipliers (Algorithm 2, lines 2-7). Formulas, defaults and every choice where
+calbench departs from the authors' code: docs/methods.md.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ class CalsHR(Method):
     P_k is the class's mean (unweighted) margin penalty relu(d_ik - margin) over the validation
     rows. After each epoch: lambda_k *= mu if P_k_new > tau P_k_old; lambda_k /= mu if
     P_k_old > tau P_k_new; clamped to [1e-6, 1e6]. The first epoch only records P_k.
-    Choices: eq. (15) leaves P_k open; calbench uses the unweighted violation (METHODS.md), so that
-    a change of lambda alone never feeds back into the next comparison. The CALS authors' code
-    weights P_k by lambda_k and updates only every `step_size` epochs; neither is in the paper.
+    Paper over the authors' code (by-liu/CALS, `LogitMarginPlus`), each written in docs/methods.md:
+    - eq. (15) leaves P_k open; calbench uses the unweighted violation, so that a change of lambda
+      alone never feeds back into the next comparison. The code weights P_k by lambda_k.
+    - the code updates every epoch too (`step_size: 1` in its config), but skips the update while
+      the previous penalty summed over classes is zero; calbench has no such gate (eq. 15 has none):
+      after the first epoch, a class whose penalty appears where there was none gets lambda * mu.
     """
 
     def __init__(self, num_classes: int, *, margin: float = 10.0, lambda_init: float = 0.1,
@@ -105,14 +109,13 @@ class CalsALM(Method):
     Choices recorded here:
     - rho-update period: Algorithm 2 line 11 as printed tests the constraint after EVERY epoch, but
       the text (Sec. 5, "we update the penalty parameters rho every 10 epochs") and Table 4
-      ("Period of penalty parameter update: 10") say every 10 epochs; calbench follows the text and
-      METHODS.md: rho may grow only after epochs whose count (epoch + 1) is a multiple of `rho_step`
+      ("Period of penalty parameter update: 10") say every 10 epochs; calbench follows the text:
+      rho may grow only after epochs whose count (epoch + 1) is a multiple of `rho_step`
       (epochs 9, 19, ... counted from 0). `rho_step: 1` gives the per-epoch reading of Alg. 2.
     - rho is clamped to [1, 10] as in the authors' code (the paper states no bound).
-    - Paper over authors' code (by-liu/CALS): rho is per class (Alg. 2; the code keeps one scalar
-      rho), the growth test is Alg. 2 line 11's `c_k > tau * max(0, c_k_prev)` (the code also
-      requires c_prev > 0, so a constraint that turns positive never grows rho), and the penalty is
-      averaged over the K classes (eq. 11, Alg. 2 line 4; the code sums over classes).
+    - As in the authors' class-wise augmented Lagrangian (by-liu/CALS, `AugLagrangianClass`): one
+      rho per class, the growth test of Alg. 2 line 11, `c_k > tau * max(0, c_k_prev)`, and the
+      penalty averaged over N x K (eq. 11).
     - The loss uses the fused value-and-gradient kernel of `margin_penalty` (PHR in closed form).
     - The inner clamp of P' uses [lambda_min, lambda_max] like the outer projection.
     - The update is computed in float64 from all validation rows (ignore_index rows dropped).

@@ -1,4 +1,7 @@
-"""Cross-entropy, the baseline every table starts from."""
+"""Cross-entropy, the baseline every table starts from.
+
+Formulas, defaults and the choices calbench makes: docs/methods.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Focal loss (Lin et al., ICCV 2017) and its sample-dependent variant FLSD-53 (Mukhoti et al., NeurIPS 2020)."""
+"""Focal loss (Lin et al., ICCV 2017) and its sample-dependent variant FLSD-53 (Mukhoti et al., NeurIPS 2020).
+
+Formulas, defaults and the choices calbench makes: docs/methods.md.
+"""
 
 from __future__ import annotations
 

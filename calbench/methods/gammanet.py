@@ -8,7 +8,7 @@ once per training batch, before the real backbone step; `extra_parameters()` are
 backbone optimizer (the method owns an Adam optimizer for them).
 
 No official code exists. Choices, following the paper's description and the meta-calibration
-code it extends (Bohdal et al.), as METHODS.md records them:
+code it extends (Bohdal et al.), as docs/methods.md records them:
 - gamma-net: Linear(d -> 1) on DETACHED penultimate features, gamma_i = gamma_max * sigmoid(s_i / t).
 - backbone step: focal loss with the per-sample gammas, gammas detached.
 - meta step: one virtual SGD step (learning rate = the backbone's current lr) of the classifier

@@ -1,4 +1,7 @@
-"""Label smoothing (Szegedy et al., CVPR 2016; for calibration: Mueller et al., NeurIPS 2019)."""
+"""Label smoothing (Szegedy et al., CVPR 2016; for calibration: Mueller et al., NeurIPS 2019).
+
+Formulas, defaults and the choices calbench makes: docs/methods.md.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from calbench.methods.registry import METHODS
 @METHODS.register("ls", description="Label smoothing: cross-entropy to a target mixed with the uniform.",
                   paper="Szegedy et al., CVPR 2016; Mueller et al., NeurIPS 2019")
 class LabelSmoothing(Method):
-    """mean_i [ (1 - alpha)(-log p_iy) + alpha * mean_k(-log p_ik) ]  (METHODS.md; CALS App. C alpha=0.05)."""
+    """mean_i [ (1 - alpha)(-log p_iy) + alpha * mean_k(-log p_ik) ]  (docs/methods.md; CALS App. C alpha=0.05)."""
 
     def __init__(self, num_classes: int, *, alpha: float = 0.05, ignore_index: int = -100):
         super().__init__(num_classes, ignore_index)

@@ -1,4 +1,7 @@
-"""Margin-based label smoothing (MbLS; Liu et al., CVPR 2022)."""
+"""Margin-based label smoothing (MbLS; Liu et al., CVPR 2022).
+
+Formulas, defaults and the choices calbench makes: docs/methods.md.
+"""
 
 from __future__ import annotations
 

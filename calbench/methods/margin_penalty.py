@@ -18,6 +18,7 @@ The argmax indicator is `l_ik == max_j l_ij`, split evenly among ties (the sub-g
 `torch.amax` uses). In the PyTorch path log p_y = l_y - max l + log(max p), exact because
 max_k p_k = 1 / sum exp(l - max l) and max p >= 1/K never underflows. First-order only (no double
 backward), which is all training and the CALS tests need; gradcheck in float64 verifies both paths.
+Formulas: docs/methods.md.
 """
 
 from __future__ import annotations

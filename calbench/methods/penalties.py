@@ -1,4 +1,7 @@
-"""Cross-entropy plus an explicit calibration penalty: ECP, MMCE and the pairwise constraints CPC."""
+"""Cross-entropy plus an explicit calibration penalty: ECP, MMCE and the pairwise constraints CPC.
+
+Formulas, defaults and the choices calbench makes: docs/methods.md.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from calbench.methods.registry import METHODS
 @METHODS.register("ecp", description="Explicit confidence penalty: cross-entropy minus beta x entropy.",
                   paper="Pereyra et al., ICLR Workshops 2017")
 class ConfidencePenalty(Method):
-    """CE - beta * mean over N*K of (-p log p), p clamped to [1e-10, 1 - 1e-10] (METHODS.md; beta = 0.1)."""
+    """CE - beta * mean over N*K of (-p log p), p clamped to [1e-10, 1 - 1e-10] (docs/methods.md; beta = 0.1)."""
 
     def __init__(self, num_classes: int, *, beta: float = 0.1, ignore_index: int = -100):
         super().__init__(num_classes, ignore_index)
@@ -46,7 +49,7 @@ def mmce_penalty(logits: torch.Tensor, targets: torch.Tensor, bandwidth: float) 
 class MMCE(Method):
     """CE + weight * (1/N^2) sum_ij (c_i - r_i)(c_j - r_j) exp(-|r_i - r_j| / 0.4).
 
-    METHODS.md's unweighted squared form (no square root), weight = 0.1 as in CALS App. C.
+    The unweighted squared form (no square root; docs/methods.md), weight = 0.1 as in CALS App. C.
     The N x N kernel is per batch; for segmentation the rows are pixels, so keep batches small.
     """
 
@@ -64,7 +67,7 @@ class MMCE(Method):
 
 
 def cpc_penalties(logits: torch.Tensor, targets: torch.Tensor):
-    """Binary discrimination (BD) and binary exclusion (BE) terms of CPC, METHODS.md normalisation.
+    """Binary discrimination (BD) and binary exclusion (BE) terms of CPC, normalised as in docs/methods.md.
 
     BD = -(1/(N(K-1))) sum_{k != y} log sigmoid(l_y - l_k)
     BE = -(1/(N(K-1)(K-2))) sum_{j != k, both != y} 0.5 log sigmoid(l_j - l_k)

@@ -9,7 +9,7 @@ from calbench.methods.penalties import _PairSum
 
 
 def plain_cpc(logits, labels, w_bd, w_be):
-    """The METHODS.md expression through autograd, with the whole (N, K, K) pair tensor."""
+    """The docs/methods.md expression through autograd, with the whole (N, K, K) pair tensor."""
     n, k = logits.shape
     hot = F.one_hot(labels, k).bool()
     l_y = logits.gather(1, labels.unsqueeze(1))

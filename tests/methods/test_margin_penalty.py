@@ -28,7 +28,7 @@ def path(request, monkeypatch):
 
 
 def autograd_reference(case, logits, labels):
-    """The METHODS.md expression with torch.amax, whose sub-gradient splits ties evenly."""
+    """The docs/methods.md expression with torch.amax, whose sub-gradient splits ties evenly."""
     hp = CASES[case]
     d = logits.amax(dim=1, keepdim=True) - logits
     ce = F.cross_entropy(logits, labels)
