@@ -1,7 +1,10 @@
-"""`calbench report`: the recipe's runs as a Table-1-like table with bootstrap intervals (METRICS.md).
+"""`calbench report`: the recipe's runs as a Table-1-like table with bootstrap intervals (docs/metrics.md).
 
 Point estimates and intervals are recomputed from each run's predictions.npz; a recomputed value that
-disagrees with the run's metrics.json is warned about (one line per run) rather than hidden.
+disagrees with the run's metrics.json is warned about (one line per run) rather than hidden. Post-hoc
+calibrators are refitted from each run's saved validation predictions (`--posthoc`), so any
+registered calibrator applies to every finished run. Damaged store files are warned about, one line
+each naming the file, and the rest is reported; exit 2 only when nothing usable remains.
 """
 
 from __future__ import annotations
@@ -16,17 +19,25 @@ DEFAULT_METRICS = ("acc", "ece", "aece")
 TOLERANCE = 1e-6  # fractions; float32 logits divided by a temperature may differ in the last digits
 
 
+def metric_keys() -> list[str]:
+    """Every metric key, from the metric registry."""
+    try:
+        from calbench.metrics import METRICS
+    except ImportError:  # the metric registry has not landed yet: its compatibility view
+        from calbench.metrics import METRIC_INFO as METRICS
+    return list(METRICS)
+
+
 def parse_metrics(text: str | None) -> tuple[str, ...]:
-    from calbench.metrics import METRIC_INFO
     from calbench.registry import did_you_mean
 
     if not text:
         return DEFAULT_METRICS
     keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    valid = metric_keys()
     for k in keys:
-        if k not in METRIC_INFO:
-            raise InputError(f"unknown metric '{k}'{did_you_mean(k, list(METRIC_INFO))}; "
-                             f"valid: {', '.join(METRIC_INFO)}")
+        if k not in valid:
+            raise InputError(f"unknown metric '{k}'{did_you_mean(k, valid)}; valid: {', '.join(valid)}")
     if not keys:
         raise InputError("--metrics: no metric given")
     return keys
@@ -36,45 +47,110 @@ def warn(message: str) -> None:
     click.echo(f"calbench: warning: {message}", err=True)
 
 
-def check_recomputed(results, cells, keys, posthoc) -> None:
+def stored_split(run, spec) -> str | None:
+    """The metrics.json block a recomputed cell should equal: "test" for raw predictions; the engine's
+    "test_<name>" for a calibrator with default hyper-parameters whose stored state (if any) has the
+    calibrator's current version; None when nothing stored is comparable."""
+    if spec is None:
+        return "test"
+    from calbench.posthoc import POSTHOC
+
+    state = run.posthoc_states.get(spec.name) or {}
+    if spec.hparams or state.get("version", POSTHOC.get(spec.name).version) != POSTHOC.get(spec.name).version:
+        return None
+    return spec.split
+
+
+def check_recomputed(results, cells, keys, spec=None, on_warning=warn) -> None:
     """Warn when a point recomputed from predictions.npz differs from the run's metrics.json."""
     from calbench.report.intervals import cell_runs
 
-    split = "test_ts" if posthoc == "ts" else "test"
     for key, runs in cell_runs(results).items():
         cell = cells.get(key)
         if cell is None:
             continue
         for run, point in zip(runs, cell.estimate.per_run):
-            stored = run.metrics.get(split, {})
-            bad = [k for k in keys if k in stored and stored[k] is not None and abs(stored[k] - point[k]) > TOLERANCE]
+            split = stored_split(run, spec)
+            stored = run.metrics.get(split, {}) if split else {}
+            bad = [k for k in keys if stored.get(k) is not None and abs(stored[k] - point[k]) > TOLERANCE]
             if bad:
                 k = bad[0]
-                warn(f"{run.run_dir / 'metrics.json'}: {split} {k} recomputed from predictions.npz is "
-                     f"{point[k]:.6g}, metrics.json says {stored[k]:.6g}")
+                on_warning(f"{run.run_dir / 'metrics.json'}: {split} {k} recomputed from predictions.npz is "
+                           f"{point[k]:.6g}, metrics.json says {stored[k]:.6g}")
 
 
-def make_report(results_dir: str = "results", recipe: str | None = None, *, keys=DEFAULT_METRICS,
-                posthoc: str | None = None, B: int = 1000, ci: float = 0.95, seed: int = 0,
-                reference: str | None = None, bins: int = 15, partial: bool = False, on_warning=warn):
-    """Load, compute and arrange; returns (ReportTable, Results). Warnings (corrupt files) go to on_warning."""
-    from calbench.report.intervals import compute_cells
-    from calbench.report.tables import build_table
-    from calbench.report.tidy import load_results
+def usable_results(results_dir, recipe, specs=(), on_warning=warn):
+    """The recipe's Results after warning (one line each, naming the file) about every damaged file and
+    setting aside runs whose predictions cannot be used; InputError when nothing usable remains."""
+    from calbench.report.tidy import drop_unusable, load_results
 
     results = load_results(results_dir, recipe)
     for path, why in results.corrupt:
         on_warning(f"{path}: unreadable metrics.json, skipped ({why})")
+    for line in results.warnings:
+        on_warning(line)
+    had_done = bool(results.done)
+    skipped = drop_unusable(results, posthoc=specs)
+    where = results.root / results.recipe
+    if not results.done and had_done and specs and all("no val_" in line for line in skipped):
+        raise InputError(f"{where}: no run has validation predictions (val_logits, val_labels in "
+                         f"predictions.npz) to fit --posthoc {','.join(s.label for s in specs)} on")
     if not results.done:
-        raise InputError(f"{results.root / results.recipe}: no finished runs to report")
-    cells = compute_cells(results, keys=keys, posthoc=posthoc, B=B, seed=seed, ci=ci, bins=bins, reference=reference)
-    check_recomputed(results, cells, keys, posthoc)
-    ref_label = None
-    if reference is not None:
-        from calbench.report.intervals import resolve_reference
-        ref_label = resolve_reference(results, reference)
-    table = build_table(results, cells, keys=keys, ci=ci, reference=ref_label, posthoc=posthoc, partial=partial)
-    return table, results
+        first = f" ({len(skipped)} skipped; first: {skipped[0]})" if skipped else ""
+        raise InputError(f"{where}: no finished runs to report{first}")
+    for line in skipped:
+        on_warning(line)
+    return results
+
+
+def make_report(results_dir: str = "results", recipe: str | None = None, *, keys=DEFAULT_METRICS,
+                posthoc=None, B: int = 1000, ci: float = 0.95, seed: int = 0,
+                reference: str | None = None, bins: int = 15, partial: bool = False, on_warning=warn):
+    """Load, compute and arrange; returns (ReportTable, Results). posthoc: None, "ts,vs,hb:bins=10" or a
+    list of PosthocSpec; one row block per calibrator. Warnings (damaged files) go to on_warning."""
+    from calbench.report.intervals import compute_cells, resolve_reference
+    from calbench.report.tables import build_table
+    from calbench.report.tidy import parse_posthoc_list
+
+    specs = parse_posthoc_list(posthoc) if isinstance(posthoc, str) or posthoc is None else list(posthoc)
+    results = usable_results(results_dir, recipe, specs, on_warning)
+    ref_label = resolve_reference(results, reference) if reference is not None else None
+    blocks = {}
+    for spec in specs or [None]:
+        cells = compute_cells(results, keys=keys, posthoc=spec, B=B, seed=seed, ci=ci, bins=bins,
+                              reference=reference)
+        check_recomputed(results, cells, keys, spec, on_warning)
+        blocks[spec.label if spec else None] = cells
+    if not specs:
+        return build_table(results, blocks[None], keys=keys, ci=ci, reference=ref_label, partial=partial), results
+    return build_table(results, keys=keys, ci=ci, reference=ref_label, blocks=blocks, partial=partial), results
+
+
+class PosthocOption(click.Option):
+    """--posthoc, whose help lists the registered calibrators when shown (not at import time)."""
+
+    def get_help_record(self, ctx):
+        from calbench.posthoc import POSTHOC
+
+        self.help = ("Refit post-hoc calibrators on each run's saved validation predictions and report the "
+                     "test predictions after each, one row block per calibrator (cached beside the run; "
+                     f"no retraining). NAME[:KEY=VALUE...], comma-separated; NAME one of: {', '.join(POSTHOC)}.")
+        return super().get_help_record(ctx)
+
+
+def tidy_csv(results_dir, recipe, metrics, keys, specs, bins) -> str:
+    """The tidy table as CSV; with calibrators, plus rows of split "posthoc:<label>" recomputed per run."""
+    import pandas as pd
+
+    from calbench.report.tidy import posthoc_tidy
+
+    results = usable_results(results_dir, recipe, specs)
+    tidy = results.tidy()
+    if specs:
+        tidy = pd.concat([tidy, posthoc_tidy(results, specs, keys if metrics else None, bins)], ignore_index=True)
+    if metrics:
+        tidy = tidy[tidy["metric"].isin(keys)]
+    return tidy.to_csv(index=False)
 
 
 @click.command("report")
@@ -82,8 +158,7 @@ def make_report(results_dir: str = "results", recipe: str | None = None, *, keys
               help="Results directory (results/<recipe>/<run id>/).")
 @click.option("--recipe", default=None, help="Recipe name (default: the only one in the results directory).")
 @click.option("--metrics", "metrics", default=None, help="Comma-separated metrics [default: acc,ece,aece].")
-@click.option("--posthoc", type=click.Choice(["ts"]), default=None,
-              help="Report test logits after the run's fitted temperature scaling.")
+@click.option("--posthoc", cls=PosthocOption, default=None, metavar="NAME[,NAME...]")
 @click.option("--bootstrap", "B", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap resamples (0: point estimates only).")
 @click.option("--ci", "level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
@@ -105,19 +180,14 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
     """
     from calbench.report.tables import print_rich, render_latex, render_markdown, render_text
 
-    keys = parse_metrics(metrics)
-    if fmt == "csv":
-        from calbench.report.tidy import load_results
+    from calbench.report.tidy import parse_posthoc_list
 
-        results = load_results(results_dir, recipe)
-        for path, why in results.corrupt:
-            warn(f"{path}: unreadable metrics.json, skipped ({why})")
-        tidy = results.tidy()
-        if metrics:
-            tidy = tidy[tidy["metric"].isin(keys)]
-        text = tidy.to_csv(index=False)
+    keys = parse_metrics(metrics)
+    specs = parse_posthoc_list(posthoc)
+    if fmt == "csv":
+        text = tidy_csv(results_dir, recipe, metrics, keys, specs, bins)
     else:
-        table, _ = make_report(results_dir, recipe, keys=keys, posthoc=posthoc, B=B, ci=level, seed=seed,
+        table, _ = make_report(results_dir, recipe, keys=keys, posthoc=specs, B=B, ci=level, seed=seed,
                                reference=reference, bins=bins, partial=partial)
         if fmt == "latex":
             text = render_latex(table)

@@ -1,9 +1,11 @@
-"""Intervals of table cells (METRICS.md): bootstrap over test samples for one seed, the two-level
+"""Intervals of table cells (docs/metrics.md): bootstrap over test samples for one seed, the two-level
 bootstrap (seeds, then samples) for several, and paired differences against a reference method.
 
 All resampling goes through calbench.metrics (bootstrap_metrics, seed_bootstrap, paired_bootstrap);
 the paired two-level case, which calbench.metrics does not offer, is built here on its Resampler so
 that a method and its reference are evaluated on the same drawn seeds and the same sample indices.
+Predictions are {"labels", "logits"} or, after a calibrator that outputs probabilities,
+{"labels", "probs"}; every metric takes either (`scores_of`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calbench.metrics import bootstrap_metrics, compute_metrics, paired_bootstrap, seed_bootstrap
-from calbench.report.tidy import Results, Run, load_predictions
+from calbench.report.tidy import PosthocSpec, Results, Run, load_predictions
+
+
+def scores_of(pred: dict, suffix: str = "") -> dict:
+    """{"logits<suffix>": ...} or {"probs<suffix>": ...}: the keyword calbench.metrics takes them under."""
+    kind = "logits" if "logits" in pred else "probs"
+    return {kind + suffix: pred[kind]}
 
 
 @dataclass
@@ -53,11 +61,11 @@ def estimate_runs(preds: list[dict], *, keys, B: int = 1000, seed: int = 0, ci: 
     """Mean over runs with a sample-level (one run) or two-level (several runs) bootstrap interval."""
     keys = tuple(keys)
     if B <= 0:
-        per_run = [compute_metrics(p["labels"], logits=p["logits"], bins=bins, keys=keys) for p in preds]
+        per_run = [compute_metrics(p["labels"], **scores_of(p), bins=bins, keys=keys) for p in preds]
         point = {k: float(np.mean([r[k] for r in per_run])) for k in keys}
         return Estimate(point, None, len(preds), per_run=per_run)
     if len(preds) == 1:
-        out = bootstrap_metrics(preds[0]["labels"], logits=preds[0]["logits"], B=B, seed=seed, ci=ci, keys=keys,
+        out = bootstrap_metrics(preds[0]["labels"], **scores_of(preds[0]), B=B, seed=seed, ci=ci, keys=keys,
                                 bins=bins)
         return Estimate(dict(out["point"]), dict(out["ci"]), 1, per_run=[dict(out["point"])])
     out = seed_bootstrap(preds, B=B, seed=seed, ci=ci, keys=keys, bins=bins)
@@ -80,8 +88,8 @@ def paired_seed_bootstrap(pairs: list[tuple[dict, dict]], *, keys, B: int = 1000
     sums = {k: np.zeros(B) for k in keys}
     per_pair = []
     for s, (a, b) in enumerate(pairs):
-        ra = Resampler(prepare(a["labels"], logits=a["logits"]), int(bins), keys)
-        rb = Resampler(prepare(b["labels"], logits=b["logits"]), int(bins), keys)
+        ra = Resampler(prepare(a["labels"], **scores_of(a)), int(bins), keys)
+        rb = Resampler(prepare(b["labels"], **scores_of(b)), int(bins), keys)
         per_pair.append({k: ra.point[k] - rb.point[k] for k in keys})
         n = ra.n
         owner = np.nonzero(drawn.ravel() == s)[0] // S
@@ -110,13 +118,13 @@ def paired_difference(a: list[tuple[int, dict]], b: list[tuple[int, dict]], *, k
     if B <= 0:
         per = []
         for pa, pb in pairs:
-            ma = compute_metrics(pa["labels"], logits=pa["logits"], bins=bins, keys=keys)
-            mb = compute_metrics(pb["labels"], logits=pb["logits"], bins=bins, keys=keys)
+            ma = compute_metrics(pa["labels"], **scores_of(pa), bins=bins, keys=keys)
+            mb = compute_metrics(pb["labels"], **scores_of(pb), bins=bins, keys=keys)
             per.append({k: ma[k] - mb[k] for k in keys})
         return Estimate({k: float(np.mean([p[k] for p in per])) for k in keys}, None, len(per), seeds, per)
     if len(pairs) == 1:
         pa, pb = pairs[0]
-        out = paired_bootstrap(pa["labels"], logits_a=pa["logits"], logits_b=pb["logits"], B=B, seed=seed, ci=ci,
+        out = paired_bootstrap(pa["labels"], **scores_of(pa, "_a"), **scores_of(pb, "_b"), B=B, seed=seed, ci=ci,
                                keys=keys, bins=bins)
         return Estimate(dict(out["point"]), dict(out["ci"]), 1, seeds, [dict(out["point"])])
     est = paired_seed_bootstrap(pairs, keys=keys, B=B, seed=seed, ci=ci, bins=bins)
@@ -132,10 +140,13 @@ def cell_runs(results: Results) -> dict[tuple[str, tuple[str, str]], list[Run]]:
     return {k: sorted(v, key=lambda r: r.seed) for k, v in cells.items()}
 
 
-def compute_cells(results: Results, *, keys, posthoc: str | None = None, B: int = 1000, seed: int = 0,
-                  ci: float = 0.95, bins: int = 15, reference: str | None = None) -> dict:
+def compute_cells(results: Results, *, keys, posthoc: str | PosthocSpec | None = None, B: int = 1000,
+                  seed: int = 0, ci: float = 0.95, bins: int = 15, reference: str | None = None) -> dict:
     """{(method label, (dataset, backbone)): Cell} for every cell with at least one done run.
 
+    posthoc: a calibrator (name, "name:key=value" or PosthocSpec) refitted on each run's validation
+    predictions and applied to its test predictions (calbench.report.tidy.calibrated_predictions);
+    None: the raw test predictions.
     reference: a method label (or registry name) whose paired difference every other cell gets."""
     keys = tuple(keys)
     groups = cell_runs(results)

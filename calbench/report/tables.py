@@ -1,19 +1,38 @@
 """The report table laid out like Table 1 of the CALS paper, and its renderers (rich, markdown, LaTeX).
 
-Rows are methods in recipe order, column groups (dataset, backbone), sub-columns metrics (x100 where
-METRIC_INFO says "percent"); each cell is the mean over seeds with its percentile interval. Best and
-second best per column are chosen by point estimate (direction from METRIC_INFO higher_is_better).
-A cell whose runs are incomplete (a failed or pending seed) is a dash unless partial=True, and every
-missing, failed or partial cell is listed under the table.
+Rows are methods in recipe order, column groups (dataset, backbone), sub-columns metrics; each cell
+is the mean over seeds with its percentile interval. Headers, the x100 scale and the direction of
+"best" come from the metric registry (calbench.metrics). With post-hoc calibrators the table holds
+one block of rows per calibrator ("ce + ts", ...); best and second best are marked per column within
+a block, by point estimate. A cell whose runs are incomplete (a failed, unusable or pending seed) is
+a dash unless partial=True, and every missing, failed or partial cell is listed under the table.
+Conventions (bins, scale, intervals): docs/metrics.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from calbench.metrics import METRIC_INFO
 from calbench.report.intervals import Cell
 from calbench.report.tidy import Results
+
+
+def metric_display(key: str) -> tuple[str, bool, bool]:
+    """(table header, shown x100, higher is better) of metric `key`, from the metric registry."""
+    try:
+        from calbench.metrics import METRICS
+    except ImportError:  # the metric registry has not landed yet: its compatibility view
+        from calbench.metrics import METRIC_INFO
+
+        info = METRIC_INFO[key]
+        return info.get("header", key.upper()), bool(info["percent"]), bool(info["higher_is_better"])
+    spec = METRICS.get(key)
+    return spec.header, bool(spec.percent), bool(spec.higher_is_better)
+
+
+def header(key: str) -> str:
+    return metric_display(key)[0]
+
 
 DASH = "-"
 SIG = "*"  # the difference to the reference excludes 0
@@ -31,12 +50,16 @@ class ReportTable:
     reference: str | None = None
     ci: float = 0.95
     partial: set = field(default_factory=set)  # (row, group) shown from incomplete seeds
+    blocks: list = field(default_factory=list)  # row lists, one per calibrator; [] = one block of all rows
+
+    def row_blocks(self) -> list[list[str]]:
+        return self.blocks or [list(self.rows)]
 
     def scale(self, key: str) -> float:
-        return 100.0 if METRIC_INFO[key]["percent"] else 1.0
+        return 100.0 if metric_display(key)[1] else 1.0
 
     def decimals(self, key: str) -> int:
-        return 2 if METRIC_INFO[key]["percent"] else 3
+        return 2 if metric_display(key)[1] else 3
 
     def value(self, row: str, group, key: str) -> float | None:
         """The displayed point estimate (scaled) or None for a missing cell."""
@@ -44,13 +67,20 @@ class ReportTable:
         return None if cell is None else cell.estimate.point[key] * self.scale(key)
 
     def ranks(self, group, key: str) -> dict[str, int]:
-        """row -> 0 (best) / 1 (second best) by point estimate as displayed: rows whose shown values tie
-        share the mark (the paper bolds both of two equal 2.45s)."""
-        d = self.decimals(key)
-        shown = {r: round(self.cells[(r, group)].estimate.point[key] * self.scale(key), d)
-                 for r in self.rows if (r, group) in self.cells}
-        best = sorted(set(shown.values()), reverse=METRIC_INFO[key]["higher_is_better"])[:2]
-        return {r: best.index(v) for r, v in shown.items() if v in best}
+        """row -> 0 (best) / 1 (second best) by point estimate as displayed, within each row block: rows
+        whose shown values tie share the mark (the paper bolds both of two equal 2.45s)."""
+        d, higher = self.decimals(key), metric_display(key)[2]
+        ranks = {}
+        for rows in self.row_blocks():
+            shown = {r: round(self.cells[(r, group)].estimate.point[key] * self.scale(key), d)
+                     for r in rows if (r, group) in self.cells}
+            best = sorted(set(shown.values()), reverse=higher)[:2]
+            ranks.update({r: best.index(v) for r, v in shown.items() if v in best})
+        return ranks
+
+    def block_ends(self) -> set[str]:
+        """The last row of every block but the final one (renderers draw a rule after it)."""
+        return {rows[-1] for rows in self.row_blocks()[:-1] if rows}
 
     def parts(self, row: str, group, key: str) -> tuple[str, str, str] | None:
         """(value, interval, marker) strings of one cell, or None when missing."""
@@ -69,7 +99,7 @@ class ReportTable:
     def footer(self) -> list[str]:
         lines = [f"cells: mean over seeds [{self.ci:.0%} bootstrap interval]; metrics marked x100 are percentages",
                  "percentile intervals of calibration errors are biased upward by resampling and may lie above "
-                 "the point estimate (METRICS.md)"]
+                 "the point estimate (docs/metrics.md)"]
         if self.reference:
             lines.append(f"{SIG}: the paired {self.ci:.0%} interval of the difference to {self.reference} excludes 0")
         if self.partial:
@@ -77,48 +107,65 @@ class ReportTable:
         return lines + self.notes
 
 
-def header(key: str) -> str:
-    name = {"acc": "Acc", "aece": "AECE", "cece": "cECE", "smece": "smECE", "sece": "SECE", "miou": "mIoU",
-            "brier": "Brier", "nll": "NLL"}.get(key, key.upper())
-    return name
-
-
 def group_name(group) -> str:
     return f"{group[0]} / {group[1]}"
 
 
-def build_table(results: Results, cells: dict, *, keys, ci: float = 0.95, reference: str | None = None,
-                posthoc: str | None = None, partial: bool = False) -> ReportTable:
-    """Arrange computed cells into rows/groups; drop or mark incomplete cells and write the notes."""
-    rows, groups = results.methods(), results.groups()
+def cell_problems(results: Results) -> dict:
+    """(method label, group) -> why some of its seeds are not in the cell (failed, unusable, not run)."""
     problems: dict = {}
     for r in results.failed:
-        why = f"seed {r.seed} failed" + (f" ({r.reason})" if r.reason else "") + f" [{r.run_id}]"
+        why = f"seed {r.seed} {r.status}" + (f" ({r.reason})" if r.reason else "") + f" [{r.run_id}]"
         problems.setdefault((r.method_label, r.group), []).append(why)
     for m in results.missing:
         if m.get("method_label") and m.get("dataset"):
             key = (m["method_label"], (m["dataset"], m.get("backbone", "?")))
             problems.setdefault(key, []).append(f"seed {m.get('seed', '?')} {m.get('why', 'not run')} [{m.get('run_id')}]")
+    return problems
+
+
+def _arrange(rows, groups, cells: dict, problems: dict, partial: bool, suffix: str = ""):
+    """(shown cells, partial cells, notes) of one block; its rows are named `row + suffix`."""
     shown, marked, notes = {}, set(), []
     for row in rows:
         for g in groups:
-            key = (row, g)
-            cell = cells.get(key)
-            why = problems.get(key, [])
+            cell, why = cells.get((row, g)), problems.get((row, g), [])
+            key = (row + suffix, g)
             if cell is not None and (not why or partial):
                 shown[key] = cell
                 if why:
                     marked.add(key)
             if cell is None or why:
                 shown_as = "partial" if key in shown else "missing"
-                reason = "; ".join(why) if why else "no run"
-                notes.append(f"{shown_as}: {row} on {group_name(g)}: {reason}")
+                notes.append(f"{shown_as}: {row + suffix} on {group_name(g)}: {'; '.join(why) if why else 'no run'}")
+    return shown, marked, notes
+
+
+def build_table(results: Results, cells: dict | None = None, *, keys, ci: float = 0.95,
+                reference: str | None = None, blocks: dict | None = None, partial: bool = False) -> ReportTable:
+    """Arrange computed cells into rows/groups; drop or mark incomplete cells and write the notes.
+
+    cells: {(method label, group): Cell} of the raw test predictions; or blocks: {calibrator label:
+    such cells} in order, one row block per calibrator with rows "<method> + <calibrator>"."""
+    methods, groups, problems = results.methods(), results.groups(), cell_problems(results)
+    parts = {None: cells or {}} if blocks is None else blocks
+    shown, marked, notes, row_blocks = {}, set(), [], []
+    for label, block_cells in parts.items():
+        suffix = "" if label is None else f" + {label}"
+        block_shown, block_marked, block_notes = _arrange(methods, groups, block_cells, problems, partial, suffix)
+        shown.update(block_shown)
+        marked |= block_marked
+        if not row_blocks:  # the same seeds are missing in every block: say so once
+            notes += block_notes
+        row_blocks.append([m + suffix for m in methods])
     unlisted = [m for m in results.missing if not (m.get("method_label") and m.get("dataset"))]
     if unlisted:
         notes.append(f"pending: {len(unlisted)} run(s) of recipe.json without metrics.json: "
                      + ", ".join(str(m.get("run_id")) for m in unlisted))
-    title = f"{results.recipe}: test" + (" after temperature scaling" if posthoc == "ts" else "")
-    return ReportTable(title, rows, groups, tuple(keys), shown, notes, reference, ci, marked)
+    title = f"{results.recipe}: test" + ("" if blocks is None else f" after post-hoc {', '.join(blocks)}")
+    rows = [r for block in row_blocks for r in block]
+    return ReportTable(title, rows, groups, tuple(keys), shown, notes, reference, ci, marked,
+                       blocks=row_blocks if blocks is not None else [])
 
 
 def render_rich(table: ReportTable):
@@ -129,9 +176,10 @@ def render_rich(table: ReportTable):
     t.add_column("method", no_wrap=True)
     for g in table.groups:
         for k in table.keys:
-            unit = " x100" if METRIC_INFO[k]["percent"] else ""
+            unit = " x100" if metric_display(k)[1] else ""
             t.add_column(f"{group_name(g)}\n{header(k)}{unit}", justify="right")
     ranks = {(g, k): table.ranks(g, k) for g in table.groups for k in table.keys}
+    ends = table.block_ends()
     for row in table.rows:
         out = [row]
         for g in table.groups:
@@ -144,7 +192,7 @@ def render_rich(table: ReportTable):
                 rank = ranks[(g, k)].get(row)
                 val = f"[bold]{val}[/bold]" if rank == 0 else f"[underline]{val}[/underline]" if rank == 1 else val
                 out.append(f"{val}{marker} {interval}".rstrip())
-        t.add_row(*out)
+        t.add_row(*out, end_section=row in ends)
     return t
 
 
@@ -215,7 +263,7 @@ def render_latex(table: ReportTable) -> str:
     lines.append(" & ".join(heads) + r" \\")
     rules = [rf"\cmidrule(lr){{{2 + i * nk}-{1 + (i + 1) * nk}}}" for i in range(len(table.groups))]
     lines.append(" ".join(rules))
-    sub = ["Method"] + [tex_escape(header(k)) + (r" ($\uparrow$)" if METRIC_INFO[k]["higher_is_better"]
+    sub = ["Method"] + [tex_escape(header(k)) + (r" ($\uparrow$)" if metric_display(k)[2]
                                                  else r" ($\downarrow$)")
                         for _ in table.groups for k in table.keys]
     lines.append(" & ".join(sub) + r" \\")
@@ -240,6 +288,8 @@ def render_latex(table: ReportTable) -> str:
                 iv = rf"{{\scriptsize\,{interval}}}" if interval else ""
                 out.append(f"{val}{mark}{iv}")
         lines.append(" & ".join(out) + r" \\")
+        if row in table.block_ends():
+            lines.append(r"\midrule")
     lines += [r"\bottomrule", r"\end{tabular}"]
     foot = [tex_escape(x).replace(tex_escape(PARTIAL), r"$^{\dagger}$") for x in table.footer()[2:]]
     if foot:

@@ -1,5 +1,7 @@
-"""A factory of synthetic results stores that follow /work/notes/results_schema.md exactly:
-results/<recipe>/<run id>/{metrics.json, predictions.npz, history.jsonl, config.json}, recipe.json."""
+"""A factory of synthetic results stores laid out as `calbench run` writes them:
+results/<recipe>/<run id>/{metrics.json, predictions.npz, history.jsonl, config.json}, recipe.json.
+The stored temperature and test_ts block are what the engine computes: TS fitted on the run's
+validation logits, test logits in float64 / T rounded to float32."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from calbench.metrics import compute_metrics
+from calbench.posthoc import fit_calibrator
 
 METHODS = (("ce", "ce", {}), ("ls", "ls(alpha=0.05)", {"alpha": 0.05}),
            ("mbls", "mbls(margin=10)", {"margin": 10.0, "alpha": 0.1}),
@@ -52,7 +55,7 @@ def make_store(root: Path, *, recipe="quickstart", methods=METHODS, datasets=(("
                 val_logits = _logits(rng, val_labels, k, strength, temp)
                 np.savez(d / "predictions.npz", test_logits=test_logits, test_labels=test_labels,
                          val_logits=val_logits, val_labels=val_labels)
-                temperature = float(temp)
+                temperature = fit_calibrator("ts", val_logits, val_labels).temperature
                 config = {"method": method, "hparams": hparams, "dataset": dataset, "backbone": backbone, "seed": s}
                 (d / "config.json").write_text(json.dumps(config))
                 hist = []
