@@ -94,6 +94,14 @@ class _PairSum(torch.autograd.Function):
     = -sum_k tanh((l_m - l_k) / 2). The pairs with j = k (log sigmoid(0) = -log 2 each) and those
     that involve the label y are then taken out in O(N K): the label's row and column of the
     pair matrix, and the label's gradient, which is 0.
+
+    Why the pairs stay O(N K^2): pairing (j, k) with (k, j), log sigmoid(a) + log sigmoid(-a)
+    = -|a| - 2 log(1 + exp(-|a|)) with a = l_j - l_k. The |a| part has an exact O(K log K) form
+    (sort the row: sum_{j<k} |s_j - s_k| = sum_i (2i - K + 1) s_i for ascending s), but
+    log(1 + exp(-|a|)) is not a finite sum of products f(l_j) g(l_k), so no prefix sum or sort
+    reduces it; expanding it (series in exp(-|a|), kernel approximations) gives only approximate
+    sums, which would change the loss. The gradient term tanh((l_m - l_k) / 2) is likewise not
+    separable. The exact cost is therefore N K^2 / 2 transcendental pair terms.
     """
 
     BLOCK = 1 << 22  # elements of one (rows, K, K) block
