@@ -79,9 +79,10 @@ def check_recomputed(results, cells, keys, spec=None, on_warning=warn) -> None:
                            f"{point[k]:.6g}, metrics.json says {stored[k]:.6g}")
 
 
-def usable_results(results_dir, recipe, specs=(), on_warning=warn):
+def usable_results(results_dir, recipe, specs=(), on_warning=warn, *, predictions: bool = True):
     """The recipe's Results after warning (one line each, naming the file) about every damaged file and
-    setting aside runs whose predictions cannot be used; InputError when nothing usable remains."""
+    (predictions=True) setting aside runs whose predictions cannot be used for the table or for
+    fitting `specs`; InputError when nothing usable remains."""
     from calbench.report.tidy import drop_unusable, load_results
 
     results = load_results(results_dir, recipe)
@@ -90,7 +91,7 @@ def usable_results(results_dir, recipe, specs=(), on_warning=warn):
     for line in results.warnings:
         on_warning(line)
     had_done = bool(results.done)
-    skipped = drop_unusable(results, posthoc=specs)
+    skipped = drop_unusable(results, posthoc=specs) if predictions else []
     where = results.root / results.recipe
     if not results.done and had_done and specs and all("no val_" in line for line in skipped):
         raise InputError(f"{where}: no run has validation predictions (val_logits, val_labels in "
@@ -144,7 +145,7 @@ def tidy_csv(results_dir, recipe, metrics, keys, specs, bins) -> str:
 
     from calbench.report.tidy import posthoc_tidy
 
-    results = usable_results(results_dir, recipe, specs)
+    results = usable_results(results_dir, recipe, specs, predictions=bool(specs))
     tidy = results.tidy()
     if specs:
         tidy = pd.concat([tidy, posthoc_tidy(results, specs, keys if metrics else None, bins)], ignore_index=True)

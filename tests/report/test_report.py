@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from calbench.cli import cli
 from calbench.errors import InputError
 from calbench.metrics import bootstrap_indices, compute_metrics
-from calbench.report import compute_cells, load_predictions, load_results
+from calbench.posthoc import POSTHOC, Calibrator
+from calbench.report import compute_cells, load_predictions, load_results, tidy
+from calbench.report.tidy import calibrated_predictions, parse_posthoc
 from calbench.report.intervals import estimate_runs, paired_difference
 from calbench.report.tables import render_latex
 
@@ -279,3 +281,258 @@ def test_best_and_second_marks_follow_direction_and_ties():
     assert table.ranks(g, "ece") == {"a": 0, "b": 0, "c": 1}  # 2.45 and 2.45 tie as shown
     tex = render_latex(table)
     assert tex.count(r"\textbf{2.45}") == 2 and r"\underline{3.00}" in tex and r"\textbf{95.00}" in tex
+
+
+# --- post-hoc calibrators refitted at report time ---------------------------------------------
+
+def _block_rows(stdout, suffix):
+    return [line for line in stdout.splitlines() if line.startswith("| ") and f" + {suffix} |" in line]
+
+
+@pytest.mark.parametrize("name", POSTHOC.names())
+def test_every_registered_calibrator_reports_on_runs_that_never_asked_for_it(store, name):
+    """The store's runs were trained with posthoc: [ts] only; any registered calibrator still applies."""
+    res = invoke("--results", str(store), "--bootstrap", "0", "--markdown", "--posthoc", name)
+    assert res.exit_code == 0, res.output
+    assert len(_block_rows(res.stdout, name)) == 4
+    assert not res.stderr.strip(), res.stderr
+
+
+def test_one_row_block_per_calibrator_in_the_order_given(store):
+    res = invoke("--results", str(store), "--bootstrap", "0", "--markdown", "--posthoc", "vs,ts")
+    assert res.exit_code == 0, res.output
+    rows = [line.split("|")[1].strip() for line in res.stdout.splitlines() if " + " in line and line.startswith("|")]
+    assert rows == [f"{m} + {c}" for c in ("vs", "ts") for m in ("ce", "ls(alpha=0.05)", "mbls(margin=10)",
+                                                                 "cals-alm(margin=10)")]
+    tex = invoke("--results", str(store), "--bootstrap", "0", "--latex", "--posthoc", "vs,ts").stdout
+    assert tex.count(r"\midrule") == 2  # under the header and between the two blocks
+
+
+def test_refit_ts_equals_the_stored_test_ts_block(store):
+    results = load_results(store)
+    keys = ("acc", "ece", "aece", "cece", "mce", "nll", "brier", "smece", "sece")
+    cells = compute_cells(results, keys=keys, B=0, posthoc="ts")
+    for (label, group), cell in cells.items():
+        runs = sorted((r for r in results.done if r.method_label == label and r.group == group), key=lambda r: r.seed)
+        for run, point in zip(runs, cell.estimate.per_run):
+            for k in keys:
+                assert point[k] == pytest.approx(run.metrics["test_ts"][k], abs=1e-12, rel=0)
+
+
+def test_state_is_cached_beside_the_run_and_reused(store):
+    run = load_results(store).done[0]
+    labels, first, kind = calibrated_predictions(run, "vs")
+    (path,) = (run.run_dir / "posthoc").glob("vs-*.json")
+    state = json.loads(path.read_text())
+    assert state["name"] == "vs" and kind == "logits"
+    # a cached state is used as is: doctor it and the transform follows it
+    state["params"]["bias"] = [b + 1.0 for b in state["params"]["bias"]]
+    path.write_text(json.dumps(state))
+    tidy._FITTED.clear()
+    _, second, _ = calibrated_predictions(run, "vs")
+    np.testing.assert_allclose(second, (first.astype(np.float64) + 1.0).astype(np.float32), atol=1e-5)
+    # a garbage cache file is refitted and overwritten
+    path.write_text("{not json")
+    tidy._FITTED.clear()
+    _, third, _ = calibrated_predictions(run, "vs")
+    np.testing.assert_array_equal(third, first)
+    assert json.loads(path.read_text())["name"] == "vs"
+
+
+def test_cache_key_changes_with_the_validation_data_and_the_version(store, monkeypatch):
+    run = load_results(store).done[0]
+    preds = dict(np.load(run.run_dir / "predictions.npz"))
+    spec = parse_posthoc("ts")
+    key = tidy.cache_path(run, spec, {}, preds["val_logits"], preds["val_labels"])
+    changed = preds["val_logits"].copy()
+    changed[0, 0] += 1.0
+    assert tidy.cache_path(run, spec, {}, changed, preds["val_labels"]) != key
+    monkeypatch.setattr(POSTHOC.get("ts"), "version", POSTHOC.get("ts").version + 1)
+    assert tidy.cache_path(run, spec, {}, preds["val_logits"], preds["val_labels"]) != key
+
+
+def test_fit_ignores_the_test_split(store):
+    run = load_results(store).done[0]
+    tidy._FITTED.clear()
+    before = tidy.fitted_calibrator(run, "vs").state()
+    preds = dict(np.load(run.run_dir / "predictions.npz"))
+    preds["test_logits"] = preds["test_logits"][::-1] * 3.0
+    np.savez(run.run_dir / "predictions.npz", **preds)
+    for cached in (run.run_dir / "posthoc").glob("*.json"):
+        cached.unlink()
+    tidy._FITTED.clear()
+    assert tidy.fitted_calibrator(run, "vs").state() == before
+
+
+def test_read_only_store_still_reports(store):
+    import os
+    import stat
+
+    modes = {}
+    for d in (store / "quickstart").iterdir():
+        if d.is_dir():
+            modes[d] = d.stat().st_mode
+            d.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        if os.access(next(iter(modes)), os.W_OK):
+            pytest.skip("running as a user that can write anywhere (root)")
+        res = invoke("--results", str(store), "--bootstrap", "0", "--markdown", "--posthoc", "ts")
+        assert res.exit_code == 0, res.output
+        assert not any((d / "posthoc").exists() for d in modes)
+    finally:
+        for d, mode in modes.items():
+            d.chmod(mode)
+
+
+def test_unwritable_cache_folder_is_skipped(store):
+    """A cache that cannot be written (here: a file where the posthoc folder belongs) is skipped."""
+    for d in (store / "quickstart").iterdir():
+        if d.is_dir():
+            (d / "posthoc").write_text("in the way")
+    res = invoke("--results", str(store), "--bootstrap", "0", "--markdown", "--posthoc", "ts,vs")
+    assert res.exit_code == 0, res.output
+
+
+class _Probs(Calibrator):
+    """softmax(z / scale): a calibrator that outputs probabilities, with one hyper-parameter."""
+
+    output = "probs"
+    preserves_argmax = True
+
+    def __init__(self, *, scale: float = 2.0):
+        self.scale = scale
+
+    def fit_arrays(self, logits, labels):
+        pass
+
+    def transform_array(self, logits):
+        from scipy.special import softmax
+
+        return softmax(logits / self.scale, axis=1)
+
+    def params(self):
+        return {}
+
+    def load_params(self, params):
+        pass
+
+
+@pytest.fixture
+def probs_calibrator():
+    POSTHOC.register("probs-test", _Probs)
+    yield "probs-test"
+    POSTHOC._entries.pop("probs-test")
+
+
+def test_probability_calibrator_with_hyper_parameter_flows_into_the_report(store, probs_calibrator):
+    res = invoke("--results", str(store), "--bootstrap", "30", "--markdown", "--reference", "ce",
+                 "--metrics", "acc,ece,nll,brier,cece,smece", "--posthoc", f"{probs_calibrator}:scale=3")
+    assert res.exit_code == 0, res.output
+    assert len(_block_rows(res.stdout, "probs-test(scale=3)")) == 4
+    run = load_results(store).done[0]
+    labels, probs, kind = calibrated_predictions(run, f"{probs_calibrator}:scale=3")
+    logits = np.load(run.run_dir / "predictions.npz")["test_logits"]
+    assert kind == "probs"
+    assert compute_metrics(labels, probs=probs) == compute_metrics(labels, probs=_Probs(scale=3.0).transform_array(
+        logits.astype(np.float64)))
+    csv_text = invoke("--results", str(store), "--csv", "--posthoc", f"{probs_calibrator}:scale=3").stdout
+    rows = [r for r in csv.DictReader(io.StringIO(csv_text)) if r["split"] == "posthoc:probs-test(scale=3)"]
+    assert len(rows) == 8 * 9
+
+
+@pytest.mark.parametrize("value, message", [
+    ("unknown", "unknown post-hoc calibrator 'vss' (did you mean 'vs'?)"),
+    ("hparam", "ts: unknown hyper-parameter 'bins'"),
+    ("kind", "probs-test.scale: expected a number, got 'big'"),
+    ("syntax", "expected NAME:KEY=VALUE"),
+])
+def test_bad_calibrator_input_is_one_line(store, probs_calibrator, value, message):
+    arg = {"unknown": "ts,vss", "hparam": "ts:bins=3", "kind": f"{probs_calibrator}:scale=big",
+           "syntax": "ts:bins"}[value]
+    res = invoke("--results", str(store), "--bootstrap", "0", "--posthoc", arg)
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("calbench: error:") and message in line
+
+
+def test_store_without_validation_predictions_is_one_line(store):
+    for path in (store / "quickstart").glob("*/predictions.npz"):
+        arrays = dict(np.load(path))
+        np.savez(path, test_logits=arrays["test_logits"], test_labels=arrays["test_labels"])
+    res = invoke("--results", str(store), "--bootstrap", "0", "--posthoc", "ts")
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("calbench: error:") and "no run has validation predictions" in line
+    assert invoke("--results", str(store), "--bootstrap", "0").exit_code == 0  # raw test still reports
+
+
+# --- damaged store files: one warning line naming the file, the rest reported ----------------
+
+def _damage_metrics_list(run_dir):
+    (run_dir / "metrics.json").write_text("[]")
+    return run_dir / "metrics.json"
+
+
+def _damage_metric_string(run_dir):
+    obj = json.loads((run_dir / "metrics.json").read_text())
+    obj["metrics"]["test"]["ece"] = "0.05"
+    (run_dir / "metrics.json").write_text(json.dumps(obj))
+    return run_dir / "metrics.json"
+
+
+def _damage_truncated_npz(run_dir):
+    path = run_dir / "predictions.npz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def _damage_empty_npz(run_dir):
+    (run_dir / "predictions.npz").write_bytes(b"")
+    return run_dir / "predictions.npz"
+
+
+def _damage_shapes(run_dir):
+    arrays = dict(np.load(run_dir / "predictions.npz"))
+    arrays["test_labels"] = arrays["test_labels"][:-3]
+    np.savez(run_dir / "predictions.npz", **arrays)
+    return run_dir / "predictions.npz"
+
+
+def _damage_recipe_json(run_dir):
+    (run_dir.parent / "recipe.json").write_text("[]")
+    return run_dir.parent / "recipe.json"
+
+
+DAMAGE = {"metrics.json = []": _damage_metrics_list, "a string metric value": _damage_metric_string,
+          "truncated predictions.npz": _damage_truncated_npz, "empty predictions.npz": _damage_empty_npz,
+          "wrong prediction shapes": _damage_shapes, "recipe.json = []": _damage_recipe_json}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+@pytest.mark.parametrize("fmt", [["--markdown"], ["--csv"], ["--markdown", "--posthoc", "ts,vs"]])
+def test_a_damaged_file_is_one_warning_and_the_rest_is_reported(store, damage, fmt):
+    run_dir = next(d for d in sorted((store / "quickstart").iterdir()) if d.is_dir())
+    path = DAMAGE[damage](run_dir)
+    res = invoke("--results", str(store), "--bootstrap", "0", *fmt)
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    if fmt == ["--csv"] and path.name == "predictions.npz":
+        assert lines == []  # the CSV is the stored metrics: predictions are not read
+    else:
+        assert len(lines) == 1 and lines[0].startswith("calbench: warning:") and str(path) in lines[0], lines
+    others = [d for d in (store / "quickstart").iterdir() if d.is_dir() and d != run_dir]
+    if fmt[0] == "--markdown":
+        assert res.stdout.count("|") > 20 and "mbls(margin=10)" in res.stdout
+    else:
+        ids = {r["run_id"] for r in csv.DictReader(io.StringIO(res.stdout))}
+        assert {d.name for d in others} <= ids
+
+
+def test_nothing_usable_left_is_exit_2(store):
+    for d in (store / "quickstart").iterdir():
+        if d.is_dir():
+            _damage_truncated_npz(d)
+    res = invoke("--results", str(store), "--bootstrap", "0")
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("calbench: error:") and "no finished runs to report" in line and "predictions.npz" in line
