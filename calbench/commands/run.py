@@ -158,7 +158,7 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
 
 
 def _run_distributed_locally(todo, results, gpu_list, gpus_per_run, console) -> dict[str, str]:
-    from calbench.engine.distributed import run_distributed
+    from calbench.runner.distributed_run import run_distributed
 
     statuses = {}
     for spec in todo:

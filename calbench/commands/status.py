@@ -1,14 +1,9 @@
 """`calbench status`: how far each recipe of a results directory has got.
 
-A run's state is read from the store only (results_schema.md), so it works for local runs and
-for submitit jobs alike, without contacting a scheduler:
-  done     metrics.json with status "done"
-  failed   metrics.json with status "failed" (or unreadable), or a submitted job that ended
-           (submitit wrote its result file) without writing metrics.json
-  running  checkpoint.pt without metrics.json (a local run in progress, or one interrupted:
-           `calbench run` resumes it), or a submitted job whose log exists (it has started)
-  queued   a submitted job (job.json) that has not started yet
-  pending  a run id of recipe.json with none of the above
+A run's state is read from the store only, so it works for local runs and for submitit jobs alike,
+without contacting a scheduler (`calbench.runner.store.run_state` says what each state means).
+A damaged store file (metrics.json or recipe.json that is not what calbench writes) gets one line
+naming it; the rest of the store is still counted.
 """
 
 from __future__ import annotations
@@ -19,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from calbench.runner.store import run_state
+
 STATES = ("done", "running", "queued", "failed", "pending")
 
 
@@ -27,61 +24,33 @@ class RecipeStatus:
     recipe: str
     states: dict[str, str] = field(default_factory=dict)   # run id -> state
     reasons: dict[str, str] = field(default_factory=dict)  # run id -> why (failed runs)
+    problems: list[str] = field(default_factory=list)      # damaged store files, one line each
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.states.values() if s == state)
 
 
-def recipe_run_ids(recipe_json: Path) -> list[str] | None:
-    """Every run id of the matrix as recipe.json lists it (None if absent or unreadable)."""
+def recipe_run_ids(recipe_json: Path) -> tuple[list[str] | None, str | None]:
+    """(every run id of the matrix as recipe.json lists it, why the file cannot be used).
+
+    (None, None) when there is no recipe.json; (None, reason) when it is unreadable or foreign."""
+    if not recipe_json.exists():
+        return None, None
     try:
         obj = json.loads(recipe_json.read_text())
-    except (OSError, ValueError):
-        return None
-    if isinstance(obj.get("run_ids"), list):
-        return [str(r) for r in obj["run_ids"]]
-    runs = obj.get("runs")
-    if isinstance(runs, list):
-        return [str(r["run_id"]) if isinstance(r, dict) else str(r) for r in runs]
-    return None
+    except (OSError, ValueError) as err:
+        return None, f"{recipe_json}: unreadable ({type(err).__name__}: {err})"
+    if isinstance(obj, dict) and isinstance(obj.get("run_ids"), list):
+        return [str(r) for r in obj["run_ids"]], None
+    runs = obj.get("runs") if isinstance(obj, dict) else None
+    if isinstance(runs, list) and all(isinstance(r, str) or (isinstance(r, dict) and "run_id" in r)
+                                      for r in runs):
+        return [str(r["run_id"]) if isinstance(r, dict) else r for r in runs], None
+    return None, f"{recipe_json}: not a calbench recipe file (no list of runs)"
 
 
-def _job_state(run_dir: Path, job: dict) -> tuple[str, str]:
-    """queued / running / failed for a submitted job, from submitit's own files (no sacct call)."""
-    from submitit.core.utils import JobPaths
-
-    folder = Path(job.get("folder", ""))
-    if not folder.is_absolute():
-        folder = run_dir.parent / folder
-    paths = JobPaths(folder, job_id=str(job.get("job_id", "")), task_id=0)
-    if paths.result_pickle.exists():
-        return "failed", f"job {job.get('job_id')} ended without metrics.json (see {paths.stderr})"
-    if paths.stdout.exists() or paths.stderr.exists():
-        return "running", ""
-    return "queued", ""
-
-
-def run_state(run_dir: Path) -> tuple[str, str]:
-    """(state, reason) of one run directory; see the module docstring."""
-    metrics = run_dir / "metrics.json"
-    if metrics.exists():
-        try:
-            obj = json.loads(metrics.read_text())
-        except (OSError, ValueError) as err:
-            return "failed", f"unreadable metrics.json: {err}"
-        if obj.get("status") == "done":
-            return "done", ""
-        return "failed", str(obj.get("reason") or obj.get("status"))
-    job_file = run_dir / "job.json"
-    if job_file.exists():
-        try:
-            state = _job_state(run_dir, json.loads(job_file.read_text()))
-        except (OSError, ValueError):
-            state = ("queued", "")
-        return state
-    if (run_dir / "checkpoint.pt").exists():
-        return "running", ""
-    return "pending", ""
+def _run_dirs(recipe_dir: Path) -> list[str]:
+    return sorted(p.name for p in recipe_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def collect_status(results: Path) -> list[RecipeStatus]:
@@ -90,18 +59,21 @@ def collect_status(results: Path) -> list[RecipeStatus]:
     if not results.is_dir():
         return out
     for recipe_dir in sorted(p for p in results.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        run_ids = recipe_run_ids(recipe_dir / "recipe.json")
+        run_ids, problem = recipe_run_ids(recipe_dir / "recipe.json")
+        status = RecipeStatus(recipe_dir.name)
+        if problem:
+            status.problems.append(f"{problem}; runs counted from the run directories")
         if run_ids is None:
-            run_ids = sorted(p.name for p in recipe_dir.iterdir()
-                             if p.is_dir() and not p.name.startswith("."))
+            run_ids = _run_dirs(recipe_dir)
             if not run_ids:
                 continue
-        status = RecipeStatus(recipe_dir.name)
         for run_id in run_ids:
             state, reason = run_state(recipe_dir / run_id)
             status.states[run_id] = state
             if reason:
                 status.reasons[run_id] = reason
+                if reason.startswith((str(recipe_dir / run_id), "done but")):   # a damaged file
+                    status.problems.append(f"{reason} (counted as failed)")
         out.append(status)
     return out
 
@@ -132,6 +104,9 @@ def status(results: Path, show_failed: bool) -> None:
     for rs in recipes:
         table.add_row(rs.recipe, str(len(rs.states)), *(str(rs.count(s)) for s in STATES))
     console.print(table)
+    for rs in recipes:
+        for problem in rs.problems:
+            click.echo(f"calbench: warning: {problem}", err=True)
     if show_failed:
         for rs in recipes:
             for run_id, reason in rs.reasons.items():

@@ -11,8 +11,8 @@ Ways to get a `DistContext`:
   gloo on CPU (over the loopback interface), nccl on CUDA; rendezvous through a temporary file.
 - `context_from_env()`: join a group whose processes someone else started: torchrun
   (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*) or a submitit job with several tasks (SLURM or local).
-- `run_distributed(spec_dict, results_dir, device, gpus)`: train one run either way; the function
-  `calbench run --gpus-per-run G` and the submitit jobs call.
+Training one run over such processes (`calbench.runner.distributed_run.run_distributed`) belongs
+to the runner: this module knows nothing of runs, results or the recipe.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import torch.distributed as torch_dist
 from torch import nn
 
 __all__ = [
-    "DistContext", "launch", "context_from_env", "env_world_size", "run_distributed",
-    "loopback_interface", "default_backend",
+    "DistContext", "launch", "context_from_env", "env_world_size", "loopback_interface",
+    "default_backend",
 ]
 
 
@@ -293,33 +293,3 @@ def context_from_env(device: str = "cpu", sync_bn: bool = False) -> DistContext:
         _init_group(rank, world, device, addr, port)
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=rank_device,
                        sync_bn=sync_bn)
-
-
-# ---------------------------------------------------------------- one run
-
-
-def _execute_rank(spec_dict: dict, results_dir: str, *, dist: DistContext, device: str) -> str:
-    from calbench.runner.execute import execute_run
-
-    return execute_run(spec_dict, results_dir, device=device, dist=dist)
-
-
-def run_distributed(spec_dict: dict, results_dir: str, device: str = "cpu", gpus: int = 1,
-                    sync_bn: bool = False) -> str:
-    """Train one run with `gpus` data-parallel processes; returns execute_run's status.
-
-    Inside a process group started elsewhere (torchrun, submitit tasks_per_node > 1) this process
-    is one rank of it; otherwise `gpus` > 1 spawns the ranks here and `gpus` == 1 trains in-process.
-    """
-    from calbench.runner.execute import execute_run
-
-    if env_world_size() > 1:
-        ctx = context_from_env(device, sync_bn=sync_bn)
-        try:
-            return execute_run(spec_dict, results_dir, device=ctx.device, dist=ctx)
-        finally:
-            if torch_dist.is_initialized():
-                torch_dist.destroy_process_group()
-    if int(gpus) <= 1:
-        return execute_run(spec_dict, results_dir, device=device)
-    return launch(_execute_rank, int(gpus), spec_dict, results_dir, device=device, sync_bn=sync_bn)

@@ -7,6 +7,8 @@ with status "failed" and the reason, and the status string is returned.
 
 from __future__ import annotations
 
+import errno
+import os
 import platform
 import subprocess
 import time
@@ -15,11 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from calbench import __version__
 from calbench.specs import RunSpec
-from calbench.runner.store import is_done, run_dir, save_npz_atomic, write_json_atomic, write_jsonl_atomic
+from calbench.runner.store import (is_done, json_safe, run_dir, save_npz_atomic, write_json_atomic,
+                                   write_jsonl_atomic)
 
 
 def git_revision() -> str | None:
@@ -32,10 +33,17 @@ def git_revision() -> str | None:
 
 
 def versions() -> dict[str, str]:
-    import numpy
+    """Versions a result depends on; read from the installed packages' metadata, so that recording
+    a failure in the parent never imports torch."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"calbench": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}
+    out = {"calbench": __version__}
+    for package in ("torch", "numpy"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "unknown"
+    return {**out, "python": platform.python_version()}
 
 
 def base_record(spec: RunSpec) -> dict[str, Any]:
@@ -47,13 +55,55 @@ def base_record(spec: RunSpec) -> dict[str, Any]:
 
 
 def record_failure(spec: RunSpec, results_dir: str | Path, reason: str, epoch: int | None = None,
-                   device: str = "cpu", wall_time: float = 0.0) -> None:
-    """Write a failed metrics.json (used by the run itself and by a scheduler whose worker died)."""
+                   device: str = "cpu", wall_time: float = 0.0) -> str | None:
+    """Write a failed metrics.json (used by the run itself and by a scheduler whose worker died).
+
+    Cannot fail: the value that made the run fail (a NaN learning rate, say) is written as text
+    rather than refused by the JSON encoder, and a store that cannot be written (a full disk, a
+    read-only folder) is reported in the returned one-line message instead of raised (None when
+    the record was written). Nothing is marked done either way."""
     rec = base_record(spec)
     rec.update(status="failed", reason=reason, failed_epoch=epoch, metrics={}, temperature=None,
                epochs_done=epoch or 0, wall_time_s=wall_time, device=device, versions=versions(),
                git_rev=git_revision())
-    write_json_atomic(run_dir(results_dir, spec.recipe, spec.run_id) / "metrics.json", rec)
+    path = run_dir(results_dir, spec.recipe, spec.run_id) / "metrics.json"
+    try:
+        write_json_atomic(path, json_safe(rec))
+    except OSError as err:
+        return f"could not record the failure: {describe_os_error(err, path)}"
+    return None
+
+
+def describe_os_error(err: OSError, path: str | Path | None = None) -> str:
+    """One line for a failed store write: "no space left on device writing <file>" for ENOSPC."""
+    where = err.filename or path
+    if err.errno == errno.ENOSPC:
+        return f"no space left on device writing {where}"
+    return f"{err.strerror or type(err).__name__} writing {where}" if where else str(err)
+
+
+def failure_reason(err: BaseException, directory: Path) -> str:
+    """The one-line reason recorded for a run that raised `err`.
+
+    A full disk shows up as an OSError (our own writes) or as torch's zip writer failing inside
+    torch.save ("file write failed", "unexpected pos"): both are named as what they are, with the
+    file, instead of the low-level message."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return describe_os_error(err)
+    text = str(err)
+    if ("PytorchStreamWriter" in text or "unexpected pos" in text) and _disk_full(directory):
+        return f"no space left on device writing {directory / 'checkpoint.pt'}"
+    last = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    where = f" ({Path(last.filename).name}:{last.lineno})" if last else ""
+    return f"{type(err).__name__}: {text}{where}".replace("\n", " ")
+
+
+def _disk_full(directory: Path) -> bool:
+    try:
+        stats = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return False
+    return stats.f_bavail * stats.f_frsize < 1 << 20
 
 
 @contextmanager
@@ -86,53 +136,66 @@ def execute_run(spec_dict: dict, results_dir: str, device: str = "cpu", dist=Non
     "skipped": the run is done, or another process is training it right now (its directory lock is
     held), so two `calbench run` commands on the same results never train one run twice. Data-parallel
     ranks take no lock (every rank must enter training together)."""
+    return execute_run_reporting(spec_dict, results_dir, device, dist, progress)[0]
+
+
+def execute_run_reporting(spec_dict: dict, results_dir: str, device: str = "cpu", dist=None,
+                          progress: Callable[[int, int], None] | None = None) -> tuple[str, str | None]:
+    """`execute_run`, plus the one-line reason of a failure (None otherwise) for the caller to show."""
     spec = RunSpec.from_dict(spec_dict)
     directory = run_dir(results_dir, spec.recipe, spec.run_id)
     if is_done(directory):
-        return "skipped"
+        return "skipped", None
     if dist is not None:
         return _execute(spec, directory, results_dir, device, dist, progress)
-    with run_lock(directory) as mine:
-        if not mine or is_done(directory):   # done meanwhile by the process that held the lock
-            return "skipped"
-        return _execute(spec, directory, results_dir, device, dist, progress)
+    try:
+        with run_lock(directory) as mine:
+            if not mine or is_done(directory):   # done meanwhile by the process that held the lock
+                return "skipped", None
+            return _execute(spec, directory, results_dir, device, dist, progress)
+    except OSError as err:      # the run directory or its lock file cannot be created
+        return "failed", describe_os_error(err)
+
+
+def _prepare(spec: RunSpec, directory: Path) -> None:
+    """Clear what a killed or failed attempt left (torn temporary files, a failed metrics.json:
+    the run is being recomputed now) and write config.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for torn in directory.glob(".*.tmp"):
+        torn.unlink(missing_ok=True)
+    (directory / "metrics.json").unlink(missing_ok=True)
+    write_json_atomic(directory / "config.json", json_safe(spec.to_dict()))
 
 
 def _execute(spec: RunSpec, directory: Path, results_dir: str, device: str, dist,
-             progress: Callable[[int, int], None] | None) -> str:
+             progress: Callable[[int, int], None] | None) -> tuple[str, str | None]:
+    """Train and write the results; every failure (preparing the directory included) is recorded."""
     from calbench.engine.train import NonFiniteLoss, train_run
 
     is_main = dist is None or dist.is_main
-    if is_main:
-        directory.mkdir(parents=True, exist_ok=True)
-        for torn in directory.glob(".*.tmp"):   # left by a process killed mid-write
-            torn.unlink(missing_ok=True)
-        write_json_atomic(directory / "config.json", spec.to_dict())
-        stale = directory / "metrics.json"
-        if stale.exists():          # a previous failed attempt: it is being recomputed now
-            stale.unlink()
     started = time.perf_counter()
 
     def on_epoch(history):
         write_jsonl_atomic(directory / "history.jsonl", history)
 
+    epoch = None
     try:
+        if is_main:
+            _prepare(spec, directory)
         out = train_run(spec, directory, device=device, dist=dist, progress=progress,
                         on_epoch=on_epoch if is_main else None)
         if is_main:
             _write_results(spec, directory, out, device, dist, started)
+        return "done", None
     except NonFiniteLoss as err:
-        if is_main:
-            record_failure(spec, results_dir, str(err), err.epoch, device, time.perf_counter() - started)
-        return "failed"
+        reason, epoch = str(err), err.epoch
     except Exception as err:  # noqa: BLE001 - a run's failure must not stop the matrix
-        if is_main:
-            last = traceback.extract_tb(err.__traceback__)[-1]
-            reason = f"{type(err).__name__}: {err} ({Path(last.filename).name}:{last.lineno})"
-            record_failure(spec, results_dir, reason.replace("\n", " "), None, device,
-                           time.perf_counter() - started)
-        return "failed"
-    return "done"
+        reason = failure_reason(err, directory)
+    if is_main:
+        unrecorded = record_failure(spec, results_dir, reason, epoch, device, time.perf_counter() - started)
+        if unrecorded:
+            reason = f"{reason} ({unrecorded})"
+    return "failed", reason
 
 
 def _write_results(spec: RunSpec, directory: Path, out, device: str, dist, started: float) -> None:

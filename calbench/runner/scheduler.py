@@ -30,14 +30,30 @@ class Slot:
 
 
 def plan_slots(gpus: list[int] | None, jobs: int) -> list[Slot]:
-    """The worker slots for `--gpus` (None = CPU) and `--jobs` runs at once per device."""
+    """The worker slots for `--gpus` (None = CPU) and `--jobs` runs at once per device.
+
+    Each worker gets an equal share of the cores as torch intra-op threads (and as OMP/MKL threads
+    through the environment): oversubscribed cores make every op wait at each parallel region."""
     jobs = max(1, int(jobs))
+    cores = _cores()
     if not gpus:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        return [Slot("cpu", {"CUDA_VISIBLE_DEVICES": ""}, "cpu", threads) for _ in range(jobs)]
-    threads = max(1, (os.cpu_count() or 1) // (len(gpus) * jobs))
-    return [Slot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": str(g)}, "cuda", threads)
+        threads = max(1, cores // jobs)
+        return [Slot("cpu", {"CUDA_VISIBLE_DEVICES": "", **_thread_env(threads)}, "cpu", threads)
+                for _ in range(jobs)]
+    threads = max(1, cores // (len(gpus) * jobs))
+    return [Slot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": str(g), **_thread_env(threads)}, "cuda", threads)
             for g in gpus for _ in range(jobs)]
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
 def _worker_main(slot: Slot, conn, results_dir: str) -> None:
@@ -55,7 +71,7 @@ def _worker_main(slot: Slot, conn, results_dir: str) -> None:
     # an interrupt does not print one traceback per worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(slot.threads)
-    from calbench.runner.execute import execute_run
+    from calbench.runner.execute import execute_run_reporting
 
     crash_hook = os.environ.get("CALBENCH_TEST_CRASH_RUN")  # tests: die hard on this run id
     while True:
@@ -73,8 +89,8 @@ def _worker_main(slot: Slot, conn, results_dir: str) -> None:
             conn.send({"kind": "epoch", "run_id": run_id, "done": done, "total": total})
 
         started = time.perf_counter()
-        status = execute_run(spec, results_dir, device=slot.device, progress=progress)
-        conn.send({"kind": "finished", "run_id": run_id, "status": status,
+        status, reason = execute_run_reporting(spec, results_dir, device=slot.device, progress=progress)
+        conn.send({"kind": "finished", "run_id": run_id, "status": status, "reason": reason,
                    "seconds": time.perf_counter() - started})
 
 
@@ -91,28 +107,27 @@ class _Worker:
 class MatrixResult:
     status: dict[str, str] = field(default_factory=dict)     # run_id -> done | failed | skipped
     seconds: dict[str, float] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)    # run_id -> why (failed runs)
 
 
-def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
-               on_event: Callable[[Event], None] | None = None) -> MatrixResult:
-    """Run every spec once over the worker slots; returns each run's final status."""
-    from multiprocessing.connection import wait
+class _Pool:
+    """The parent's side of the workers: start, feed, listen, replace the dead, stop."""
 
-    from calbench.runner.execute import record_failure
+    def __init__(self, results_dir: str, notify: Callable[[Event], None]):
+        self.ctx = mp.get_context("spawn")
+        self.results_dir = results_dir
+        self.notify = notify
+        self.result = MatrixResult()
+        self.workers: list[_Worker] = []
 
-    ctx = mp.get_context("spawn")
-    pending = [s.to_dict() for s in specs]
-    result = MatrixResult()
-    notify = on_event or (lambda e: None)
-
-    def start(slot: Slot) -> _Worker:
-        parent, child = ctx.Pipe(duplex=True)
+    def start(self, slot: Slot) -> _Worker:
+        parent, child = self.ctx.Pipe(duplex=True)
         saved = {k: os.environ.get(k) for k in slot.env}
         os.environ.update(slot.env)
         try:
             # not a daemon: a daemonic process may not start the DataLoader worker processes that
-            # on-disk datasets need; the `finally` below ends the workers instead
-            proc = ctx.Process(target=_worker_main, args=(slot, child, results_dir), daemon=False)
+            # on-disk datasets need; `stop` ends the workers instead
+            proc = self.ctx.Process(target=_worker_main, args=(slot, child, self.results_dir), daemon=False)
             proc.start()
         finally:
             for k, v in saved.items():
@@ -123,70 +138,93 @@ def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
         child.close()
         return _Worker(slot, proc, parent)
 
-    def finish(w: _Worker, event: Event) -> None:
-        result.status[event["run_id"]] = event["status"]
-        result.seconds[event["run_id"]] = event["seconds"]
-        w.current = None
-        notify(event)
+    def dispatch(self, pending: list[dict]) -> None:
+        """Give every idle worker the next run (replacing a worker that died while idle)."""
+        for i, w in enumerate(list(self.workers)):
+            if w.current is None and pending:
+                if not w.process.is_alive():
+                    w.conn.close()
+                    w = self.workers[i] = self.start(w.slot)
+                w.current = pending.pop(0)
+                w.started = time.perf_counter()
+                w.conn.send(w.current)
+                self.notify({"kind": "started", "run_id": w.current["run_id"], "slot": w.slot.name})
 
-    def died(w: _Worker) -> None:
+    def listen(self) -> None:
+        """Wait up to half a second for events or deaths of the busy workers and handle them."""
+        from multiprocessing.connection import wait
+
+        busy = [w for w in self.workers if w.current is not None]
+        ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=0.5)
+        for w in busy:
+            if w.conn in ready:
+                try:
+                    event = w.conn.recv()
+                except (EOFError, OSError):
+                    self.died(w)
+                    continue
+                if event["kind"] == "finished":
+                    self.finish(w, event)
+                else:
+                    self.notify(event)
+            elif (w.process.sentinel in ready or not w.process.is_alive()) and not w.conn.poll():
+                self.died(w)        # (its last messages, if any, are read before its exit)
+
+    def finish(self, w: _Worker, event: Event) -> None:
+        rid = event["run_id"]
+        self.result.status[rid] = event["status"]
+        self.result.seconds[rid] = event["seconds"]
+        if event.get("reason"):
+            self.result.reasons[rid] = event["reason"]
+        w.current = None
+        self.notify(event)
+
+    def died(self, w: _Worker) -> None:
+        """Record the dead worker's run as failed; the dispatch loop replaces the worker."""
+        from calbench.runner.execute import record_failure
+
         spec = RunSpec.from_dict(w.current)
         w.process.join(timeout=5)
         reason = f"worker process died (exit code {w.process.exitcode}) during the run"
-        record_failure(spec, results_dir, reason, device=w.slot.device,
-                       wall_time=time.perf_counter() - w.started)
+        written = record_failure(spec, self.results_dir, reason, device=w.slot.device,
+                                 wall_time=time.perf_counter() - w.started)
+        if written is not None:     # the failure itself could not be recorded (e.g. a full disk)
+            reason = f"{reason}; {written}"
         w.conn.close()
-        finish(w, {"kind": "finished", "run_id": spec.run_id, "status": "failed",
-                   "seconds": time.perf_counter() - w.started, "reason": reason})
-        # the dispatch loop replaces the dead worker when a run is still waiting for it
+        self.finish(w, {"kind": "finished", "run_id": spec.run_id, "status": "failed",
+                        "seconds": time.perf_counter() - w.started, "reason": reason})
 
-    workers = [start(slot) for slot in slots[:max(1, min(len(slots), len(pending)))]]
-    completed = False
-    try:
-        while pending or any(w.current for w in workers):
-            for i, w in enumerate(list(workers)):
-                if w.current is None and pending:
-                    if not w.process.is_alive():          # died while idle: replace it first
-                        w.conn.close()
-                        w = workers[i] = start(w.slot)
-                    w.current = pending.pop(0)
-                    w.started = time.perf_counter()
-                    w.conn.send(w.current)
-                    notify({"kind": "started", "run_id": w.current["run_id"], "slot": w.slot.name})
-            busy = [w for w in workers if w.current is not None]
-            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=0.5)
-            for i, w in enumerate(list(workers)):
-                if w.current is None:
-                    continue
-                if w.conn in ready:
-                    try:
-                        event = w.conn.recv()
-                    except (EOFError, OSError):
-                        died(w)
-                        continue
-                    if event["kind"] == "finished":
-                        finish(w, event)
-                    else:
-                        notify(event)
-                elif w.process.sentinel in ready or not w.process.is_alive():
-                    if w.conn.poll():      # its last messages arrive before the exit is noticed
-                        continue
-                    died(w)
-        completed = True
-    finally:
-        if not completed:       # interrupted (Ctrl-C) or failing: stop the runs now; their
-            for w in workers:   # checkpoints are written atomically, a rerun resumes them
-                if w.process.is_alive():
-                    w.process.terminate()
-        for w in workers:
+    def stop(self, completed: bool) -> None:
+        """End every worker; when interrupted (Ctrl-C) or failing, stop their runs now: their
+        checkpoints are written atomically and a rerun resumes them."""
+        for w in self.workers:
+            if not completed and w.process.is_alive():
+                w.process.terminate()
+        for w in self.workers:
             try:
                 if w.process.is_alive():
                     w.conn.send(None)
             except (OSError, BrokenPipeError):
                 pass
         deadline = time.time() + 10
-        for w in workers:
+        for w in self.workers:
             w.process.join(timeout=max(0.1, deadline - time.time()))
             if w.process.is_alive():
                 w.process.kill()
-    return result
+
+
+def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
+               on_event: Callable[[Event], None] | None = None) -> MatrixResult:
+    """Run every spec once over the worker slots; returns each run's final status."""
+    pending = [s.to_dict() for s in specs]
+    pool = _Pool(results_dir, on_event or (lambda e: None))
+    pool.workers = [pool.start(slot) for slot in slots[:max(1, min(len(slots), len(pending)))]]
+    completed = False
+    try:
+        while pending or any(w.current for w in pool.workers):
+            pool.dispatch(pending)
+            pool.listen()
+        completed = True
+    finally:
+        pool.stop(completed)
+    return pool.result

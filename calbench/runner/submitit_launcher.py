@@ -9,7 +9,7 @@ submitit's own logs and pickles go to results/<recipe>/.submitit/.
 
 SLURM: one job array (`executor.map_array`), at most `array_parallelism` tasks at once; the
 command returns after submitting. A run with `gpus_per_run` G > 1 gets one node with G GPUs and
-G tasks, one torch.distributed rank each (`calbench.engine.distributed.context_from_env`).
+G tasks, one torch.distributed rank each (`calbench.runner.distributed_run.run_distributed`).
 Local (`cluster="local"`, submitit's LocalExecutor): at most `array_parallelism` jobs at a time,
 and the command waits for them; G > 1 ranks are spawned inside the job (`launch`).
 """
@@ -59,7 +59,7 @@ class Submitted:
 
 def job_entry(spec_dict: dict, results_dir: str, device: str, gpus: int, sync_bn: bool = False) -> str:
     """What each submitit job (or each task of a multi-task job) runs: one run, maybe distributed."""
-    from calbench.engine.distributed import run_distributed
+    from calbench.runner.distributed_run import run_distributed
 
     return run_distributed(spec_dict, results_dir, device=device, gpus=gpus, sync_bn=sync_bn)
 
@@ -102,7 +102,7 @@ def _write_job_json(run_dir: Path, obj: dict) -> None:
 
 def runs_to_submit(specs: list[dict], results_dir: str | Path, recipe: str) -> list[dict]:
     """The specs whose run is neither done nor held by a submitted job that has not ended."""
-    from calbench.commands.status import run_state
+    from calbench.runner.store import run_state
 
     keep = []
     for spec in specs:

@@ -6,16 +6,20 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 from click.testing import CliRunner
 
 from calbench.cli import cli
 from calbench.commands.status import collect_status
+from calbench.runner.store import PREDICTION_KEYS
 
 
 def _metrics(run_dir: Path, status: str, reason: str | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(json.dumps(
         {"schema": 1, "run_id": run_dir.name, "status": status, "reason": reason}))
+    if status == "done":
+        np.savez(run_dir / "predictions.npz", **{k: np.zeros(2) for k in PREDICTION_KEYS})
 
 
 def _store(tmp_path: Path) -> Path:
@@ -69,3 +73,29 @@ def test_status_missing_directory_is_one_line_error(tmp_path):
     out = CliRunner().invoke(cli, ["status", "--results", str(tmp_path / "nope")])
     assert out.exit_code == 2
     assert "calbench: error:" in out.output
+
+
+def _rows(output: str) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split()[1:] for line in
+            (re.sub(r"[│┃|]", " ", ln) for ln in output.splitlines()) if line.split()}
+
+
+def test_bad_store_files_get_one_line_each_and_the_rest_is_counted(tmp_path):
+    results = _store(tmp_path)
+    quick = results / "quickstart"
+    ids = sorted(p.name for p in quick.iterdir() if p.is_dir() and not p.name.startswith("."))
+    (quick / ids[0] / "metrics.json").write_text("[]")                        # not an object
+    (quick / ids[1] / "metrics.json").write_text('{"status": 7, "run_id": 5}')  # values of the wrong kind
+    npz = quick / ids[2] / "predictions.npz"
+    npz.write_bytes(npz.read_bytes()[:40])                                    # truncated
+    (results / "other" / "recipe.json").write_text("[]")
+    out = CliRunner().invoke(cli, ["status", "--results", str(results)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "Traceback" not in out.output
+    #                      runs done running queued failed pending: the three damaged runs are failed
+    assert _rows(out.output)["quickstart"] == ["9", "0", "2", "1", "5", "1"]
+    assert _rows(out.output)["other"] == ["2", "1", "0", "0", "1", "0"]      # counted from its run dirs
+    warnings = [ln for ln in out.output.splitlines() if ln.startswith("calbench: warning:")]
+    named = {name: [w for w in warnings if name in w] for name in
+             (f"{ids[0]}/metrics.json", f"{ids[2]}/predictions.npz", "other/recipe.json")}
+    assert all(len(found) == 1 for found in named.values()), warnings

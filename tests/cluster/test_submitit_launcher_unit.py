@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from calbench.errors import ConfigError
+from calbench.runner.store import PREDICTION_KEYS
 from calbench.runner.submitit_launcher import SubmititOptions, make_executor, runs_to_submit
 
 
@@ -23,6 +25,7 @@ def test_done_and_live_jobs_are_not_submitted_again(tmp_path):
     specs = [{"run_id": f"{i:012x}"} for i in range(4)]
     (recipe / specs[0]["run_id"]).mkdir(parents=True)
     (recipe / specs[0]["run_id"] / "metrics.json").write_text(json.dumps({"status": "done"}))
+    np.savez(recipe / specs[0]["run_id"] / "predictions.npz", **{k: np.zeros(1) for k in PREDICTION_KEYS})
     (recipe / specs[1]["run_id"]).mkdir()
     (recipe / specs[1]["run_id"] / "job.json").write_text(json.dumps({"job_id": "7", "folder": ".submitit"}))
     (recipe / specs[2]["run_id"]).mkdir()

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from calbench.cli import cli
 from calbench.errors import ConfigError, InputError
 from calbench.recipe import expand, load_recipe, parse_recipe
-from calbench.runner.store import is_done, read_metrics, save_npz_atomic, write_json_atomic
+from calbench.runner.store import (PREDICTION_KEYS, is_done, predictions_problem, read_metrics, save_npz_atomic,
+                                   write_json_atomic)
 
 BASE = """
 name: m
@@ -84,7 +85,7 @@ def test_run_id_ignores_the_dataset_root_but_not_what_the_result_depends_on():
 
 def _done_run(directory, status="done"):
     directory.mkdir(parents=True)
-    save_npz_atomic(directory / "predictions.npz", test_logits=np.zeros((2, 3), np.float32))
+    save_npz_atomic(directory / "predictions.npz", **{k: np.zeros((2, 3), np.float32) for k in PREDICTION_KEYS})
     write_json_atomic(directory / "metrics.json", {"run_id": "x", "status": status})
 
 
@@ -101,6 +102,25 @@ def test_store_done_only_with_status_done_and_predictions(tmp_path):
     assert not is_done(tmp_path / "d")
     with pytest.raises(InputError, match="corrupt"):
         read_metrics(tmp_path / "d" / "metrics.json")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "missing array", "not a zip"])
+def test_a_done_run_with_damaged_predictions_is_not_done(tmp_path, damage):
+    """metrics.json alone does not make a run done: its predictions must be a readable archive of
+    the arrays a report needs (a truncated copy, say, is trained again)."""
+    _done_run(tmp_path / "a")
+    npz = tmp_path / "a" / "predictions.npz"
+    data = npz.read_bytes()
+    if damage == "truncated":
+        npz.write_bytes(data[: len(data) - 30])
+    elif damage == "empty":
+        npz.write_bytes(b"")
+    elif damage == "missing array":
+        save_npz_atomic(npz, **{k: np.zeros(2) for k in PREDICTION_KEYS[1:]})
+    else:
+        npz.write_bytes(b"PK" + b"\0" * 200)
+    assert not is_done(tmp_path / "a")
+    assert predictions_problem(npz) is not None and str(npz) in predictions_problem(npz)
 
 
 def test_atomic_write_that_fails_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
