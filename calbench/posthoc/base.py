@@ -1,5 +1,5 @@
 """The post-hoc calibrator template: a map fitted on a run's validation predictions, applied to its test
-predictions (docs/methods.md, "Post-hoc calibration").
+predictions (conventions: docs/methods.md).
 
 A calibrator is a pure function of saved predictions: `fit` sees only validation logits and labels
 (as float64 numpy arrays), so calbench can refit any calibrator on any finished run at report time
