@@ -29,25 +29,21 @@ def warn(message: str) -> None:
 
 
 def report_damage(results) -> None:
-    """One warning line per file the loader could not use."""
+    """One warning line per store file the loader could not use (metrics.json, recipe.json, values)."""
     for path, why in results.corrupt:
-        warn(f"{path}: unreadable, skipped ({why})")
+        warn(f"{path}: unreadable metrics.json, skipped ({why})")
+    for line in results.warnings:
+        warn(line)
 
 
-def without_unreadable_predictions(results):
-    """Results minus the finished runs whose predictions.npz cannot be drawn from, one warning line each."""
-    from dataclasses import replace
+def set_aside_unusable(results, posthoc) -> None:
+    """Mark the finished runs whose predictions.npz cannot be drawn from (or a calibrator in posthoc not
+    fitted on) as unusable, one warning line each naming the file; the figure draws the rest."""
+    from calbench.report.tidy import drop_unusable
 
-    from calbench.report.figures.base import predictions_problem
-
-    keep = []
-    for run in results.runs:
-        problem = predictions_problem(run) if run.done else None
-        if problem:
-            warn(f"{run.run_dir / 'predictions.npz'}: unreadable, run skipped ({problem})")
-        else:
-            keep.append(run)
-    return replace(results, runs=keep)
+    specs = list(posthoc) if isinstance(posthoc, (tuple, list)) else [posthoc] * bool(posthoc)
+    for line in drop_unusable(results, posthoc=specs):
+        warn(line)
 
 
 def draw(name: str, results_dir, recipe, filters, out_dir, fmt, **options) -> None:
@@ -58,7 +54,7 @@ def draw(name: str, results_dir, recipe, filters, out_dir, fmt, **options) -> No
     report_damage(results)
     results = filter_results(results, filters)
     if FIGURES.entry(name).meta.get("needs_predictions", True):
-        results = without_unreadable_predictions(results)
+        set_aside_unusable(results, options.get("posthoc"))
     out = Path(out_dir) if out_dir else results.root / results.recipe / "figures"
     for path in FIGURES.get(name)(results, out, fmt, **options):
         click.echo(str(path))

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import calbench.report.figures as figures_package
 from calbench.cli import cli
 from calbench.report.figures import FIGURES
-from calbench.report.figures.base import figure, predictions_problem
+from calbench.report.figures.base import figure
 
 SWEEP = (("ce", "ce", {}),
          ("cals-alm", "cals-alm(margin=5)", {"margin": 5.0, "penalty": "phr"}),
@@ -91,14 +91,63 @@ def test_a_new_figure_is_one_registration(store, tmp_path, monkeypatch):
     assert seen["n"] == 3 * 8 and res.stdout.strip() == str(tmp_path / "count.txt")
 
 
-def test_posthoc_choices_come_from_the_posthoc_registry():
+def test_posthoc_choices_come_from_the_posthoc_registry(store):
     from calbench.posthoc import POSTHOC
 
     for name in ("reliability", "tradeoff"):
         text = plot(name, "--help").output.replace("\n", " ")
         assert "[" + "|".join(POSTHOC.names()) + "]" in text
-    res = plot("tradeoff", "--posthoc", "no-such-calibrator")
-    assert res.exit_code == 2 and "no-such-calibrator" in res.output
+    res = plot("tradeoff", "--results", str(store), "--posthoc", "tss")
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1
+    assert res.stderr.startswith("calbench: error: ") and "did you mean 'ts'" in res.stderr
+
+
+@pytest.mark.parametrize("name", [n for n in FIGURES.names() if "--posthoc" in plot(n, "--help").output])
+@pytest.mark.parametrize("calibrator", __import__("calbench.posthoc", fromlist=["POSTHOC"]).POSTHOC.names())
+def test_every_calibrator_is_drawn_after_refitting(store, tmp_path, name, calibrator):
+    """Calibrators the store's recipe never ran are refitted from the saved validation predictions."""
+    res = plot(name, "--results", str(store), "-o", str(tmp_path), "--posthoc", calibrator,
+               *FAST.get(name, []))
+    assert res.exit_code == 0, res.output
+    assert written(res) and not res.stderr
+
+
+def test_a_probability_output_calibrator_is_drawn(store, tmp_path, monkeypatch):
+    """A calibrator returning probabilities (not logits) flows into the reliability panels and the tradeoff."""
+    import numpy as np
+
+    from calbench.posthoc import POSTHOC
+    from calbench.posthoc.base import Calibrator
+
+    monkeypatch.setattr(POSTHOC, "_entries", dict(POSTHOC._entries))
+
+    @POSTHOC.register("uniform-mix", description="softmax mixed with the uniform distribution")
+    class UniformMix(Calibrator):
+        output = "probs"
+        preserves_argmax = True
+
+        def __init__(self, *, weight: float = 0.5) -> None:
+            self.weight = weight
+
+        def fit_arrays(self, logits, labels) -> None:
+            pass
+
+        def transform_array(self, logits):
+            e = np.exp(logits - logits.max(1, keepdims=True))
+            return (1 - self.weight) * e / e.sum(1, keepdims=True) + self.weight / logits.shape[1]
+
+        def params(self) -> dict:
+            return {}
+
+        def load_params(self, params) -> None:
+            pass
+
+    for name, extra in (("reliability", []), ("tradeoff", FAST["tradeoff"])):
+        res = plot(name, "--results", str(store), "-o", str(tmp_path / name), "--posthoc", "uniform-mix:weight=0.9",
+                   *extra)
+        assert res.exit_code == 0, res.output
+        assert written(res)
+    assert "weight=0.9" in written(res)[0].name
 
 
 def test_reliability_options_and_pdf(sweep_store, tmp_path):
@@ -135,12 +184,13 @@ def run_dirs(root: Path) -> list[Path]:
 
 
 def damage(root: Path) -> dict[str, Path]:
-    """metrics.json = [] and a truncated predictions.npz, in two different runs."""
+    """metrics.json = [] and a truncated predictions.npz in two runs, and recipe.json = []."""
     first, second = run_dirs(root)[:2]
     (first / "metrics.json").write_text("[]")
     npz = second / "predictions.npz"
     npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
-    return {"metrics": first / "metrics.json", "predictions": npz}
+    (root / "quickstart" / "recipe.json").write_text("[]")
+    return {"metrics": first / "metrics.json", "predictions": npz, "recipe": root / "quickstart" / "recipe.json"}
 
 
 @pytest.mark.parametrize("name", FIGURES.names())
@@ -152,28 +202,18 @@ def test_damaged_files_are_one_line_each_and_the_rest_is_drawn(sweep_store, tmp_
     warnings = res.stderr.strip().splitlines()
     assert all(line.startswith("calbench: warning: ") for line in warnings)
     assert sum(str(bad["metrics"]) in line for line in warnings) == 1
+    assert sum(str(bad["recipe"]) in line for line in warnings) == 1
     needs = FIGURES.entry(name).meta["needs_predictions"]
     assert sum(str(bad["predictions"]) in line for line in warnings) == int(needs)
-    assert "Traceback" not in res.output
+    assert "Traceback" not in res.output and len(warnings) == 2 + int(needs)
 
 
-def test_predictions_problem_names_what_is_wrong(store):
-    from calbench.report.tidy import load_results
-
-    runs = load_results(store).done
-    assert predictions_problem(runs[0]) is None
-    import numpy as np
-
-    np.savez(runs[1].run_dir / "predictions.npz", test_labels=np.zeros(3, np.int64),
-             test_logits=np.zeros((4, 10), np.float32))
-    assert "(N,) and (N, K >= 2)" in predictions_problem(runs[1])
-    np.savez(runs[2].run_dir / "predictions.npz", test_labels=np.zeros(3, np.int64))
-    assert predictions_problem(runs[2]) == "no array test_logits"
-    (runs[3].run_dir / "predictions.npz").write_bytes(b"")
-    assert predictions_problem(runs[3]).startswith("not a readable npz archive")
-    (runs[4].run_dir / "predictions.npz").unlink()
-    assert predictions_problem(runs[4]).startswith("not a readable npz archive")
-    assert json.loads((runs[5].run_dir / "metrics.json").read_text())["status"] == "done"
+def test_a_damaged_file_with_a_calibrator_is_still_one_line(sweep_store, tmp_path):
+    bad = damage(sweep_store)
+    res = plot("reliability", "--results", str(sweep_store), "-o", str(tmp_path), "--posthoc", "vs")
+    assert res.exit_code == 0, res.output
+    assert len(written(res)) == len(GROUPS)
+    assert sum(str(bad["predictions"]) in line for line in res.stderr.splitlines()) == 1
 
 
 def test_ablation_series_keep_every_other_setting():

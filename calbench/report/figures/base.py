@@ -10,25 +10,24 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import click
-import numpy as np
 
 from calbench.errors import InputError
 from calbench.registry import Registry
 from calbench.report.tidy import Results, Run
 
 FIGURES: Registry = Registry("figure")
-PREDICTION_KEYS = ("labels", "logits")
+FILTER_KEYS = ("method", "method_label", "dataset", "backbone", "seed", "run_id")
 
 
 def figure(name: str, *, paper: str = "", options=(), needs_predictions: bool = True):
     """Register draw(results, out_dir, fmt, **options) as figure `name`. options: click.option(...)
     decorators, applied to the generated `calbench plot <name>` verb in the order given.
-    needs_predictions: the figure reads predictions.npz (so `plot` first skips runs whose file is unreadable)."""
+    needs_predictions: the figure reads predictions.npz (so `plot` first sets aside runs whose file is
+    unusable, one warning line each)."""
 
     def add(draw):
         FIGURES.register(name, draw, paper=paper, options=tuple(options), needs_predictions=needs_predictions)
@@ -37,23 +36,27 @@ def figure(name: str, *, paper: str = "", options=(), needs_predictions: bool = 
     return add
 
 
-def posthoc_names() -> list[str]:
-    """Names `--posthoc` accepts: the post-hoc calibrator registry (temperature scaling only when the
-    registry is not installed)."""
-    try:
+class PosthocParam(click.ParamType):
+    """NAME or NAME:KEY=VALUE[:KEY=VALUE...] with NAME a registered post-hoc calibrator (the choices
+    come from calbench.posthoc.POSTHOC) -> a PosthocSpec; a bad value is a one-line error."""
+
+    name = "posthoc"
+
+    def get_metavar(self, param, ctx=None) -> str:
         from calbench.posthoc import POSTHOC
-    except ModuleNotFoundError as err:
-        if err.name != "calbench.posthoc":
-            raise
-        return ["ts"]
-    return list(POSTHOC.names())
+
+        return "[" + "|".join(POSTHOC.names()) + "][:KEY=VALUE]"
+
+    def convert(self, value, param, ctx):
+        from calbench.report.tidy import PosthocSpec, parse_posthoc
+
+        return value if isinstance(value, PosthocSpec) else parse_posthoc(str(value))
 
 
 def posthoc_option(*, multiple: bool, help: str):
-    """The `--posthoc NAME` option with its choices taken from the post-hoc registry."""
-    return click.option("--posthoc", type=click.Choice(posthoc_names()), multiple=multiple,
-                        default=() if multiple else None, help=help)
-FILTER_KEYS = ("method", "method_label", "dataset", "backbone", "seed", "run_id")
+    """The `--posthoc` option of a figure: calibrators refitted on each run's saved validation predictions."""
+    return click.option("--posthoc", type=PosthocParam(), multiple=multiple, default=() if multiple else None,
+                        help=help)
 
 
 def parse_filters(items) -> list[tuple[str, str]]:
@@ -81,44 +84,6 @@ def filter_results(results: Results, filters) -> Results:
         return all(any(fnmatch.fnmatchcase(str(getattr(run, k)), p) for p in pats) for k, pats in by_key.items())
 
     return replace(results, runs=[r for r in results.runs if keep(r)], missing=[], corrupt=[])
-
-
-def _array_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
-    """(shape, dtype) of one .npy member from its header alone (the data is not decompressed)."""
-    with archive.open(member) as fh:
-        version = np.lib.format.read_magic(fh)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(fh)
-    return tuple(shape), dtype
-
-
-def _pairing_problem(archive: zipfile.ZipFile, split: str) -> str | None:
-    names = set(archive.namelist())
-    for key in PREDICTION_KEYS:
-        if f"{split}_{key}.npy" not in names:
-            return f"no array {split}_{key}"
-    labels, _ = _array_header(archive, f"{split}_labels.npy")
-    logits, dtype = _array_header(archive, f"{split}_logits.npy")
-    if len(labels) != 1 or len(logits) != 2 or logits[0] != labels[0] or labels[0] < 1 or logits[1] < 2 \
-            or dtype.kind != "f":
-        return f"{split}_labels {labels} and {split}_logits {logits} {dtype} are not (N,) and (N, K >= 2) floats"
-    return None
-
-
-def predictions_problem(run: Run, splits=("test",)) -> str | None:
-    """Why run's predictions.npz cannot be drawn from (missing, truncated, an array missing, labels and
-    logits not (N,) and (N, K)), or None. Reads the zip directory and the array headers only."""
-    path = run.run_dir / "predictions.npz"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for split in splits:
-                problem = _pairing_problem(archive, split)
-                if problem:
-                    return problem
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        why = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return f"not a readable npz archive ({why})"
-    return None
 
 
 def done_runs(results: Results, figure: str) -> list[Run]:

@@ -1,5 +1,6 @@
 """Reliability diagrams with confidence histograms: a grid of methods for one dataset/backbone, before
-and after temperature scaling (CALS Figure 4). Predictions of all done seeds of a cell are pooled."""
+and after post-hoc calibration (CALS Figure 4 shows temperature scaling). Predictions of all done seeds
+of a cell are pooled. Calibrators are refitted on each run's saved validation predictions."""
 
 from __future__ import annotations
 
@@ -11,20 +12,31 @@ from calbench.metrics import compute_metrics, reliability_bins
 import click
 
 from calbench.report.figures.base import by_group, done_runs, figure, posthoc_option, pyplot, save, slug
-from calbench.report.tidy import Results, load_predictions
+from calbench.report.tidy import Results, load_predictions, parse_posthoc
 
 
-def pooled(runs, posthoc):
+def pooled(runs, posthoc) -> tuple[np.ndarray, dict]:
+    """(labels, {"logits": ...} or {"probs": ...}) of the runs' test predictions, concatenated."""
     preds = [load_predictions(r, "test", posthoc) for r in runs]
-    return np.concatenate([p["labels"] for p in preds]), np.concatenate([p["logits"] for p in preds])
+    kind = "probs" if "probs" in preds[0] else "logits"
+    return np.concatenate([p["labels"] for p in preds]), {kind: np.concatenate([p[kind] for p in preds])}
 
 
-def draw_panel(ax_rel, ax_hist, labels, logits, bins: int, title: str) -> None:
+def top_confidence(scores: dict) -> np.ndarray:
+    """The winning class's probability per sample, from logits (softmax) or probabilities."""
+    if "probs" in scores:
+        return scores["probs"].max(1)
+    logits = scores["logits"]
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return (e / e.sum(1, keepdims=True)).max(1)
+
+
+def draw_panel(ax_rel, ax_hist, labels, scores: dict, bins: int, title: str) -> None:
     """Accuracy per confidence bin (bars), the gap to the diagonal, and the share of samples per bin.
     With several seeds the predictions are pooled, so the ECE shown is that of the pooled set (the
     table's cell is the mean of the per-seed ECEs instead)."""
-    rb = reliability_bins(labels, logits=logits, bins=bins)
-    m = compute_metrics(labels, logits=logits, bins=bins, keys=("acc", "ece"))
+    rb = reliability_bins(labels, bins=bins, **scores)
+    m = compute_metrics(labels, bins=bins, keys=("acc", "ece"), **scores)
     edges = rb["edges"]
     width, left = np.diff(edges), edges[:-1]
     centers = left + width / 2
@@ -40,9 +52,7 @@ def draw_panel(ax_rel, ax_hist, labels, logits, bins: int, title: str) -> None:
                 bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
     share = rb["count"] / max(1, rb["count"].sum())
     ax_hist.bar(left, share, width=width, align="edge", color="gray", edgecolor="black", lw=0.5)
-    probs_conf = np.exp(logits - logits.max(1, keepdims=True))
-    r = (probs_conf / probs_conf.sum(1, keepdims=True)).max(1)
-    ax_hist.axvline(r.mean(), color="black", ls="--", lw=1)
+    ax_hist.axvline(top_confidence(scores).mean(), color="black", ls="--", lw=1)
     ax_hist.axvline(m["acc"], color="#3b75af", ls="-", lw=1)
     ax_hist.set(xlim=(0, 1), xlabel="confidence")
     ax_rel.set_xticklabels([])
@@ -52,8 +62,9 @@ def states_of(methods: dict, posthoc) -> list:
     """The rows of the figure: raw, then each asked calibrator; by default raw and temperature scaling
     when every run stored a fitted temperature (as the paper's figure shows)."""
     if posthoc:
-        return [None, *posthoc]
-    return [None] + (["ts"] if all(r.temperature for runs in methods.values() for r in runs) else [])
+        return [None, *(parse_posthoc(p) for p in posthoc)]
+    stored = all(r.temperature for runs in methods.values() for r in runs)
+    return [None] + ([parse_posthoc("ts")] if stored else [])
 
 
 @figure("reliability", paper="CALS Figure 4", options=[
@@ -83,11 +94,11 @@ def reliability(results: Results, out_dir: Path, fmt: str = "png", bins: int = 1
                 axes[2 * (j // cols), j % cols].set_visible(False)
                 axes[2 * (j // cols) + 1, j % cols].set_visible(False)
             for j, (label, runs) in enumerate(methods.items()):
-                labels, logits = pooled(runs, state)
+                labels, scores = pooled(runs, state)
                 seeds = f"{len(runs)} seeds pooled" if len(runs) > 1 else f"seed {runs[0].seed}"
-                title = f"{label}" + (f" + {state.upper()}" if state else "") + f"\n({seeds})"
+                title = f"{label}" + (f" + {state.label}" if state else "") + f"\n({seeds})"
                 row, col = 2 * (j // cols), j % cols
-                draw_panel(axes[row, col], axes[row + 1, col], labels, logits, bins, title)
+                draw_panel(axes[row, col], axes[row + 1, col], labels, scores, bins, title)
                 if col == 0:
                     axes[row, col].set_ylabel("accuracy")
                     axes[row + 1, col].set_ylabel("share")

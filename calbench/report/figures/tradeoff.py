@@ -9,7 +9,7 @@ import click
 
 from calbench.report.figures.base import done_runs, figure, posthoc_option, pyplot, save, slug
 from calbench.report.intervals import compute_cells
-from calbench.report.tidy import Results
+from calbench.report.tidy import Results, parse_posthoc
 
 
 MARKERS = "osD^vP*Xhp<>"  # with tab20's paired colours, neighbouring methods still differ
@@ -24,9 +24,10 @@ MARKERS = "osD^vP*Xhp<>"  # with tab20's paired colours, neighbouring methods st
     posthoc_option(multiple=False, help="Plot the predictions after this calibrator."),
 ])
 def tradeoff(results: Results, out_dir: Path, fmt: str = "png", B: int = 1000, seed: int = 0, ci: float = 0.95,
-             posthoc: str | None = None, **_) -> list[Path]:
+             posthoc=None, **_) -> list[Path]:
     """ECE (y, x100) vs accuracy (x, x100) per method with interval bars; one panel per group."""
     plt = pyplot()
+    posthoc = parse_posthoc(posthoc) if posthoc else None
     done_runs(results, "tradeoff")
     cells = compute_cells(results, keys=("acc", "ece"), posthoc=posthoc, B=B, seed=seed, ci=ci)
     groups = [g for g in results.groups() if any(k[1] == g for k in cells)]
@@ -49,7 +50,7 @@ def tradeoff(results: Results, out_dir: Path, fmt: str = "png", B: int = 1000, s
         ax.set(xlabel="accuracy (%)", ylabel="ECE (%)", title=f"{g[0]} / {g[1]}")
         ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    what = f"test after {posthoc}" if posthoc else "test"
+    what = f"test after {posthoc.label}" if posthoc else "test"
     fig.suptitle(f"{results.recipe}: ECE vs accuracy ({what}; {int(round(ci * 100))}% intervals)")
     fig.tight_layout()
-    return [save(fig, out_dir, slug("tradeoff", *([posthoc] if posthoc else [])), fmt)]
+    return [save(fig, out_dir, slug("tradeoff", *([posthoc.label] if posthoc else [])), fmt)]
