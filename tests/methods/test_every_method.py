@@ -82,6 +82,8 @@ def test_float32_matches_float64(case):
 def test_gradcheck_float64(case):
     name, index = case
     method = harness.build(name, 5, case_hparams(name, index))
+    if getattr(method, "stops_gradient", False):
+        pytest.skip("the loss stops the gradient through a term by design (its own test checks the gradient)")
     b = harness.batch(method, 6, seed=11, scale=7.5)   # large enough for margin penalties to act
     # keep every logit away from ties (max / relu kinks), where finite differences are meaningless
     logits = (b.logits + torch.arange(5, dtype=torch.float64) * 1e-2).requires_grad_(True)
