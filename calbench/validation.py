@@ -16,9 +16,12 @@ from calbench.errors import ConfigError
 
 
 def check_finite(value: Any, where: str) -> Any:
-    """Every float inside `value` (scalars, lists, mappings) must be finite; `value` unchanged."""
+    """Every float inside `value` (scalars, lists, mappings) must be finite and every integer fit
+    in 64 bits (what torch and numpy take); `value` unchanged."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        raise ConfigError(f"{where}: expected a 64-bit integer, got {value}")
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             check_finite(item, f"{where}[{i}]")

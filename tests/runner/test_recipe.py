@@ -182,3 +182,11 @@ def test_run_id_ignores_root_and_posthoc_list_but_follows_the_method_version(tmp
     assert [s.run_id for s in bumped][:2] == base[:2]                 # ce: unchanged
     assert not set(s.run_id for s in bumped[2:]) & set(base[2:])      # cals-alm: every run changes
     assert bumped[2].identity()["method_version"] == METHODS.get("cals-alm").version
+
+
+def test_environment_variables_expand_like_expandvars_and_unset_ones_stay(tmp_path, monkeypatch):
+    monkeypatch.setenv("CALBENCH_DATA", "/somewhere")
+    monkeypatch.delenv("CALBENCH_UNSET", raising=False)
+    text = GOOD.replace("datasets: [digits]",
+                        "datasets: [{name: cifar10, root: \"$CALBENCH_DATA/${CALBENCH_UNSET}/x\"}]")
+    assert load_recipe(write(tmp_path, text)).datasets[0]["root"] == "/somewhere/${CALBENCH_UNSET}/x"
