@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import click
 
-from calbench.errors import CalbenchError, ConfigError
+from calbench.errors import CalbenchError, ConfigError, InputError
 
 
 def _parse_gpus(text: str | None) -> list[int] | None:
+    """`--gpus 0,1` as a list; a repeated index is refused (two workers would share one GPU)."""
     if text is None:
         return None
     try:
@@ -21,7 +23,11 @@ def _parse_gpus(text: str | None) -> list[int] | None:
         raise ConfigError(f"--gpus {text}: expected a comma-separated list of GPU indices, e.g. 0,1") from None
     if not gpus:
         raise ConfigError("--gpus: no GPU index given")
-    import torch
+    twice = sorted({g for g in gpus if gpus.count(g) > 1})
+    if twice:
+        raise ConfigError(f"--gpus {text}: GPU {twice[0]} is listed twice (one worker per GPU; "
+                          f"use --jobs N for N runs at once on each GPU)")
+    import torch    # only with GPUs asked for: their workers need it anyway
 
     available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     missing = [g for g in gpus if g < 0 or g >= available]
@@ -30,6 +36,31 @@ def _parse_gpus(text: str | None) -> list[int] | None:
         raise ConfigError(f"--gpus {text}: GPU {missing[0]} is not there (this machine has {have}); "
                           f"use --device cpu")
     return gpus
+
+
+def check_counts(gpus_per_run: int, time_min: int, array_parallelism: int | None) -> None:
+    """The launcher's counts are positive (one line each, before anything is read or written)."""
+    for name, value in (("--gpus-per-run", gpus_per_run), ("--time", time_min),
+                        ("--array-parallelism", array_parallelism)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name}: must be a positive integer, got {value}")
+
+
+def check_results_writable(results: str) -> None:
+    """The results directory can be created and written: one line now rather than a traceback
+    from the first run (a read-only folder, a path under a file, no permission)."""
+    import tempfile
+
+    path = Path(results)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".calbench-write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise InputError(f"--results {results}: cannot write there ({why}); "
+                         f"choose a writable directory") from None
 
 
 def build_matrix(recipe_path: str, sets: tuple[str, ...], only: str | None):
@@ -96,10 +127,12 @@ def _matrix_table(specs, done: set[str], title: str):
               help="Processes (GPUs) per run; > 1 trains each run with torch.distributed data parallel.")
 @click.option("--time", "time_min", type=int, default=240, show_default=True, metavar="MINUTES",
               help="Time limit of each submitit job.")
-@click.option("--array-parallelism", type=int, default=64, show_default=True,
-              help="Jobs of the array running at once (submitit).")
+@click.option("--array-parallelism", type=int, default=None,
+              help="Jobs running at once (submitit). Default: 64 on SLURM; with --cluster local, "
+                   "what fits this machine (cores, memory, GPUs).")
+@click.option("-v", "--verbose", is_flag=True, help="Print the per-run table after training, even when it is long.")
 def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, cluster, partition,
-        gpus_per_run, time_min, array_parallelism):
+        gpus_per_run, time_min, array_parallelism, verbose):
     """Train the matrix of runs RECIPE describes (methods x datasets x backbones x seeds).
 
     \b
@@ -116,6 +149,9 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
     from calbench.runner.store import is_done, run_dir, write_recipe_json
 
     console = Console(stderr=False)
+    check_counts(gpus_per_run, time_min, array_parallelism)
+    if gpus is not None and device == "cpu":
+        raise ConfigError(f"--gpus {gpus} and --device cpu contradict each other; give one of them")
     if gpus_per_run > 1:   # the global batch grows with the processes: a different result, a different id
         sets = tuple(sets) + (f"train.world_size={gpus_per_run}",)
     rec, specs, selected = build_matrix(recipe, sets, only)
@@ -125,47 +161,62 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
         console.print(_matrix_table(selected, done, f"{rec.name}: {len(selected)} runs, "
                                                     f"{len(todo)} to do, {len(done)} done"))
         return
-    if gpus is not None and device == "cpu":
-        raise ConfigError(f"--gpus {gpus} and --device cpu contradict each other; give one of them")
-    gpu_list = _parse_gpus(gpus)
-    if device == "cuda" and gpu_list is None:
-        gpu_list = _parse_gpus("0")
+    gpu_list = _parse_gpus("0" if device == "cuda" and gpus is None else gpus)
+    check_results_writable(results)
     check_roots(rec, todo)
-    write_recipe_json(results, rec, specs)
+    _write_recipe_json(write_recipe_json, results, rec, specs)
     console.print(f"[bold]{rec.name}[/]: {len(selected)} runs, {len(done)} already done, {len(todo)} to train "
                   f"-> {Path(results) / rec.name}")
     if not todo:
         return
     if launcher == "submitit":
-        from calbench.runner.submitit_launcher import SubmititOptions, submit_runs
-
-        opts = SubmititOptions(cluster=cluster, partition=partition, gpus_per_run=gpus_per_run,
-                               time_min=time_min, array_parallelism=array_parallelism).validate()
-        submitted = submit_runs([s.to_dict() for s in todo], results, rec.name, opts,
-                                device=("cuda" if gpu_list else None), echo=console.print)
-        console.print(f"submitted {len(submitted)} job(s); `calbench status --results {results}` follows them")
+        _submit(todo, results, rec.name, gpu_list, console, cluster=cluster, partition=partition,
+                gpus_per_run=gpus_per_run, time_min=time_min, array_parallelism=array_parallelism)
         return
+    started = time.perf_counter()
     if gpus_per_run > 1:
-        statuses = _run_distributed_locally(todo, results, gpu_list, gpus_per_run, console)
+        statuses, reasons = _run_distributed_locally(todo, results, gpu_list, gpus_per_run, console)
     else:
         default_jobs = 1 if gpu_list else min(4, os.cpu_count() or 1)   # 2 on a 2-core laptop
         from calbench.runner.scheduler import plan_slots
 
-        statuses = _run_with_progress(todo, results, plan_slots(gpu_list, jobs or default_jobs), console)
-    _summary(todo, statuses, results, console)
+        statuses, reasons = _run_with_progress(todo, results, plan_slots(gpu_list, jobs or default_jobs), console)
+    _summary(rec.name, todo, statuses, reasons, results, console, verbose, time.perf_counter() - started)
     if any(v == "failed" for v in statuses.values()):
         sys.exit(1)
 
 
-def _run_distributed_locally(todo, results, gpu_list, gpus_per_run, console) -> dict[str, str]:
+def _write_recipe_json(write, results, rec, specs) -> None:
+    try:
+        write(results, rec, specs)
+    except OSError as err:
+        from calbench.runner.execute import describe_os_error
+
+        raise InputError(f"--results {results}: {describe_os_error(err)}") from None
+
+
+def _submit(todo, results, recipe_name, gpu_list, console, **options) -> None:
+    from calbench.runner.submitit_launcher import SubmititOptions, submit_runs
+
+    opts = SubmititOptions(**options).validate()
+    submitted = submit_runs([s.to_dict() for s in todo], results, recipe_name, opts,
+                            device=("cuda" if gpu_list else None), echo=console.print)
+    console.print(f"submitted {len(submitted)} job(s); `calbench status --results {results}` follows them")
+
+
+def _run_distributed_locally(todo, results, gpu_list, gpus_per_run, console):
+    """Each run in turn with `gpus_per_run` data-parallel processes; (statuses, failure reasons)."""
     from calbench.runner.distributed_run import run_distributed
 
-    statuses = {}
+    statuses, reasons = {}, {}
     for spec in todo:
         console.print(f"{spec.run_id} {spec.method_label} on {spec.dataset}: {gpus_per_run} processes")
-        statuses[spec.run_id] = run_distributed(spec.to_dict(), results, device="cuda" if gpu_list else "cpu",
-                                                gpus=gpus_per_run)
-    return statuses
+        try:
+            statuses[spec.run_id] = run_distributed(spec.to_dict(), results, gpus=gpus_per_run,
+                                                    device="cuda" if gpu_list else "cpu")
+        except RuntimeError as err:   # a rank died before it could record its failure
+            statuses[spec.run_id], reasons[spec.run_id] = "failed", str(err).splitlines()[0]
+    return statuses, reasons
 
 
 def _run_with_progress(todo, results, slots, console) -> dict[str, str]:
@@ -194,7 +245,8 @@ def _run_with_progress(todo, results, slots, console) -> dict[str, str]:
                 if rid in per_run:
                     progress.remove_task(per_run.pop(rid))
                 if event["status"] == "failed":
-                    progress.console.print(f"[red]failed[/] {labels[rid]} ({rid})")
+                    why = f": {event['reason']}" if event.get("reason") else ""
+                    progress.console.print(f"[red]failed[/] {labels[rid]} ({rid}){why}", highlight=False)
                 progress.update(matrix, advance=1,
                                 description=_matrix_text(counts, len(todo), len(per_run)))
 
@@ -206,7 +258,7 @@ def _run_with_progress(todo, results, slots, console) -> dict[str, str]:
             click.echo(f"calbench: interrupted after {finished} of {len(todo)} runs; finished runs are "
                        f"kept and the same command resumes the rest", err=True)
             sys.exit(130)
-    return result.status
+    return result.status, result.reasons
 
 
 def _matrix_text(counts, total, running) -> str:
@@ -217,30 +269,77 @@ def _matrix_text(counts, total, running) -> str:
             f"[red]{counts['failed']} failed[/] · {left - running} left")
 
 
-def _summary(todo, statuses, results, console) -> None:
-    from rich.table import Table
-
+def _summary(recipe, todo, statuses, reasons, results, console, verbose: bool, seconds: float) -> None:
+    """Counts, one line per failed run and the next command; the per-run table with -v, or when it
+    fits the terminal (every row on one line, all rows on one screen)."""
     from calbench.runner.store import read_metrics, run_dir
 
-    table = Table(title="summary", title_justify="left")
-    for col in ("dataset", "backbone", "method", "seed", "status", "acc", "ece", "ece (ts)", "time"):
-        # names wrap instead of being cut to "ls(alp…" on an 80-column terminal
-        table.add_column(col, overflow="fold" if col in ("dataset", "backbone", "method") else "ellipsis")
+    records = {}
     for s in todo:
-        status = statuses.get(s.run_id, "not run")
-        acc = ece = ece_ts = secs = ""
         try:
-            m = read_metrics(run_dir(results, s.recipe, s.run_id) / "metrics.json")
-            test, test_ts = m.get("metrics", {}).get("test", {}), m.get("metrics", {}).get("test_ts", {})
-            acc = f"{100 * test['acc']:.2f}" if "acc" in test else ""
-            ece = f"{100 * test['ece']:.2f}" if "ece" in test else ""
-            ece_ts = f"{100 * test_ts['ece']:.2f}" if "ece" in test_ts else ""
-            secs = f"{m.get('wall_time_s', 0):.1f}s"
-            if status == "failed":
-                acc = m.get("reason") or ""
+            records[s.run_id] = read_metrics(run_dir(results, s.recipe, s.run_id) / "metrics.json")
         except CalbenchError:
-            pass
-        style = {"done": "green", "failed": "red"}.get(status, "yellow")
-        table.add_row(s.dataset, s.backbone, s.method_label, str(s.seed), f"[{style}]{status}[/]",
-                      acc, ece, ece_ts, secs)
-    console.print(table)
+            records[s.run_id] = {}
+    natural = console.measure(_summary_table(todo, statuses, records),
+                              options=console.options.update_width(10**4)).maximum
+    fits = len(todo) + 6 <= console.height and natural <= console.width
+    table = _summary_table(todo, statuses, records, width=console.width)
+    if verbose or fits:
+        console.print(table)
+    counts = {k: sum(1 for s in todo if statuses.get(s.run_id, "not run") == k)
+              for k in ("done", "failed", "skipped", "not run")}
+    parts = [f"{counts['done']} done", f"{counts['failed']} failed"]
+    parts += [f"{counts['skipped']} done by another process"] if counts["skipped"] else []
+    parts += [f"{counts['not run']} not run"] if counts["not run"] else []
+    console.print(f"[bold]{recipe}[/]: {len(todo)} runs trained in {seconds:.0f}s: {', '.join(parts)}",
+                  highlight=False)
+    for s in todo:
+        if statuses.get(s.run_id) == "failed":
+            why = reasons.get(s.run_id) or records[s.run_id].get("reason") or "no reason recorded"
+            console.print(f"  [red]failed[/] {s.method_label} · {s.dataset} · {s.backbone} · seed {s.seed} "
+                          f"({s.run_id}): {why}", highlight=False, soft_wrap=True)
+    console.print(f"next: calbench report --results {results} --recipe {recipe}", highlight=False,
+                  soft_wrap=True)
+
+
+def _percent(block, key) -> str:
+    value = block.get(key) if isinstance(block, dict) else None
+    return f"{100 * value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+
+
+SUMMARY_COLUMNS = ("dataset", "backbone", "method", "seed", "status", "acc", "ece", "ece (ts)", "time")
+
+
+def _summary_rows(todo, statuses, records) -> list[list[str]]:
+    rows = []
+    for s in todo:
+        m = records[s.run_id]
+        metrics = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
+        test, test_ts = metrics.get("test", {}), metrics.get("test_ts", {})
+        secs = m.get("wall_time_s")
+        rows.append([s.dataset, s.backbone, s.method_label, str(s.seed), statuses.get(s.run_id, "not run"),
+                     _percent(test, "acc"), _percent(test, "ece"), _percent(test_ts, "ece"),
+                     f"{secs:.1f}s" if isinstance(secs, (int, float)) else ""])
+    return rows
+
+
+def _summary_table(todo, statuses, records, width: int | None = None):
+    """One row per run, one line each at any width: every column keeps its natural width except
+    the method label, which is cut with an ellipsis to what `width` leaves (never wrapped)."""
+    from rich.table import Table
+
+    rows = _summary_rows(todo, statuses, records)
+    natural = [max([len(col)] + [len(r[i]) for r in rows]) for i, col in enumerate(SUMMARY_COLUMNS)]
+    method = SUMMARY_COLUMNS.index("method")
+    if width is not None:     # each column: one space of padding either side, no borders
+        room = width - (sum(natural) - natural[method]) - 2 * len(natural)
+        natural[method] = max(12, min(natural[method], room))
+    table = Table(title="runs", title_justify="left", box=None, pad_edge=False, header_style="bold underline")
+    for col, w in zip(SUMMARY_COLUMNS, natural):
+        table.add_column(col, overflow="ellipsis", no_wrap=True, width=w,
+                         justify="right" if col in ("seed", "acc", "ece", "ece (ts)", "time") else "left")
+    styles = {"done": "green", "failed": "red"}
+    for row in rows:
+        row[4] = f"[{styles.get(row[4], 'yellow')}]{row[4]}[/]"
+        table.add_row(*row)
+    return table

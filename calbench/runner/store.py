@@ -108,6 +108,8 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except OSError as err:              # a path under a file, no permission, ...
+        raise InputError(f"{path}: unreadable ({err.strerror or type(err).__name__})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: corrupt metrics file ({err.__class__.__name__}: {err})") from None
     if not isinstance(data, dict) or "status" not in data or "run_id" not in data:
