@@ -35,8 +35,21 @@ def test_unknown_command_exits_non_zero():
     assert result.exit_code == 2
 
 
-def test_help_does_not_import_torch():
+def test_help_imports_nothing_heavy():
+    """`calbench --help` stays instant: no array, training, plotting or table library is imported."""
     code = ("import sys; from calbench.cli import main; sys.argv=['calbench','--help'];\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'calbench --help imported torch'")
+            "heavy = {'torch', 'numpy', 'sklearn', 'pandas', 'matplotlib', 'scipy', 'rich'}\n"
+            "loaded = sorted(heavy & {m.split('.')[0] for m in sys.modules})\n"
+            "assert not loaded, f'calbench --help imported {loaded}'")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_plot_verbs_are_the_figure_registry():
+    from calbench.report.figures import FIGURES
+
+    result = CliRunner().invoke(cli, ["plot", "--help"])
+    assert result.exit_code == 0
+    listed = [line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line.startswith("  ")
+              and not line.startswith("   ")]
+    assert listed == sorted(FIGURES.names())
