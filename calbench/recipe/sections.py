@@ -14,7 +14,7 @@ import itertools
 import re
 from typing import Any
 
-from calbench.errors import CalbenchError
+from calbench.errors import CalbenchError, ConfigError
 from calbench.recipe.common import (DATASET_KEYS, TOP_KEYS, Recipe, config_error, name_and_options,
                                         non_empty_list)
 from calbench.recipe.overrides import expand_env, override_shape
@@ -124,9 +124,18 @@ def check_dataset_options(name: str, options: dict[str, Any], path: str, key: st
         if opt not in valid:
             raise config_error(path, f"{key}.{opt}", f"unknown option for {name}{did_you_mean(str(opt), list(valid))}; "
                                                       f"valid: {', '.join(valid) or 'none'}")
-        value = check_like_default(value, valid[opt], f"{path}: {key}.{opt}")
+        try:
+            value = check_like_default(value, valid[opt], f"{path}: {key}.{opt}")
+        except ConfigError as err:
+            raise ConfigError(f"{err}{_unset_variables_hint(value)}") from None
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
             raise config_error(path, f"{key}.{opt}", f"must be >= 0, got {value}")
+
+
+def _unset_variables_hint(value: Any) -> str:
+    """' (environment variable X is not set)' when a string still holds a $X that did not expand."""
+    unset = sorted(set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", value))) if isinstance(value, str) else []
+    return f" (environment variable {', '.join(unset)} is not set)" if unset else ""
 
 
 def _parse_backbone(item: Any, path: str, key: str) -> tuple[str, dict[str, Any]]:

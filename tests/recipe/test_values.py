@@ -77,3 +77,13 @@ def test_good_values_at_the_edges_still_pass(dry_run):
     code, lines, _ = dry_run(text.replace("seeds: [0, 1]", "seeds: [0, 4294967295]"))
     assert code == 0, lines
     assert dry_run(LT.replace("imbalance_ratio: 10", "imbalance_ratio: 20.5"))[0] == 0
+
+
+def test_an_unset_variable_in_a_dataset_option_is_named(dry_run, monkeypatch):
+    monkeypatch.delenv("CALBENCH_RATIO", raising=False)
+    code, lines, _ = dry_run(LT.replace("imbalance_ratio: 10", "imbalance_ratio: \"${CALBENCH_RATIO}\""))
+    assert code == 2 and len(lines) == 1, lines
+    assert "options.imbalance_ratio" in lines[0] and "environment variable CALBENCH_RATIO is not set" in lines[0]
+    monkeypatch.setenv("CALBENCH_RATIO", "5")
+    code, lines, _ = dry_run(LT.replace("imbalance_ratio: 10", "imbalance_ratio: \"${CALBENCH_RATIO}\""))
+    assert code == 2 and "expected a number, got '5'" in lines[0]    # expansion gives text, not YAML
