@@ -12,7 +12,6 @@ import numpy as np
 import click
 
 from calbench.errors import InputError
-from calbench.metrics import METRIC_INFO
 from calbench.registry import unknown_name_message
 from calbench.report.figures.base import done_runs, figure, pyplot, save, slug
 from calbench.report.tidy import Results
@@ -37,14 +36,26 @@ def series(runs, param: str) -> dict:
     return {k: v for k, v in out.items() if len(v) >= 2}
 
 
+def shown_in_percent() -> dict[str, bool]:
+    """{metric key: whether figures show it x100}, from the metric registry (its compatibility view
+    METRIC_INFO where the registry is not installed)."""
+    try:
+        from calbench.metrics import METRICS
+    except ImportError:
+        from calbench.metrics import METRIC_INFO
+        return {key: bool(info["percent"]) for key, info in METRIC_INFO.items()}
+    return {key: bool(METRICS.get(key).percent) for key in METRICS.names()}
+
+
 def metric_keys(ctx, param, text: str) -> tuple[str, ...]:
     """`--metrics ece,acc` -> ("ece", "acc"); an unknown key is a one-line InputError."""
     keys = tuple(k.strip() for k in str(text).split(",") if k.strip())
+    valid = list(shown_in_percent())
     if not keys:
         raise InputError("--metrics: no metric given")
     for key in keys:
-        if key not in METRIC_INFO:
-            raise InputError("--metrics: " + unknown_name_message("metric", key, list(METRIC_INFO)))
+        if key not in valid:
+            raise InputError("--metrics: " + unknown_name_message("metric", key, valid))
     return keys
 
 
@@ -58,6 +69,7 @@ def ablation(results: Results, out_dir: Path, fmt: str = "png", param: str = "ma
     """A metric vs a swept hyper-parameter per method/penalty, on val and test (rows: metrics, x100 where percent)."""
     plt = pyplot()
     swept = series(done_runs(results, "ablation"), param)
+    percent = shown_in_percent()
     if not swept:
         raise InputError(f"nothing to plot for ablation: no method was run with two or more values of "
                          f"'{param}' in {results.root / results.recipe}")
@@ -71,7 +83,7 @@ def ablation(results: Results, out_dir: Path, fmt: str = "png", param: str = "ma
             for i, key in enumerate(metrics):
                 for j, split in enumerate(("val", "test")):
                     ys = [np.mean([r.metrics.get(split, {}).get(key, np.nan) for r in by_value[x]]) for x in xs]
-                    pct = METRIC_INFO[key]["percent"]
+                    pct = percent[key]
                     axes[i, j].plot(xs, (100 if pct else 1) * np.array(ys), marker="o", label=name)
                     axes[i, j].set(xlabel=param, ylabel=key + (" (%)" if pct else ""), title=f"{key} on {split}")
                     axes[i, j].grid(alpha=0.3)
