@@ -16,6 +16,13 @@ def specs(methods=("ce",), epochs=2, seeds=(0,), **train):
     return expand(recipe)
 
 
+def _digits_train_labels(spec):
+    from calbench.data import create_dataset
+
+    bundle = create_dataset(spec.dataset, root=spec.root, seed=spec.seed, **spec.dataset_options)
+    return np.array([int(bundle.train[i][1]) for i in range(len(bundle.train))])
+
+
 def test_same_recipe_and_seed_give_identical_metrics(tmp_path):
     spec = specs(methods=["cals-alm"])[0]
     assert execute_run(spec.to_dict(), str(tmp_path / "a")) == "done"
@@ -37,11 +44,16 @@ def test_run_directory_contents(tmp_path):
     assert set(m["metrics"]) == {"test", "test_ts", "val"}
     assert set(m["metrics"]["test"]) == {"acc", "ece", "aece", "cece", "mce", "nll", "brier", "smece", "sece"}
     assert m["temperature"] > 0 and m["config"]["run_id"] == spec.run_id
+    assert set(m["posthoc"]) == {"ts"} and m["posthoc"]["ts"]["params"]["temperature"] == m["temperature"]
     history = [json.loads(line) for line in (d / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [0, 1]
     assert {"train_loss", "val_acc", "val_ece", "val_nll", "lambda_min", "lambda_mean", "lambda_max"} <= set(history[0])
     preds = np.load(d / "predictions.npz")
     assert preds["test_logits"].shape == (359, 10) and preds["val_labels"].shape == (360,)
+    splits = np.load(d / "splits.npz")
+    train_labels = np.bincount(_digits_train_labels(spec), minlength=10)
+    assert preds["train_class_counts"].sum() == len(splits["train"])
+    assert np.array_equal(preds["train_class_counts"], train_labels)
     assert not (d / "checkpoint.pt").exists()
     assert (d / "config.json").exists() and (d / "splits.npz").exists()
     # every number traces back to the saved predictions
@@ -54,8 +66,10 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches(tmp_path, monkeypatc
     spec = specs(methods=["cals-alm"], epochs=3)[0]
     execute_run(spec.to_dict(), str(tmp_path / "whole"))
 
-    import calbench.engine.train as train_module
+    import calbench.engine.checkpoint as checkpoint_module
+    import calbench.engine.evaluate as train_module
 
+    monkeypatch.setattr(checkpoint_module, "CHECKPOINT_INTERVAL_S", 0.0)   # a checkpoint every epoch
     real = train_module.predict
     calls = {"n": 0}
 
@@ -80,9 +94,9 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("period", [1, 1000])   # 1000: the accelerator path (checked at epoch end)
 def test_non_finite_loss_is_recorded_as_failed_with_epoch(tmp_path, monkeypatch, period):
-    import calbench.engine.train as train_module
+    import calbench.engine.loop as loop_module
 
-    monkeypatch.setattr(train_module, "_check_period", lambda device: period)
+    monkeypatch.setattr(loop_module, "check_period", lambda device: period)
     import torch
 
     from calbench.methods.cross_entropy import CrossEntropy
@@ -151,8 +165,10 @@ def test_segmentation_run_reports_exact_miou_and_calibration(tmp_path):
 
 def test_resume_reproduces_python_random_augmentation(tmp_path, monkeypatch):
     """VOC's joint crop/flip draws from python `random` in the main process (num_workers 0)."""
-    import calbench.engine.train as train_module
+    import calbench.engine.checkpoint as checkpoint_module
+    import calbench.engine.evaluate as train_module
 
+    monkeypatch.setattr(checkpoint_module, "CHECKPOINT_INTERVAL_S", 0.0)
     spec = _voc_spec(_tiny_voc(tmp_path / "data"), epochs=2)
     assert execute_run(spec.to_dict(), str(tmp_path / "whole")) == "done"
     real, calls = train_module.predict, {"n": 0}

@@ -133,13 +133,13 @@ def test_atomic_write_that_fails_keeps_the_old_file_and_leaves_no_temporary(tmp_
 
 
 def test_meta_split_is_carved_from_train_and_method_parameters_stay_out_of_the_optimizer(tmp_path, monkeypatch):
-    import calbench.engine.train as train_module
+    import calbench.engine.build as build_module
     import calbench.methods as methods_module
     from calbench.runner.execute import execute_run
     from calbench.runner.store import run_dir
 
     made, optimised = [], []
-    real_create, real_optimizer = methods_module.create_method, train_module._make_optimizer
+    real_create, real_optimizer = methods_module.create_method, build_module.make_optimizer
 
     def create(*args, **kwargs):
         made.append(real_create(*args, **kwargs))
@@ -151,7 +151,7 @@ def test_meta_split_is_carved_from_train_and_method_parameters_stay_out_of_the_o
         return real_optimizer(params, cfg)
 
     monkeypatch.setattr(methods_module, "create_method", create)
-    monkeypatch.setattr(train_module, "_make_optimizer", optimizer)
+    monkeypatch.setattr(build_module, "make_optimizer", optimizer)
     spec = expand(parse_recipe({"name": "meta", "seeds": [0], "datasets": ["digits"], "backbones": ["mlp"],
                                 "methods": ["gammanet-sece"], "train": {"epochs": 1, "batch_size": 128}}))[0]
     assert execute_run(spec.to_dict(), str(tmp_path)) == "done"
