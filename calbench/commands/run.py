@@ -169,21 +169,28 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
                   f"-> {Path(results) / rec.name}")
     if not todo:
         return
+    started = time.perf_counter()
     if launcher == "submitit":
         _submit(todo, results, rec.name, gpu_list, console, cluster=cluster, partition=partition,
                 gpus_per_run=gpus_per_run, time_min=time_min, array_parallelism=array_parallelism)
-        return
-    started = time.perf_counter()
-    if gpus_per_run > 1:
-        statuses, reasons = _run_distributed_locally(todo, results, gpu_list, gpus_per_run, console)
+        if cluster == "slurm":      # queued: `calbench status` follows them
+            return
+        statuses, reasons = _states_in_store(todo, results)
     else:
-        default_jobs = 1 if gpu_list else min(4, os.cpu_count() or 1)   # 2 on a 2-core laptop
-        from calbench.runner.scheduler import plan_slots
-
-        statuses, reasons = _run_with_progress(todo, results, plan_slots(gpu_list, jobs or default_jobs), console)
+        statuses, reasons = _train_locally(todo, results, gpu_list, gpus_per_run, jobs, console)
     _summary(rec.name, todo, statuses, reasons, results, console, verbose, time.perf_counter() - started)
     if any(v == "failed" for v in statuses.values()):
         sys.exit(1)
+
+
+def _train_locally(todo, results, gpu_list, gpus_per_run, jobs, console):
+    """(status, failure reason) of each run, trained on this machine's workers."""
+    if gpus_per_run > 1:
+        return _run_distributed_locally(todo, results, gpu_list, gpus_per_run, console)
+    from calbench.runner.scheduler import plan_slots
+
+    default_jobs = 1 if gpu_list else min(4, os.cpu_count() or 1)   # 2 on a 2-core laptop
+    return _run_with_progress(todo, results, plan_slots(gpu_list, jobs or default_jobs), console)
 
 
 def _write_recipe_json(write, results, rec, specs) -> None:
@@ -201,7 +208,21 @@ def _submit(todo, results, recipe_name, gpu_list, console, **options) -> None:
     opts = SubmititOptions(**options).validate()
     submitted = submit_runs([s.to_dict() for s in todo], results, recipe_name, opts,
                             device=("cuda" if gpu_list else None), echo=console.print)
-    console.print(f"submitted {len(submitted)} job(s); `calbench status --results {results}` follows them")
+    if opts.cluster == "slurm":
+        console.print(f"submitted {len(submitted)} job(s); `calbench status --results {results}` follows them")
+
+
+def _states_in_store(todo, results):
+    """(status, failure reason) of each run as the store has it (after local submitit jobs ended)."""
+    from calbench.runner.store import run_dir, run_state
+
+    statuses, reasons = {}, {}
+    for s in todo:
+        state, reason = run_state(run_dir(results, s.recipe, s.run_id))
+        statuses[s.run_id] = "done" if state == "done" else "failed"
+        if reason:
+            reasons[s.run_id] = reason
+    return statuses, reasons
 
 
 def _run_distributed_locally(todo, results, gpu_list, gpus_per_run, console):
@@ -291,7 +312,8 @@ def _summary(recipe, todo, statuses, reasons, results, console, verbose: bool, s
     parts = [f"{counts['done']} done", f"{counts['failed']} failed"]
     parts += [f"{counts['skipped']} done by another process"] if counts["skipped"] else []
     parts += [f"{counts['not run']} not run"] if counts["not run"] else []
-    console.print(f"[bold]{recipe}[/]: {len(todo)} runs trained in {seconds:.0f}s: {', '.join(parts)}",
+    runs = f"{len(todo)} run" + ("s" if len(todo) != 1 else "")
+    console.print(f"[bold]{recipe}[/]: {runs} trained in {seconds:.0f}s: {', '.join(parts)}",
                   highlight=False)
     for s in todo:
         if statuses.get(s.run_id) == "failed":
