@@ -19,6 +19,8 @@ paper's printed equation could not be checked here against it:
   gradient;
 - normalisers N for the positive and N (K - 1) for the negative sum, whatever the number of
   ties.
+For margin >= 0 (every published setting) calbench computes the value and gradient in one fused
+autograd function (about 2x cross-entropy instead of 6x); a negative margin takes plain autograd.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ import torch
 import torch.nn.functional as F
 
 from calbench.methods.base import Method
-from calbench.methods.common import cross_entropy
+from calbench.methods.common import cross_entropy, target_log_prob
 from calbench.methods.registry import METHODS
 
 
 def acls_regulariser(logits: torch.Tensor, margin: float, pos_lambda: float, neg_lambda: float) -> torch.Tensor:
-    """R of the module docstring, for (N, K) logits."""
+    """R of the module docstring, for (N, K) logits (plain autograd; any margin)."""
     n, k = logits.shape
     top = logits.detach().max(dim=1, keepdim=True).values
     is_max = logits.detach() == top
@@ -42,6 +44,47 @@ def acls_regulariser(logits: torch.Tensor, margin: float, pos_lambda: float, neg
     if k > 1:
         reg = reg + neg_lambda * negative.sum() / (n * (k - 1))
     return reg
+
+
+class _CEPlusACLS(torch.autograd.Function):
+    """CE + weight * R with its (stop-gradient) gradient in one pass each, for margin >= 0.
+
+    For margin >= 0 the negative hinge relu(max - l - margin) is 0 on the maximal entries, so it
+    needs no mask; the positive term is t_i relu(max_i - margin)^2 with t_i the number of tied
+    maxima. Gradient: (p - y)/N - 2 weight neg_lambda relu(max - l - margin) / (N (K - 1)) on every
+    entry, + 2 weight pos_lambda relu(max - margin) / N on each maximal entry.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, margin, weight, pos_lambda, neg_lambda):
+        n, k = logits.shape
+        log_probs = F.log_softmax(logits, dim=1)
+        ce = -target_log_prob(log_probs, targets).mean()
+        top = logits.amax(dim=1, keepdim=True)
+        distance = torch.sub(top - margin, logits).clamp_min_(0.0)
+        pos_c, neg_c = weight * pos_lambda / n, weight * neg_lambda / (n * max(k - 1, 1))
+        over = (top.squeeze(1) - margin).clamp_min(0.0)
+        flat = distance.reshape(-1)
+        reg = neg_c * torch.dot(flat, flat)
+        # the positive term's mask of (tied) maxima is only needed once some max exceeds the margin
+        is_max = (logits == top) if bool((over > 0).any()) else None
+        if is_max is not None:
+            reg = reg + pos_c * (is_max.sum(dim=1) * over * over).sum()
+        ctx.has_positive = is_max is not None
+        ctx.save_for_backward(log_probs, targets, distance, over, *(() if is_max is None else (is_max,)))
+        ctx.constants = (pos_c, neg_c)
+        return ce + reg
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        log_probs, targets, distance, over, *is_max = ctx.saved_tensors
+        pos_c, neg_c = ctx.constants
+        n = log_probs.shape[0]
+        grad = log_probs.exp().div_(n).sub_(distance, alpha=2.0 * neg_c)
+        grad.scatter_add_(1, targets.long().unsqueeze(1), torch.full_like(grad[:, :1], -1.0 / n))
+        if ctx.has_positive:
+            grad.addcmul_(is_max[0].to(grad.dtype), (2.0 * pos_c * over).unsqueeze(1))
+        return grad.mul_(grad_out), None, None, None, None, None
 
 
 @METHODS.register("acls", description="Adaptive and conditional label smoothing: squared hinges on the max logit and on distances to it.",
@@ -62,7 +105,8 @@ class ACLS(Method):
         self.pos_lambda, self.neg_lambda = float(pos_lambda), float(neg_lambda)
 
     def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
-        ce = cross_entropy(logits, targets)
         if self.weight == 0.0:
-            return ce                                    # the limit, exactly
-        return ce + self.weight * acls_regulariser(logits, self.margin, self.pos_lambda, self.neg_lambda)
+            return cross_entropy(logits, targets)        # the limit, exactly
+        if self.margin >= 0:
+            return _CEPlusACLS.apply(logits, targets, self.margin, self.weight, self.pos_lambda, self.neg_lambda)
+        return cross_entropy(logits, targets) + self.weight * acls_regulariser(logits, self.margin, self.pos_lambda, self.neg_lambda)

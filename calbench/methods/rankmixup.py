@@ -58,6 +58,11 @@ def relevances(targets: torch.Tensor, ctx: dict) -> torch.Tensor:
     return torch.where(same, torch.ones_like(top), top).t()
 
 
+def top_probability(logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """max_k softmax(l)_k (softmax then max: faster on CPU than exp(max - logsumexp))."""
+    return F.softmax(logits, dim=dim).amax(dim=dim)
+
+
 class _RankMixupBase(Method):
     copies = 1
 
@@ -89,8 +94,8 @@ class RankMixupNDCG(_RankMixupBase):
     @staticmethod
     def ranking(clean: torch.Tensor, mixed: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
         order = torch.sort(relevance, dim=1, descending=True, stable=True).indices       # (N, M)
-        confidences = F.softmax(mixed, dim=2).amax(dim=2).t().gather(1, order)           # (N, M)
-        scores = torch.cat([F.softmax(clean, dim=1).amax(dim=1, keepdim=True), confidences], dim=1)
+        confidences = top_probability(mixed, dim=2).t().gather(1, order)                 # (N, M)
+        scores = torch.cat([top_probability(clean, dim=1).unsqueeze(1), confidences], dim=1)
         gains = torch.cat([torch.ones_like(relevance[:, :1]), relevance.gather(1, order)], dim=1)
         ranks = torch.arange(2, scores.shape[1] + 2, dtype=scores.dtype, device=scores.device)
         discount = 1.0 / torch.log2(ranks)

@@ -34,6 +34,17 @@ def test_acls_gradient_is_the_stop_gradient_derivative():
     assert (reg != 0).sum() > n                          # both terms active in this batch
 
 
+def test_acls_fused_path_equals_plain_autograd_with_ties():
+    from calbench.methods.acls import acls_regulariser
+    logits, y = batch(n=8, k=6, scale=12.0)
+    logits[0, :2] = logits[0].max() + 1.0                # a tied maximum
+    method = create_method("acls", 6, margin=2.0, weight=0.4)
+    a, b = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    method.loss(a, y).backward()
+    (F.cross_entropy(b, y) + 0.4 * acls_regulariser(b, 2.0, 1.0, 0.1)).backward()
+    assert torch.allclose(a.grad, b.grad, rtol=1e-12, atol=1e-14)
+
+
 def test_dual_focal_runner_up_and_no_smaller_probability():
     method = create_method("dual-focal", 3, gamma=2.0)
     p = torch.tensor([[0.6, 0.3, 0.1], [0.1, 0.3, 0.6], [0.4, 0.4, 0.2]], dtype=torch.float64)

@@ -3,7 +3,7 @@
 from .core import cross_entropy, reference
 
 
-@reference("acls", cases=[{"margin": 3.0, "weight": 0.5, "pos_lambda": 0.7, "neg_lambda": 2.0}],
+@reference("acls", cases=[{"margin": 3.0, "weight": 0.5, "pos_lambda": 0.7, "neg_lambda": 2.0}, {"margin": -1.0}],
            reduces_to=[("ce", {"weight": 0.0})])
 def acls(logits, targets, *, margin, weight, pos_lambda, neg_lambda, **_):
     n, k = logits.shape
