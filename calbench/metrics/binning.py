@@ -1,4 +1,4 @@
-"""Equal-width bin assignment with the (lo, hi] convention of METRICS.md (r = 0 joins bin 1)."""
+"""Equal-width bin assignment with the (lo, hi] convention of docs/metrics.md (r = 0 joins bin 1)."""
 
 from __future__ import annotations
 

@@ -1,29 +1,28 @@
-"""Vectorised nonparametric bootstrap of every metric from the same resampled indices.
+"""Vectorised nonparametric bootstrap of every metric from the same resampled indices (docs/metrics.md).
 
-A resample is a row of per-sample counts w (how often each test sample was drawn). Binned metrics are
-then weighted sums over bins that never change (a sample's bin is fixed by its confidence), computed
-for a whole block of resamples by one sparse product W @ S. aece sorts once and cuts the resampled
-multiset into equal-mass groups with cumulative counts; smece and sece smooth weighted grid
-histograms. No metric is recomputed per resample in a Python loop; tests check every statistic
+A resample is a row of per-sample counts w (how often each test sample was drawn). Every registered
+metric is called with a (b, n) block of such count rows (its `weights` path, see registry.py): binned
+metrics become sparse products over bins that never change (a sample's bin is fixed by its
+confidence), aece cuts each resampled multiset into equal-mass groups with cumulative counts over the
+sorted samples, smece and sece smooth weighted grid histograms. A metric declared
+`resample="explicit"` is recomputed on each explicit resample instead. Tests check every statistic
 against the metric recomputed on the explicit resample to 1e-9.
 
-Intervals are percentile intervals (METRICS.md). Calibration errors are biased upward under
-resampling, so when a model is nearly calibrated (ece, cece, smece near 0) the interval can lie
-entirely above the point estimate; that is a property of the percentile bootstrap, not a bug.
+Intervals are percentile intervals. Calibration errors are biased upward under resampling, so when
+a model is nearly calibrated (ece, cece, smece near 0) the interval can lie entirely above the point
+estimate; that is a property of the percentile bootstrap, not a bug.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse
 
 from calbench.errors import InputError
-from calbench.metrics import calibration, smooth
-from calbench.metrics.binning import bin_edges, bin_index, equal_mass_groups
-from calbench.metrics.core import metrics_from_rows, resolve_keys
+from calbench.metrics.calibration import adaptive_order
+from calbench.metrics.core import check_bins, evaluate, needs_of, resolve_keys
 from calbench.metrics.inputs import Prepared, prepare
-from calbench.metrics.rows import probs_block, summarise
-from calbench.metrics.segmentation import confusion_keys, miou_from_confusion
+from calbench.metrics.registry import METRICS
+from calbench.metrics.stats import collect
 
 BLOCK_ELEMENTS = 2_500_000  # resamples x samples held at once (20 MB of float64 counts)
 
@@ -49,55 +48,20 @@ def counts_from_indices(idx: np.ndarray, n: int) -> np.ndarray:
 
 
 class Resampler:
-    """Precomputed per-sample structure of one prediction set; stats_of_indices(idx) gives every metric
-    of every resample row of idx."""
+    """The SampleStats of one prediction set with its per-sample arrays kept and sorted in the
+    adaptive order (by r, then c: aece needs it, and the grid histograms then read the count matrix
+    sequentially); stats_of_indices(idx) gives every metric of every resample row of idx."""
 
     def __init__(self, prep: Prepared, bins: int, keys: tuple[str, ...]):
-        self.keys, self.bins, self.n, self.k = keys, bins, prep.n, prep.num_classes
-        rows = summarise(prep, bins, classwise="cece" in keys)
-        self.point = metrics_from_rows(rows, keys)  # the same numbers as compute_metrics
-        # Every per-sample array is kept in the adaptive sort order (by r, then c): aece needs it, and
-        # the grid histograms of smece / sece then read the count matrix sequentially.
-        order = calibration.adaptive_order(rows.conf, rows.correct)
+        self.keys, self.bins, self.n, self.k, self.prep = keys, bins, prep.n, prep.num_classes, prep
+        st = collect(prep, bins, needs_of(keys), keep_samples=True, check_values=False)
+        self.point = evaluate(st, keys)  # the same numbers as compute_metrics (the same pass and code)
+        order = adaptive_order(st.samples["conf"], st.samples["correct"])
         self.order, self.inv = order, np.empty_like(order)
         self.inv[order] = np.arange(self.n)
-        self.conf, self.correct = rows.conf[order], rows.correct[order]
-        self.grids: dict = {}  # smooth.grid_matrix cache, shared by every index block
-        n, M = self.n, bins
-        ar = np.arange(n)
-        b = bin_index(self.conf, M)
-        # columns: count per bin | sum c per bin | sum r per bin | c | nll | brier
-        cols = np.concatenate([b, M + b, 2 * M + b, np.full(n, 3 * M), np.full(n, 3 * M + 1), np.full(n, 3 * M + 2)])
-        vals = np.concatenate([np.ones(n), self.correct, self.conf, self.correct, rows.nll[order],
-                               rows.brier[order]])
-        self.S = scipy.sparse.csr_matrix((vals, (np.tile(ar, 6), cols)), shape=(n, 3 * M + 3)).T.tocsr()
-        self.edges = equal_mass_groups(n, M)
-        if "cece" in keys:
-            self._init_cece(prep)
-        if "miou" in keys:
-            cells = confusion_keys(rows.labels[order], rows.pred[order], self.k)
-            self.Cm = scipy.sparse.csr_matrix((np.ones(n), (ar, cells)), shape=(n, self.k ** 2)).T.tocsr()
-
-    def _init_cece(self, prep: Prepared) -> None:
-        """Class totals sum_i w_i (p_ik - y_ik) come from a dense W @ P and a sparse label count; the
-        few entries with p_ik above the first bin go to a sparse (n, K*M) matrix; the first bin's
-        sum is the class total minus the others."""
-        n, k, M = self.n, self.k, self.bins
-        self.P = np.empty((n, k))
-        ri, ci, vi = [], [], []
-        first_edge = bin_edges(M)[1]
-        for start, stop in prep.chunks():
-            p, _ = probs_block(prep, start, stop)
-            self.P[start:stop] = p
-            r, c = np.nonzero(p > first_edge)  # exactly the entries outside bin 0 = [0, 1/M]
-            pv = p[r, c]
-            d = pv - (prep.labels[start:stop][r] == c)
-            ri.append(r + start), ci.append(c * M + bin_index(pv, M)), vi.append(d)
-        self.P = self.P[self.order]
-        self.Y = scipy.sparse.csr_matrix((np.ones(n), (np.arange(n), prep.labels[self.order])),
-                                         shape=(n, k)).T.tocsr()
-        self.Shi = scipy.sparse.csr_matrix((np.concatenate(vi), (self.inv[np.concatenate(ri)], np.concatenate(ci))),
-                                           shape=(n, k * M)).T.tocsr()
+        st.samples = {name: a[order] for name, a in st.samples.items()}
+        st.key, st.cache["sorted"] = None, True
+        self.sample_stats = st
 
     def stats_of_indices(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         """Every key for each row of the (b, n) resampled indices (original sample numbering)."""
@@ -105,63 +69,20 @@ class Resampler:
 
     def stats(self, W: np.ndarray) -> dict[str, np.ndarray]:
         """Every key for each row of the (b, n) count matrix W, whose columns follow self.order."""
-        M, out = self.bins, {}
-        Wt = np.ascontiguousarray(W.T)  # (n, b): sparse @ dense wants C order
-        total = W.sum(axis=1)
-        T = (self.S @ Wt).T  # (b, 3M + 3)
-        cnt, sc, sr = T[:, :M], T[:, M:2 * M], T[:, 2 * M:3 * M]
-        for key in self.keys:
-            if key == "acc":
-                out[key] = T[:, 3 * M] / total
-            elif key == "nll":
-                out[key] = T[:, 3 * M + 1] / total
-            elif key == "brier":
-                out[key] = T[:, 3 * M + 2] / total
-            elif key == "ece":
-                out[key] = calibration.ece_from_sums(cnt, sc, sr, total)
-            elif key == "mce":
-                out[key] = calibration.mce_from_sums(cnt, sc, sr)
-            elif key == "aece":
-                out[key] = self._aece(W)
-            elif key == "cece":
-                out[key] = self._cece(W, Wt, total)
-            elif key == "smece":
-                out[key] = smooth.smece(self.conf, self.correct, Wt, self.grids)
-            elif key == "sece":
-                out[key] = smooth.sece(self.conf, self.correct, Wt, cache=self.grids)
-            elif key == "miou":
-                conf = (self.Cm @ Wt).T.reshape(-1, self.k, self.k)
-                out[key] = miou_from_confusion(conf)
-        return out
+        weighted = [k for k in self.keys if METRICS.get(k).resample == "weights"]
+        out = evaluate(self.sample_stats, weighted, W)
+        out.update({k: self.explicit(k, W) for k in self.keys if k not in out})
+        return {k: out[k] for k in self.keys}
 
-    def _cece(self, W: np.ndarray, Wt: np.ndarray, total: np.ndarray) -> np.ndarray:
-        k, M = self.k, self.bins
-        class_total = W @ self.P - (self.Y @ Wt).T  # (b, K): sum_i w_i (p_ik - y_ik)
-        hi = (self.Shi @ Wt).T.reshape(-1, k, M)  # bins >= 1 (bin 0 entries are zero here)
-        first = class_total - hi[:, :, 1:].sum(axis=2)
-        s = np.abs(hi[:, :, 1:]).sum(axis=2) + np.abs(first)
-        return s.mean(axis=1) / total
-
-    def _aece(self, W: np.ndarray) -> np.ndarray:
-        """Equal-mass groups of each resampled multiset, sorted as the point estimate sorts."""
-        b, n = W.shape
-        Ws = W  # columns already in the sorted order
-        c, r = self.correct, self.conf
-        cw = np.cumsum(Ws, axis=1)
-        cc = np.cumsum(Ws * c, axis=1)
-        cr = np.cumsum(Ws * r, axis=1)
-        pos = self.edges[1:].astype(np.float64)  # group ends 1..n in the expanded sorted multiset
-        off = np.arange(b)[:, None] * (n + 1.0)
-        j = np.searchsorted((cw + off).ravel(), (pos[None, :] + off).ravel(), side="left").reshape(b, -1)
-        j -= (np.arange(b) * n)[:, None]
-        rows = np.arange(b)[:, None]
-        excess = cw[rows, j] - pos[None, :]
-        fc = cc[rows, j] - excess * c[j]
-        fr = cr[rows, j] - excess * r[j]
-        zero = np.zeros((b, 1))
-        gc = np.diff(np.concatenate([zero, fc], axis=1), axis=1)
-        gr = np.diff(np.concatenate([zero, fr], axis=1), axis=1)
-        return np.abs(gc - gr).sum(axis=1) / n
+    def explicit(self, key: str, W: np.ndarray) -> np.ndarray:
+        """Metric `key` recomputed on the explicit resample of each row of W (the fallback for a
+        metric that cannot take weights; also what the weights path is tested against)."""
+        spec, prep, values = METRICS.get(key), self.prep, []
+        for w in W:
+            rows = self.order[np.repeat(np.arange(self.n), w.astype(np.int64))]
+            sub = Prepared(prep.labels[rows], prep.scores[rows], prep.kind, prep.segmentation)
+            values.append(evaluate(collect(sub, self.bins, spec.needs, check_values=False), (key,))[key])
+        return np.asarray(values, dtype=np.float64)
 
 
 def _interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
@@ -174,11 +95,6 @@ def _check(B: int, ci: float) -> None:
         raise InputError(f"bootstrap B must be a positive integer, got {B}")
     if not 0 < ci < 1:
         raise InputError(f"ci must lie in (0, 1), got {ci}")
-
-
-def _check_bins(bins) -> None:
-    if int(bins) < 1:
-        raise InputError(f"bins must be a positive integer, got {bins}")
 
 
 def _samples(resamplers, n: int, B: int, seed: int) -> list[dict[str, np.ndarray]]:
@@ -200,7 +116,7 @@ def bootstrap_metrics(labels, *, logits=None, probs=None, B: int = 1000, seed: i
     _check(B, ci)
     prep = prepare(labels, logits=logits, probs=probs, ignore_index=ignore_index)
     keys = resolve_keys(keys, prep.segmentation)
-    _check_bins(bins)
+    check_bins(bins)
     rs = Resampler(prep, int(bins), keys)
     (samples,) = _samples([rs], prep.n, int(B), seed)
     return {"point": rs.point, "ci": {k: _interval(samples[k], ci) for k in keys}, "samples": samples}
@@ -218,7 +134,7 @@ def paired_bootstrap(labels, *, logits_a=None, probs_a=None, logits_b=None, prob
     if pa.scores.shape != pb.scores.shape:
         raise InputError(f"shape mismatch: prediction sets a {pa.scores.shape} and b {pb.scores.shape}")
     keys = resolve_keys(keys, pa.segmentation)
-    _check_bins(bins)
+    check_bins(bins)
     ra, rb = Resampler(pa, int(bins), keys), Resampler(pb, int(bins), keys)
     a, b = ra.point, rb.point
     sa, sb = _samples([ra, rb], pa.n, int(B), seed)
@@ -229,7 +145,7 @@ def paired_bootstrap(labels, *, logits_a=None, probs_a=None, logits_b=None, prob
 
 def seed_bootstrap(runs, *, B: int = 1000, seed: int = 0, ci: float = 0.95, keys=None, bins: int = 15,
                    ignore_index: int | None = None) -> dict:
-    """Two-level bootstrap across training seeds (METRICS.md): the point estimate is the mean over
+    """Two-level bootstrap across training seeds (docs/metrics.md): the point estimate is the mean over
     runs; resample b draws S runs with replacement, each drawn copy gets its own resample of that
     run's test samples, and the statistic is the mean over the S copies.
 
@@ -240,7 +156,7 @@ def seed_bootstrap(runs, *, B: int = 1000, seed: int = 0, ci: float = 0.95, keys
     Returns {"point", "ci", "samples"} like bootstrap_metrics, plus "per_run": [point dicts].
     """
     _check(B, ci)
-    _check_bins(bins)
+    check_bins(bins)
     runs = list(runs)
     if not runs:
         raise InputError("seed_bootstrap needs at least one run")

@@ -1,11 +1,18 @@
-"""Binned calibration errors of METRICS.md: ece, mce (equal-width, (lo, hi] bins), aece (equal-mass
-groups counting every sample once), cece (classwise ECE over all N samples per class)."""
+"""Binned calibration errors (docs/metrics.md): ece, mce (equal-width (lo, hi] bins), aece (equal-mass
+groups counting every sample once), cece (classwise ECE over all N samples per class).
+
+ECE: Naeini et al. (2015) / Guo et al. (2017, eq. 3); MCE: the same papers; adaptive ECE with
+equal-mass groups: Nixon et al. (2019); classwise ECE: Kull et al. (2019).
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
-from calbench.metrics.binning import bin_index, equal_mass_groups
+from calbench.metrics.binning import bin_edges, bin_index, equal_mass_groups
+from calbench.metrics.registry import metric
+from calbench.metrics.stats import SampleStats, cached, sorted_samples, unpack, weighted
 
 
 def binned_sums(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -29,12 +36,33 @@ def mce_from_sums(count, sum_c, sum_r) -> np.ndarray:
     return np.where(count > 0, gap, 0.0).max(axis=-1)
 
 
-def ece(conf: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    return float(ece_from_sums(*binned_sums(conf, correct, bins)))
+def _bin_matrix(stats: SampleStats) -> scipy.sparse.csr_matrix:
+    """(3M, n) sparse: rows b, M + b, 2M + b of sample i (in bin b) hold 1, c_i, r_i."""
+    M, n = stats.bins, stats.n
+    conf, correct = stats.sample("conf"), stats.sample("correct")
+    b = bin_index(conf, M)
+    rows = np.concatenate([b, M + b, 2 * M + b])
+    vals = np.concatenate([np.ones(n), correct, conf])
+    return scipy.sparse.csr_matrix((vals, (rows, np.tile(np.arange(n), 3))), shape=(3 * M, n))
 
 
-def mce(conf: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    return float(mce_from_sums(*binned_sums(conf, correct, bins)))
+def _bin_sums(stats: SampleStats, weights):
+    """(count, sum c, sum r) per bin: (M,) each for the point estimate, (b, M) for weights."""
+    if weights is None:
+        return stats.binned[0], stats.binned[1], stats.binned[2], None
+    w = weighted(stats, weights)
+    if "binned" not in w:
+        T = (cached(stats, "bins", lambda: _bin_matrix(stats)) @ w["Wt"]).T  # (b, 3M)
+        M = stats.bins
+        w["binned"] = (T[:, :M], T[:, M:2 * M], T[:, 2 * M:])
+    return (*w["binned"], w["total"])
+
+
+@metric("ece", name="expected calibration error", higher_is_better=False, percent=True, header="ECE",
+        definition="M equal-width (lo, hi] bins of confidence; sum_b (n_b/N) |acc_b - conf_b|", needs=("binned",))
+def ece(stats: SampleStats, weights: np.ndarray | None):
+    count, sum_c, sum_r, total = _bin_sums(stats, weights)
+    return ece_from_sums(count, sum_c, sum_r, total)
 
 
 def adaptive_order(conf: np.ndarray, correct: np.ndarray) -> np.ndarray:
@@ -43,16 +71,88 @@ def adaptive_order(conf: np.ndarray, correct: np.ndarray) -> np.ndarray:
     return np.lexsort((correct, conf))
 
 
-def aece(conf: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    """Adaptive ECE: M contiguous groups of the sorted samples, sizes differing by at most one."""
-    order = adaptive_order(conf, correct)
-    cc = np.concatenate([[0.0], np.cumsum(correct[order])])
-    cr = np.concatenate([[0.0], np.cumsum(conf[order])])
-    edges = equal_mass_groups(conf.shape[0], bins)
-    gap = np.abs(np.diff(cc[edges]) - np.diff(cr[edges]))
-    return float(gap.sum() / conf.shape[0])
+def _aece_point(stats: SampleStats) -> float:
+    """Partition the packed (r, c) keys at the group ends (no full sort): the integer order of a key
+    is the order by (r, then c), so each segment holds exactly the samples adaptive_order puts in
+    that group, ties across a boundary included. Each group's sums come from its own segment."""
+    n, key = stats.n, stats.key
+    ends = equal_mass_groups(n, stats.bins)
+    kth = np.unique(ends[(ends > 0) & (ends < n)])
+    if kth.size:
+        key.partition(kth)
+    gap = 0.0
+    for lo, hi in zip(ends[:-1], ends[1:]):
+        r, c = unpack(key[lo:hi])
+        gap += abs(c.sum() - r.sum())
+    return gap / n
+
+
+def _aece_weighted(stats: SampleStats, W: np.ndarray) -> np.ndarray:
+    """Equal-mass groups of each resampled multiset: cumulative counts over the sorted samples,
+    each group end found by a search and its partial sample split off."""
+    r, c = stats.sample("conf"), stats.sample("correct")
+    if not sorted_samples(stats):
+        order = adaptive_order(r, c)
+        W, r, c = W[:, order], r[order], c[order]
+    b, n = W.shape
+    cw, cc, cr = np.cumsum(W, axis=1), np.cumsum(W * c, axis=1), np.cumsum(W * r, axis=1)
+    pos = equal_mass_groups(n, stats.bins)[1:].astype(np.float64)  # group ends in the resampled multiset
+    off = np.arange(b)[:, None] * (n + 1.0)
+    j = np.searchsorted((cw + off).ravel(), (pos[None, :] + off).ravel(), side="left").reshape(b, -1)
+    j -= (np.arange(b) * n)[:, None]
+    rows = np.arange(b)[:, None]
+    excess = cw[rows, j] - pos[None, :]
+    fc = np.diff(cc[rows, j] - excess * c[j], axis=1, prepend=0.0)
+    fr = np.diff(cr[rows, j] - excess * r[j], axis=1, prepend=0.0)
+    return np.abs(fc - fr).sum(axis=1) / n
+
+
+@metric("aece", name="adaptive ECE", higher_is_better=False, percent=True, header="AECE",
+        definition="M equal-mass groups of sorted confidence (sizes differ by <= 1); same weighted sum",
+        needs=("conf",))
+def aece(stats: SampleStats, weights: np.ndarray | None):
+    return _aece_point(stats) if weights is None else _aece_weighted(stats, weights)
 
 
 def cece_from_sums(sums: np.ndarray, n) -> np.ndarray:
     """Classwise ECE from sums[..., k, b] of (p_ik - 1[y_i = k]) over bin b: mean_k sum_b |.| / N."""
     return np.abs(sums).sum(axis=-1).mean(axis=-1) / n
+
+
+def _cece_parts(stats: SampleStats) -> tuple:
+    """Dense P (n, K), sparse label indicator Y (K, n), and the sparse (K*M, n) matrix of the few
+    entries p_ik above the first bin, holding p_ik - 1[y_i = k] in cell k * M + bin."""
+    P, labels, M = stats.sample("probs"), stats.sample("labels"), stats.bins
+    n, k = P.shape
+    Y = scipy.sparse.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n))
+    i, cls = np.nonzero(P > bin_edges(M)[1])  # exactly the entries outside bin 0 = [0, 1/M]
+    pv = P[i, cls]
+    hi = scipy.sparse.csr_matrix((pv - (labels[i] == cls), (cls * M + bin_index(pv, M), i)), shape=(k * M, n))
+    return P, Y, hi
+
+
+def _cece_weighted(stats: SampleStats, W: np.ndarray) -> np.ndarray:
+    """Class totals sum_i w_i (p_ik - y_ik) from a dense W @ P and a sparse label count; bins >= 1
+    from the sparse matrix; the first bin's sum is the class total minus the others."""
+    P, Y, hi_m = cached(stats, "cece", lambda: _cece_parts(stats))
+    w, k, M = weighted(stats, W), stats.num_classes, stats.bins
+    class_total = W @ P - (Y @ w["Wt"]).T  # (b, K)
+    hi = (hi_m @ w["Wt"]).T.reshape(-1, k, M)
+    first = class_total - hi[:, :, 1:].sum(axis=2)
+    return (np.abs(hi[:, :, 1:]).sum(axis=2) + np.abs(first)).mean(axis=1) / w["total"]
+
+
+@metric("cece", name="classwise ECE", higher_is_better=False, percent=True, header="cECE",
+        definition="mean over classes k of the ECE of p_ik against 1(y_i = k) over all samples",
+        needs=("classwise",))
+def cece(stats: SampleStats, weights: np.ndarray | None):
+    if weights is None:
+        return float(cece_from_sums(stats.cece_sums, stats.n))
+    return _cece_weighted(stats, weights)
+
+
+@metric("mce", name="maximum calibration error", higher_is_better=False, percent=True, header="MCE",
+        definition="max over non-empty equal-width bins of |acc_b - conf_b|", needs=("binned",))
+def mce(stats: SampleStats, weights: np.ndarray | None):
+    count, sum_c, sum_r, _ = _bin_sums(stats, weights)
+    return mce_from_sums(count, sum_c, sum_r)

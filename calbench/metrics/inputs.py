@@ -54,9 +54,11 @@ class Prepared:
             yield start, min(self.n, start + step)
 
 
-def prepare(labels, logits=None, probs=None, ignore_index: int | None = None) -> Prepared:
-    """Check shapes, dtypes, finiteness, label range and (for probs) row sums; flatten segmentation
-    (N, K, H, W) / (N, H, W) to pixel rows and drop rows whose label is ignore_index."""
+def prepare(labels, logits=None, probs=None, ignore_index: int | None = None, check_values: bool = True) -> Prepared:
+    """Check shapes, dtypes, label range and, with check_values, finiteness and (for probs) row sums;
+    flatten segmentation (N, K, H, W) / (N, H, W) to pixel rows and drop rows whose label is
+    ignore_index. compute_metrics passes check_values=False and checks each block in its one pass
+    (stats.collect) with the same check_block."""
     if (logits is None) == (probs is None):
         raise InputError("give exactly one of logits= or probs=")
     kind = "logits" if logits is not None else "probs"
@@ -98,19 +100,33 @@ def prepare(labels, logits=None, probs=None, ignore_index: int | None = None) ->
         hint = "; pass ignore_index (--ignore-index) for void pixels" if segmentation and ignore_index is None else ""
         raise InputError(f"labels out of range: label {int(labels[i])} at row {i}, expected 0..{k - 1}{hint}")
     prep = Prepared(labels, scores, kind, segmentation)
-    if scores.dtype.kind == "f":
+    if check_values:
         for start, stop in prep.chunks():
             block = scores[start:stop]
-            finite = np.isfinite(block)
-            if not finite.all():
-                row = start + int(np.argmax(~finite.all(axis=1)))
-                raise InputError(f"{kind} contain NaN or inf (first at row {row})")
-            if kind == "probs":
-                _check_probs(np.asarray(block, dtype=np.float64), start)
-    elif kind == "probs":
-        for start, stop in prep.chunks():
-            _check_probs(np.asarray(scores[start:stop], dtype=np.float64), start)
+            check_block(kind, block, block.max(axis=1), start)
     return prep
+
+
+def check_block(kind: str, block: np.ndarray, top: np.ndarray, start: int) -> None:
+    """InputError for a non-finite value or (probs) a value outside [0, 1] or a row not summing to 1.
+
+    Fast path: `top` is the row maximum (NaN where the row holds a NaN, as argmax / max propagate
+    it), so the block is finite iff top and the block's flat minimum are; the probability range
+    needs the flat minimum and max(top); the row sums are taken in the block's dtype and only rows
+    near or past the tolerance are re-checked in float64 by the exact rule.
+    """
+    lo = block.min() if block.dtype.kind == "f" or kind == "probs" else 0
+    if block.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(top).all()):
+        finite = np.isfinite(block)
+        row = start + int(np.argmax(~finite.all(axis=1)))
+        raise InputError(f"{kind} contain NaN or inf (first at row {row})")
+    if kind != "probs":
+        return
+    if float(lo) < -PROB_SUM_TOL or float(top.max()) > 1 + PROB_SUM_TOL:
+        _check_probs(np.asarray(block, dtype=np.float64), start)
+    sums = block.sum(axis=1, dtype=np.float64 if block.dtype.kind != "f" else None)
+    if (np.abs(sums - 1.0) > PROB_SUM_TOL / 2).any():
+        _check_probs(np.asarray(block, dtype=np.float64), start)
 
 
 def _check_probs(block: np.ndarray, start: int) -> None:

@@ -1,14 +1,13 @@
 """Mean IoU from the confusion matrix of predictions against labels (ignore_index rows already
-dropped by inputs.prepare)."""
+dropped by inputs.prepare); docs/metrics.md."""
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
-
-def confusion_keys(labels: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """Flat confusion-matrix cell of each row: label * K + prediction."""
-    return labels * num_classes + pred
+from calbench.metrics.registry import metric
+from calbench.metrics.stats import SampleStats, cached, weighted
 
 
 def miou_from_confusion(conf: np.ndarray) -> np.ndarray:
@@ -20,6 +19,20 @@ def miou_from_confusion(conf: np.ndarray) -> np.ndarray:
     return iou.sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
 
 
-def miou(labels: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
-    cells = np.bincount(confusion_keys(labels, pred, num_classes), minlength=num_classes ** 2)
-    return float(miou_from_confusion(cells.reshape(num_classes, num_classes).astype(np.float64)))
+def _cell_matrix(stats: SampleStats) -> scipy.sparse.csr_matrix:
+    """(K*K, n) sparse: sample i counts in confusion cell label_i * K + pred_i."""
+    k, n = stats.num_classes, stats.n
+    cells = stats.sample("labels") * k + stats.sample("pred")
+    return scipy.sparse.csr_matrix((np.ones(n), (cells, np.arange(n))), shape=(k * k, n))
+
+
+@metric("miou", name="mean IoU", higher_is_better=True, percent=True, header="mIoU",
+        definition="confusion-matrix mean IoU over classes present, ignore_index excluded",
+        needs=("confusion",), segmentation_only=True)
+def miou(stats: SampleStats, weights: np.ndarray | None):
+    """Classes absent from both labels and predictions (empty union) are left out of the mean."""
+    if weights is None:
+        return float(miou_from_confusion(stats.confusion))
+    cm = cached(stats, "cells", lambda: _cell_matrix(stats))
+    k = stats.num_classes
+    return miou_from_confusion((cm @ weighted(stats, weights)["Wt"]).T.reshape(-1, k, k))

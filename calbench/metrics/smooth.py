@@ -1,9 +1,10 @@
-"""Kernel-smoothed calibration errors: smece (Blasiok & Nakkiran 2023, relplot's grid algorithm)
-and sece (Gaussian-kernel regression surrogate of the meta-regularisation paper).
+"""Kernel-smoothed calibration errors (docs/metrics.md): smece (Blasiok & Nakkiran 2023, relplot's
+grid algorithm) and sece (the Gaussian-kernel regression surrogate of the meta-regularisation paper,
+Bohdal et al. 2023).
 
-Both are written for a batch of resample weight columns Wt (n, b) — Wt = None means one column of
-ones —
-so that the bootstrap evaluates B resamples with the very same code as the point estimate.
+Both read only grid histograms of the samples: the point estimate builds them chunk by chunk from
+the packed (r, c) keys, a bootstrap block as one sparse product with the count weights, and the
+same smoothing code then serves both (a (1, points) or a (b, points) batch).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 import scipy.sparse
+
+from calbench.metrics.registry import metric
+from calbench.metrics.stats import SampleStats, cached, weighted
 
 SMECE_EPS = 1e-3       # relplot smECE: bandwidths below eps are accepted outright
 SMECE_REFINE = 10      # relplot smECE: bisection steps
@@ -36,23 +40,25 @@ def grid_matrix(f: np.ndarray, values: np.ndarray, points: int) -> scipy.sparse.
                                    shape=(points, n))
 
 
-def grid_hist(f: np.ndarray, values: np.ndarray, points: int, Wt: np.ndarray | None,
-              cache: dict | None = None, tag: str = "") -> np.ndarray:
-    """Linear split of each sample's value onto a uniform grid of `points` on [0, 1] (relplot's
-    smooth_round_to_grid), weighted by each column of Wt (n, b): returns (b, points) float64.
-    `cache` keeps the sparse split matrix per (tag, points) across calls on the same samples."""
-    if Wt is None:
-        j, frac = _split(f, points)
-        out = (np.bincount(j, weights=(1.0 - frac) * values, minlength=points)
-               + np.bincount(j + 1, weights=frac * values, minlength=points))
+def _values(r: np.ndarray, c: np.ndarray, what: str) -> np.ndarray:
+    return {"resid": lambda: r - c, "one": lambda: np.ones_like(r), "correct": lambda: c}[what]()
+
+
+def grid_hist(stats: SampleStats, W: np.ndarray | None, points: int, what: str) -> np.ndarray:
+    """Linear split of each sample's value (r - c, 1 or c) onto a uniform grid of `points` on [0, 1]
+    (relplot's smooth_round_to_grid): (1, points) for the point estimate, (b, points) weighted by
+    each row of W (the sparse split matrix is cached per grid on stats)."""
+    if W is None:
+        out = np.zeros(points)
+        for r, c in stats.conf_chunks():
+            j, frac = _split(r, points)
+            v = _values(r, c, what)
+            out += np.bincount(j, weights=(1.0 - frac) * v, minlength=points)
+            out += np.bincount(j + 1, weights=frac * v, minlength=points)
         return out[None, :]
-    if cache is None:
-        a = grid_matrix(f, values, points)
-    else:
-        a = cache.get((tag, points))
-        if a is None:
-            a = cache[(tag, points)] = grid_matrix(f, values, points)
-    return np.asarray(a @ Wt).T
+    r, c = stats.sample("conf"), stats.sample("correct")
+    a = cached(stats, ("grid", what, points), lambda: grid_matrix(r, _values(r, c, what), points))
+    return np.asarray(a @ weighted(stats, W)["Wt"]).T
 
 
 def _fft_convolve_valid(x: np.ndarray, ker: np.ndarray) -> np.ndarray:
@@ -86,14 +92,14 @@ def _interpolate(t: np.ndarray, y: np.ndarray) -> np.ndarray:
 class _SmoothECE:
     """Fixed-bandwidth smooth ECE for a batch of weight rows; grid histograms cached per grid size."""
 
-    def __init__(self, conf, correct, Wt, grids: dict | None = None):
-        self.f, self.resid, self.Wt, self.grids = conf, conf - correct, Wt, grids
+    def __init__(self, stats: SampleStats, W: np.ndarray | None):
+        self.stats, self.W = stats, W
         self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def hists(self, points: int):
         if points not in self.cache:
-            self.cache[points] = (grid_hist(self.f, self.resid, points, self.Wt, self.grids, "smece-res"),
-                                  grid_hist(self.f, np.ones_like(self.f), points, self.Wt, self.grids, "one"))
+            self.cache[points] = (grid_hist(self.stats, self.W, points, "resid"),
+                                  grid_hist(self.stats, self.W, points, "one"))
         return self.cache[points]
 
     def at(self, sigma: float, rows: np.ndarray) -> np.ndarray:
@@ -106,12 +112,13 @@ class _SmoothECE:
         return np.abs(ys).sum(axis=1) / dens.sum(axis=1)
 
 
-def smece(conf: np.ndarray, correct: np.ndarray, Wt: np.ndarray | None = None,
-          grids: dict | None = None) -> np.ndarray:
+@metric("smece", name="smooth ECE", higher_is_better=False, percent=True, header="smECE",
+        definition="smooth calibration error of Blasiok & Nakkiran (2023), relplot's smECE", needs=("conf",))
+def smece(stats: SampleStats, weights: np.ndarray | None):
     """smECE with relplot's bandwidth rule (search_param: accept sigma = 1, else bisect [0, 1] in 10
-    steps for the fixed point sigma = smooth_ece(sigma), keep the lower end). Returns (b,)."""
-    ev = _SmoothECE(conf, correct, Wt, grids)
-    b = 1 if Wt is None else Wt.shape[1]
+    steps for the fixed point sigma = smooth_ece(sigma), keep the lower end)."""
+    ev = _SmoothECE(stats, weights)
+    b = 1 if weights is None else weights.shape[0]
     every = np.arange(b)
 
     def predicate(sig: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -133,30 +140,38 @@ def smece(conf: np.ndarray, correct: np.ndarray, Wt: np.ndarray | None = None,
     for s in np.unique(sigma):
         sel = sigma == s
         out[sel] = ev.at(float(s), every[sel])
-    return out
+    return float(out[0]) if weights is None else out
 
 
-def sece(conf: np.ndarray, correct: np.ndarray, Wt: np.ndarray | None = None,
-         bandwidth: float = SECE_BANDWIDTH, cache: dict | None = None) -> np.ndarray:
-    """SECE = mean_i |acc_hat(r_i) - r_i| with acc_hat the Nadaraya-Watson regression of c on r,
-    Gaussian kernel of the given bandwidth. The kernel sums are evaluated on a 2001-point grid
-    (linear binning, as relplot does), so 10^7 rows cost O(n); error vs the exact O(n^2) sum is
-    about 1e-4. Returns (b,)."""
-    G = SECE_GRID
-    h_c = grid_hist(conf, correct, G, Wt, cache, "sece-c")
-    h_1 = grid_hist(conf, np.ones_like(conf), G, Wt, cache, "one")
-    half = int(np.ceil(8 * bandwidth * (G - 1)))
-    u = np.arange(-half, half + 1) / (G - 1)
-    ker = np.exp(-0.5 * (u / bandwidth) ** 2)
-    pad = lambda h: np.pad(h, ((0, 0), (half, half)))  # noqa: E731  zero outside [0, 1]
-    num = np.ascontiguousarray(_fft_convolve_valid(pad(h_c), ker).T)  # (G, b)
-    den = np.ascontiguousarray(_fft_convolve_valid(pad(h_1), ker).T)
+def _sece_gaps(conf: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """|acc_hat(r_i) - r_i| per sample and weight column, acc_hat interpolated from the grid."""
+    G = num.shape[0]
     pos = conf * (G - 1)
     j = pos.astype(np.int64).clip(0, G - 2)
     fr = (pos - j)[:, None]
-    num_i = num[j] * (1 - fr) + num[j + 1] * fr  # (n, b)
+    num_i = num[j] * (1 - fr) + num[j + 1] * fr
     den_i = den[j] * (1 - fr) + den[j + 1] * fr
-    gap = np.abs(num_i / np.maximum(den_i, 1e-300) - conf[:, None])
-    if Wt is None:
-        return gap.mean(axis=0)
-    return np.einsum("ij,ij->j", Wt, gap) / Wt.sum(axis=0)
+    return np.abs(num_i / np.maximum(den_i, 1e-300) - conf[:, None])
+
+
+@metric("sece", name="smooth ECE surrogate (SECE)", higher_is_better=False, percent=True, header="SECE",
+        definition="mean |acc_hat(r_i) - r_i|, Gaussian-kernel (h = 0.01) regression of c on r", needs=("conf",))
+def sece(stats: SampleStats, weights: np.ndarray | None, bandwidth: float = SECE_BANDWIDTH):
+    """SECE = mean_i |acc_hat(r_i) - r_i| with acc_hat the Nadaraya-Watson regression of c on r,
+    Gaussian kernel of the given bandwidth. The kernel sums are evaluated on a 2001-point grid
+    (linear binning, as relplot does), so 10^7 rows cost O(n); error vs the exact O(n^2) sum is
+    about 1e-4."""
+    G = SECE_GRID
+    half = int(np.ceil(8 * bandwidth * (G - 1)))
+    u = np.arange(-half, half + 1) / (G - 1)
+    ker = np.exp(-0.5 * (u / bandwidth) ** 2)
+
+    def smoothed(what: str) -> np.ndarray:  # (G, b); zero outside [0, 1]
+        h = np.pad(grid_hist(stats, weights, G, what), ((0, 0), (half, half)))
+        return np.ascontiguousarray(_fft_convolve_valid(h, ker).T)
+
+    num, den = smoothed("correct"), smoothed("one")
+    if weights is None:
+        return float(sum(_sece_gaps(r, num, den).sum() for r, _ in stats.conf_chunks()) / stats.n)
+    w = weighted(stats, weights)
+    return np.einsum("ij,ij->j", w["Wt"], _sece_gaps(stats.sample("conf"), num, den)) / w["total"]

@@ -1,0 +1,205 @@
+"""SampleStats: what every metric reads, produced by ONE chunked pass over the (n, K) scores.
+
+The pass validates each block (finite values; probabilities in [0, 1] summing to 1), takes the
+argmax, and computes only what the requested metrics need (their `needs`, see NEEDS): a float64
+copy of a block is made only when a metric needs every probability (logits always need one for the
+softmax normaliser; float32 probabilities with only confidence-based metrics need none), nll and
+brier are never computed unless asked for. Per-bin sums and totals are accumulated block by block,
+so no (n, K) float64 array ever exists. Conventions: docs/metrics.md.
+
+Point estimates read the accumulated sums and `key`, the confidence r_i and correctness c_i of each
+sample packed into one uint64 ((bits of r) << 1 | c; r >= 0, so the integer order is the order by
+(r, c)). A metric may reorder `key` in place (aece partitions it): every other point estimate depends
+only on the multiset of (r_i, c_i). With keep_samples=True (the bootstrap) the pass also keeps aligned
+per-sample arrays in `samples`, which the weighted (resampled) paths read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from calbench.metrics.binning import bin_edges, bin_index
+from calbench.metrics.inputs import Prepared, check_block
+
+TINY = np.finfo(np.float64).tiny  # -log of a probability of exactly 0 is clipped to -log(tiny) ~ 708
+
+# need -> what the pass produces for it
+NEEDS = {
+    "correct": "the number of correct predictions",
+    "conf": "per-sample confidence and correctness (packed key)",
+    "binned": "count, sum of c and sum of r per equal-width bin",
+    "nll": "sum of -log p_{i,y_i}",
+    "brier": "sum of sum_k (p_ik - 1[y_i = k])^2",
+    "classwise": "per class and bin, sum of p_ik - 1[y_i = k] (classwise ECE)",
+    "confusion": "the K x K confusion matrix (rows = label)",
+}
+
+
+@dataclass
+class SampleStats:
+    n: int
+    num_classes: int
+    bins: int
+    key: np.ndarray | None = None
+    totals: dict = field(default_factory=dict)
+    binned: np.ndarray | None = None      # (3, M): count, sum c, sum r
+    cece_sums: np.ndarray | None = None   # (K, M)
+    confusion: np.ndarray | None = None   # (K, K) float64
+    samples: dict | None = None           # aligned per-sample arrays (bootstrap only)
+    cache: dict = field(default_factory=dict)
+
+    def conf_chunks(self, step: int = 1 << 20):
+        """(r, c) of the packed key in float64 chunks (c as 0.0 / 1.0)."""
+        for start in range(0, self.n, step):
+            k = self.key[start:start + step]
+            yield (k >> np.uint64(1)).view(np.float64), (k & np.uint64(1)).astype(np.float64)
+
+    def sample(self, name: str) -> np.ndarray:
+        return self.samples[name]
+
+
+def pack(conf: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """uint64 key ordered like (r, c): the float64 bits of r >= 0 are monotone as integers."""
+    return (conf.view(np.uint64) << np.uint64(1)) | correct.astype(np.uint64)
+
+
+def unpack(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (key >> np.uint64(1)).view(np.float64), (key & np.uint64(1)).astype(np.float64)
+
+
+def collect(prep: Prepared, bins: int, needs: frozenset, keep_samples: bool = False,
+            check_values: bool = True) -> SampleStats:
+    """Run the pass (module docstring); `check_values` validates every block on the way."""
+    n, k = prep.n, prep.num_classes
+    st = SampleStats(n, k, bins)
+    if "conf" in needs:
+        st.key = np.empty(n, dtype=np.uint64)
+    if "binned" in needs:
+        st.binned = np.zeros((3, bins))
+    if "classwise" in needs:
+        st.cece_sums, st.cache["class_total"] = np.zeros(k * bins), np.zeros(k)
+    if "confusion" in needs:
+        st.confusion = np.zeros(k * k)
+    for name in ("correct", "nll", "brier"):
+        st.totals[name] = 0.0
+    if keep_samples:
+        st.samples = {"labels": prep.labels, "pred": np.empty(n, np.int64), "conf": np.empty(n),
+                      "nll": np.empty(n), "brier": np.empty(n)}
+        if "classwise" in needs:
+            st.samples["probs"] = np.empty((n, k))
+    for start, stop in prep.chunks():
+        _block(prep, st, needs, start, stop, check_values)
+    _finish(st, needs)
+    return st
+
+
+def _softmax_parts(x, top, y):
+    """float64 exp(x - max) in place of a fresh copy, its row sums s, and x_y - max."""
+    e = x.astype(np.float64)
+    top64 = top.astype(np.float64)
+    e -= top64[:, None]
+    zy = e[np.arange(e.shape[0]), y].copy()
+    np.exp(e, out=e)
+    return e, e.sum(axis=1), zy
+
+
+def _block(prep: Prepared, st: SampleStats, needs, start: int, stop: int, check_values: bool) -> None:
+    x, y = prep.scores[start:stop], prep.labels[start:stop]
+    ar = np.arange(stop - start)
+    pred = x.argmax(axis=1)
+    top = x[ar, pred]
+    if check_values:
+        check_block(prep.kind, x, top, start)
+    keep = st.samples is not None
+    full = bool(needs & {"brier", "classwise"}) or keep  # every probability in float64
+    p = None
+    if prep.kind == "logits":
+        p, s, zy = _softmax_parts(x, top, y)
+        conf = 1.0 / s
+        nll = np.log(s) - zy if ("nll" in needs or keep) else None
+        if full:
+            p /= s[:, None]
+    else:
+        conf = top.astype(np.float64)
+        nll = -np.log(np.maximum(x[ar, y].astype(np.float64), TINY)) if ("nll" in needs or keep) else None
+        if full:
+            p = np.array(x, dtype=np.float64)
+    correct = pred == y
+    _accumulate(st, needs, start, stop, y, pred, conf, correct, nll, p if full else None)
+
+
+def _accumulate(st, needs, start, stop, y, pred, conf, correct, nll, p) -> None:
+    M, k = st.bins, st.num_classes
+    st.totals["correct"] += float(np.count_nonzero(correct))
+    if st.key is not None:
+        st.key[start:stop] = pack(conf, correct)
+    if st.binned is not None:
+        b = bin_index(conf, M)
+        st.binned[0] += np.bincount(b, minlength=M)
+        st.binned[1] += np.bincount(b, weights=correct.astype(np.float64), minlength=M)
+        st.binned[2] += np.bincount(b, weights=conf, minlength=M)
+    if nll is not None:
+        st.totals["nll"] += float(nll.sum())
+    if st.confusion is not None:
+        st.confusion += np.bincount(y * k + pred, minlength=k * k)
+    if p is not None:
+        _classwise_and_brier(st, needs, start, stop, y, p)
+    if st.samples is not None:
+        s = st.samples
+        s["pred"][start:stop], s["conf"][start:stop], s["nll"][start:stop] = pred, conf, nll
+
+
+def _classwise_and_brier(st, needs, start, stop, y, p) -> None:
+    """p is the block's float64 probabilities; it is turned into p - onehot(y) here."""
+    M, k = st.bins, st.num_classes
+    ar = np.arange(stop - start)
+    if st.samples is not None and "probs" in st.samples:
+        st.samples["probs"][start:stop] = p
+    if st.cece_sums is not None:  # only the few entries above the first bin need a bin index
+        r, c = np.nonzero(p > bin_edges(M)[1])
+        cells = c * M + bin_index(p[r, c], M)
+    p[ar, y] -= 1.0
+    brier = np.einsum("ij,ij->i", p, p)
+    st.totals["brier"] += float(brier.sum())
+    if st.samples is not None:
+        st.samples["brier"][start:stop] = brier
+    if st.cece_sums is not None:
+        st.cece_sums += np.bincount(cells, weights=p[r, c], minlength=k * M)
+        st.cache["class_total"] += p.sum(axis=0)
+
+
+def _finish(st: SampleStats, needs) -> None:
+    if st.cece_sums is not None:  # the first bin's sum is the class total minus the other bins
+        sums = st.cece_sums.reshape(st.num_classes, st.bins)
+        sums[:, 0] = st.cache.pop("class_total") - sums[:, 1:].sum(axis=1)
+        st.cece_sums = sums
+    if st.confusion is not None:
+        st.confusion = st.confusion.reshape(st.num_classes, st.num_classes)
+    if st.samples is not None:
+        s = st.samples
+        s["correct"] = (s["pred"] == s["labels"]).astype(np.float64)
+
+
+def weighted(stats: SampleStats, W: np.ndarray) -> dict:
+    """Per-weights scratch shared by the metrics of one bootstrap block: the transposed counts
+    "Wt" (n, b) in C order (sparse @ dense wants it) and the resample sizes "total" (b,). Kept for
+    the latest W only (the reference to W itself is held, so identity is a safe test)."""
+    memo = stats.cache.get("weights")
+    if memo is None or memo[0] is not W:
+        memo = (W, {"Wt": np.ascontiguousarray(W.T), "total": W.sum(axis=1)})
+        stats.cache["weights"] = memo
+    return memo[1]
+
+
+def cached(stats: SampleStats, name: str, build):
+    """stats.cache[name], built once by build() (structures every bootstrap block reuses)."""
+    if name not in stats.cache:
+        stats.cache[name] = build()
+    return stats.cache[name]
+
+
+def sorted_samples(stats: SampleStats) -> bool:
+    """Whether stats.samples are in the adaptive order (by r, then c); the bootstrap sorts them."""
+    return bool(stats.cache.get("sorted"))
