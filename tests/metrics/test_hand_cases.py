@@ -1,4 +1,4 @@
-"""Small cases computed by hand, including the bin-edge conventions METRICS.md settles."""
+"""Small cases computed by hand, including the bin-edge conventions of docs/metrics.md."""
 
 import numpy as np
 import pytest

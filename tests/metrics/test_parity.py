@@ -1,4 +1,4 @@
-"""ece / mce / smece against torchmetrics, netcal and relplot (METRICS.md, 'reference implementations')."""
+"""ece / mce / smece against torchmetrics, netcal and relplot (docs/metrics.md, 'reference implementations')."""
 
 import numpy as np
 import pytest
@@ -55,7 +55,7 @@ def test_smece_equals_relplot(seed, scale):
 
 def test_smece_small_bandwidth_grid_matches_relplot():
     """Well-calibrated data drives relplot's bandwidth below 0.01, where its grid grows: calbench
-    ports the grid algorithm, so it agrees far inside the 2e-3 the issue asks for."""
+    ports the grid algorithm, so it agrees far inside the 2e-3 allowed for an exact kernel integral."""
     import relplot
 
     rng = np.random.default_rng(0)
