@@ -24,7 +24,8 @@ def list_group() -> None:
 @list_group.command("methods")
 def list_methods_cmd() -> None:
     """Every calibration method with a one-line description and its paper."""
-    from calbench.methods import METHODS, POSTHOC
+    from calbench.methods import METHODS
+    from calbench.posthoc import POSTHOC
 
     rows = [(e.name, "train-time", e.description, e.paper) for e in METHODS.entries()]
     rows += [(e.name, "post-hoc", e.description, e.paper) for e in POSTHOC.entries()]
@@ -53,9 +54,10 @@ def list_backbones_cmd(pattern: str | None) -> None:
 
 @list_group.command("metrics")
 def list_metrics_cmd() -> None:
-    """The metric keys of METRICS.md."""
-    from calbench.metrics import METRIC_INFO
+    """Every registered metric: key, name, direction, table scale and definition (docs/metrics.md)."""
+    from calbench.metrics import METRICS
 
-    rows = [(k, v["name"], "higher" if v["higher_is_better"] else "lower", v["definition"])
-            for k, v in METRIC_INFO.items()]
-    _print("metrics", rows, ("key", "name", "better", "definition"))
+    rows = [(s.key, s.name, "higher" if s.higher_is_better else "lower", "x100" if s.percent else "as is",
+             s.definition + (" (segmentation only)" if s.segmentation_only else ""))
+            for s in (e.obj for e in METRICS.entries())]
+    _print("metrics", rows, ("key", "name", "better", "shown", "definition"))

@@ -15,15 +15,6 @@ from calbench.metrics.registry import metric
 from calbench.metrics.stats import SampleStats, cached, sorted_samples, unpack, weighted
 
 
-def binned_sums(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per equal-width bin: sample count, sum of c_i, sum of r_i (float64)."""
-    b = bin_index(conf, bins)
-    count = np.bincount(b, minlength=bins).astype(np.float64)
-    sum_c = np.bincount(b, weights=correct, minlength=bins)
-    sum_r = np.bincount(b, weights=conf, minlength=bins)
-    return count, sum_c, sum_r
-
-
 def ece_from_sums(count, sum_c, sum_r, total=None) -> np.ndarray:
     """sum_b (n_b / N) |mean c - mean r| = sum_b |sum_c - sum_r| / N; works on (..., M) arrays."""
     total = count.sum(axis=-1) if total is None else total
