@@ -1,89 +1,139 @@
-"""Time calbench's full metric set against torchmetrics' and netcal's ECE on one 1,000,000 x 100 input,
-and a B = 1000 bootstrap of every metric on 50,000 x 200.
+"""Time calbench's metrics against torchmetrics on the same float32 probabilities, and measure
+calbench's peak memory against the input size.
 
-    python benchmarks/bench_metrics.py [--n 1000000] [--k 100] [--boot-n 50000] [--boot-k 200] [--B 1000]
+    python benchmarks/bench_metrics.py [--configs 1000000x100,10000000x10] [--repeat 3] [--boot]
 
-Prints wall-clock seconds (best of --repeat runs) and ratios calbench / reference.
+For each configuration (N x K), every library gets the very same float32 (N, K) probability array
+(torchmetrics through torch.from_numpy, no copy) and int64 labels. Repeats are interleaved (one
+round runs every contender once, in turn), so a load change on the machine hits all of them alike;
+the table shows the median over rounds. Ratios:
+    ece-only  = calbench compute_metrics(keys=("ece",)) / torchmetrics ECE (norm="l1")
+    all       = calbench, every default metric / torchmetrics ECE + MCE + RMSCE (norm l1, max, l2)
+    peak mem  = tracemalloc peak during calbench's all-metrics call / input bytes (probs + labels);
+                the input itself is allocated before tracing starts, so this is the extra memory.
+--boot also times a B = 1000 bootstrap of every metric on 50,000 x 200.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+import tracemalloc
 
 import numpy as np
 
 
 def synthetic(n: int, k: int, seed: int = 0, accuracy: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
-    """Over-confident logits (ECE about 0.2) of a classifier that is right about `accuracy` of the time."""
+    """float32 softmax probabilities of an over-confident classifier right about `accuracy` of the
+    time (ECE about 0.2), built in row blocks so that no float64 (n, k) copy exists."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, k, n)
-    logits = rng.normal(size=(n, k)).astype(np.float32)
-    right = rng.random(n) < accuracy
-    target = np.where(right, labels, (labels + rng.integers(1, k, n)) % k)
-    logits[np.arange(n), target] += rng.uniform(6.0, 10.0, n).astype(np.float32)
-    logits *= np.float32(1.3)
-    return logits, labels
+    probs = np.empty((n, k), dtype=np.float32)
+    step = max(1, (1 << 22) // k)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        z = rng.normal(size=(e - s, k)).astype(np.float32)
+        right = rng.random(e - s) < accuracy
+        y = labels[s:e]
+        target = np.where(right, y, (y + rng.integers(1, k, e - s)) % k)
+        z[np.arange(e - s), target] += rng.uniform(2.0, 6.0, e - s).astype(np.float32)
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+        probs[s:e] = z
+    return probs, labels
 
 
-def best_of(fn, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
+def contenders(probs: np.ndarray, labels: np.ndarray):
+    import torch
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    from calbench.metrics import compute_metrics
+
+    p_t, y_t, k = torch.from_numpy(probs), torch.from_numpy(labels), probs.shape[1]
+
+    def tm(norm: str) -> float:
+        return float(multiclass_calibration_error(p_t, y_t, k, n_bins=15, norm=norm))
+
+    return {
+        "calbench ece": lambda: compute_metrics(labels, probs=probs, keys=("ece",))["ece"],
+        "torchmetrics ece": lambda: tm("l1"),
+        "calbench all": lambda: compute_metrics(labels, probs=probs),
+        "torchmetrics ece+mce+rmsce": lambda: (tm("l1"), tm("max"), tm("l2")),
+    }
+
+
+def interleaved(fns: dict, repeat: int) -> tuple[dict, dict]:
+    times = {name: [] for name in fns}
+    last = {}
     for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            last[name] = fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(v) for name, v in times.items()}, last
+
+
+def peak_ratio(fn, input_bytes: int) -> float:
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    fn()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / input_bytes
+
+
+def run_config(n: int, k: int, repeat: int) -> dict:
+    probs, labels = synthetic(n, k)
+    fns = contenders(probs, labels)
+    med, last = interleaved(fns, repeat)
+    mem = peak_ratio(fns["calbench all"], probs.nbytes + labels.nbytes)
+    return {"config": f"{n:,} x {k}", "med": med, "last": last, "mem": mem}
+
+
+def print_table(rows: list[dict]) -> None:
+    head = (f"{'N x K (float32 probs)':>22} {'cb ece':>8} {'tm ece':>8} {'ratio':>6} {'cb all':>8} "
+            f"{'tm 3':>8} {'ratio':>6} {'peak/in':>8} {'|ece diff|':>10}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        m = r["med"]
+        diff = abs(r["last"]["calbench ece"] - r["last"]["torchmetrics ece"])
+        print(f"{r['config']:>22} {m['calbench ece']:8.3f} {m['torchmetrics ece']:8.3f} "
+              f"{m['calbench ece'] / m['torchmetrics ece']:6.2f} {m['calbench all']:8.3f} "
+              f"{m['torchmetrics ece+mce+rmsce']:8.3f} "
+              f"{m['calbench all'] / m['torchmetrics ece+mce+rmsce']:6.2f} {r['mem']:8.2f} {diff:10.1e}")
+    print("seconds are medians over interleaved rounds; ratio = calbench / torchmetrics; targets: ece "
+          "ratio <= 0.7, all ratio <= 1.5, peak/in <= 1.2.\n|ece diff|: torchmetrics accumulates in float32.")
+
+
+def bootstrap_timing(B: int) -> None:
+    from calbench.metrics import bootstrap_metrics
+
+    probs, labels = synthetic(50_000, 200, seed=1)
+    t = time.perf_counter()
+    res = bootstrap_metrics(labels, probs=probs, B=B, seed=0)
+    print(f"bootstrap B={B} of all {len(res['point'])} metrics on 50,000 x 200: {time.perf_counter() - t:.2f} s")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=1_000_000)
-    ap.add_argument("--k", type=int, default=100)
-    ap.add_argument("--boot-n", type=int, default=50_000)
-    ap.add_argument("--boot-k", type=int, default=200)
+    ap.add_argument("--configs", default="1000000x100,10000000x10", help="comma-separated NxK")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--boot", action="store_true", help="also time a B = 1000 bootstrap")
     ap.add_argument("--B", type=int, default=1000)
-    ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
-
     import torch
-    from netcal.metrics import ECE
-    from torchmetrics.functional.classification import multiclass_calibration_error
 
-    from calbench.metrics import bootstrap_metrics, compute_metrics
-
-    logits, labels = synthetic(args.n, args.k)
-    probs32 = torch.softmax(torch.from_numpy(logits), dim=1)
-    probs64 = probs32.double().numpy()
-    probs64 /= probs64.sum(axis=1, keepdims=True)
-    y_t = torch.from_numpy(labels)
-    print(f"input: {args.n:,} x {args.k} (float32 logits; probs for the references), torch threads "
-          f"{torch.get_num_threads()}")
-
-    t_logits, m = best_of(lambda: compute_metrics(labels, logits=logits), args.repeat)
-    t_probs, _ = best_of(lambda: compute_metrics(labels, probs=probs64), args.repeat)
-    t_ece, m_ece = best_of(lambda: compute_metrics(labels, probs=probs64, keys=("ece",)), args.repeat)
-    t_tm, tm = best_of(lambda: float(multiclass_calibration_error(probs32, y_t, args.k, n_bins=15, norm="l1")),
-                       args.repeat)
-    t_nc, nc = best_of(lambda: float(ECE(bins=15).measure(probs64, labels)), 1)
-    print(f"calbench all {len(m)} metrics (logits): {t_logits:8.3f} s")
-    print(f"calbench all {len(m)} metrics (probs):  {t_probs:8.3f} s")
-    print(f"calbench ece only (probs):        {t_ece:8.3f} s   ece = {m_ece['ece']:.8f}")
-    print(f"torchmetrics calibration error:   {t_tm:8.3f} s   ece = {tm:.8f}")
-    print(f"netcal ECE(bins=15):              {t_nc:8.3f} s   ece = {nc:.8f}")
-    print(f"  |calbench - netcal| = {abs(m_ece['ece'] - nc):.1e}; torchmetrics differs by "
-          f"{abs(m_ece['ece'] - tm):.1e} because it accumulates in float32 (the gap grows with N)")
-    print(f"ratio calbench-all(probs) / torchmetrics: {t_probs / t_tm:6.2f}x")
-    print(f"ratio calbench-all(probs) / netcal:       {t_probs / t_nc:6.2f}x")
-    print(f"ratio calbench-ece / torchmetrics:        {t_ece / t_tm:6.2f}x")
-    print(f"ratio calbench-ece / netcal:              {t_ece / t_nc:6.2f}x")
-    del logits, labels, probs32, probs64
-
-    logits, labels = synthetic(args.boot_n, args.boot_k, seed=1)
-    t_boot, res = best_of(lambda: bootstrap_metrics(labels, logits=logits, B=args.B, seed=0), 1)
-    print(f"bootstrap B={args.B} of all {len(res['point'])} metrics on {args.boot_n:,} x {args.boot_k}: "
-          f"{t_boot:8.3f} s")
-    for key, (lo, hi) in res["ci"].items():
-        print(f"  {key:6s} {res['point'][key]:.6g}  [{lo:.6g}, {hi:.6g}]")
+    print(f"torch threads {torch.get_num_threads()} (torchmetrics); calbench runs in numpy, one thread")
+    rows = []
+    for cfg in args.configs.split(","):
+        n, k = (int(v) for v in cfg.lower().split("x"))
+        rows.append(run_config(n, k, args.repeat))
+    print_table(rows)
+    if args.boot:
+        bootstrap_timing(args.B)
 
 
 if __name__ == "__main__":

@@ -124,9 +124,21 @@ def check_block(kind: str, block: np.ndarray, top: np.ndarray, start: int) -> No
         return
     if float(lo) < -PROB_SUM_TOL or float(top.max()) > 1 + PROB_SUM_TOL:
         _check_probs(np.asarray(block, dtype=np.float64), start)
-    sums = block.sum(axis=1, dtype=np.float64 if block.dtype.kind != "f" else None)
+    sums = _row_sums(block)
     if (np.abs(sums - 1.0) > PROB_SUM_TOL / 2).any():
         _check_probs(np.asarray(block, dtype=np.float64), start)
+
+
+def _row_sums(block: np.ndarray) -> np.ndarray:
+    """Row sums in the block's float dtype; for few classes a loop over columns (numpy's axis-1
+    reduction pays a per-row cost that dominates short rows)."""
+    dtype = block.dtype if block.dtype.kind == "f" else np.float64
+    if block.shape[1] > 16:
+        return block.sum(axis=1, dtype=dtype)
+    sums = block[:, 0].astype(dtype)
+    for j in range(1, block.shape[1]):
+        sums += block[:, j]
+    return sums
 
 
 def _check_probs(block: np.ndarray, start: int) -> None:

@@ -157,16 +157,16 @@ def _classwise_and_brier(st, needs, start, stop, y, p) -> None:
     ar = np.arange(stop - start)
     if st.samples is not None and "probs" in st.samples:
         st.samples["probs"][start:stop] = p
-    if st.cece_sums is not None:  # only the few entries above the first bin need a bin index
-        r, c = np.nonzero(p > bin_edges(M)[1])
-        cells = c * M + bin_index(p[r, c], M)
+    if st.cece_sums is not None:  # only the entries above the first bin need a bin index
+        flat = np.flatnonzero(p > bin_edges(M)[1])
+        cells = (flat % k) * M + bin_index(p.ravel()[flat], M)
     p[ar, y] -= 1.0
     brier = np.einsum("ij,ij->i", p, p)
     st.totals["brier"] += float(brier.sum())
     if st.samples is not None:
         st.samples["brier"][start:stop] = brier
     if st.cece_sums is not None:
-        st.cece_sums += np.bincount(cells, weights=p[r, c], minlength=k * M)
+        st.cece_sums += np.bincount(cells, weights=p.ravel()[flat], minlength=k * M)
         st.cache["class_total"] += p.sum(axis=0)
 
 
