@@ -126,3 +126,107 @@ def test_bad_input_subprocess_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"calbench: error: {path}: labels out of range: label 7 at row 2, expected 0..1"]
+
+
+def _npz_with_header(path, key_shapes):
+    """An uncompressed npz whose members carry the given (key, shape) headers but only a few bytes of
+    data each: what a forged or cut file looks like to the loader."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for key, shape, dtype in key_shapes:
+            buf = io.BytesIO()
+            np.lib.format.write_array_header_1_0(buf, {"descr": np.dtype(dtype).str, "fortran_order": False,
+                                                       "shape": shape})
+            zf.writestr(key + ".npy", buf.getvalue() + b"\0" * 128)
+    return path
+
+
+def _damaged(tmp_path):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2000, 10))
+    y = rng.integers(0, 10, 2000)
+    np.savez_compressed(tmp_path / "good.npz", logits=logits, labels=y)
+    raw = bytearray((tmp_path / "good.npz").read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 200] = bytes(200)  # zeroed bytes inside the compressed logits stream
+    (tmp_path / "corrupt.npz").write_bytes(bytes(raw))
+    (tmp_path / "truncated.npz").write_bytes(bytes(raw[: len(raw) // 3]))
+    (tmp_path / "zero.npz").write_bytes(b"")
+    np.savez(tmp_path / "nothing.npz")
+    np.save(tmp_path / "huge.npy", np.zeros(3))
+    head = bytearray((tmp_path / "huge.npy").read_bytes())
+    return {
+        "claims 1 TB": _npz_with_header(tmp_path / "tb.npz", [("labels", (10,), "<i8"),
+                                                              ("logits", (250_000_000_000, 1), "<f4")]),
+        "corrupted compressed": tmp_path / "corrupt.npz",
+        "truncated": tmp_path / "truncated.npz",
+        "zero bytes": tmp_path / "zero.npz",
+        "no arrays": tmp_path / "nothing.npz",
+        "logits 1-D": _bad(tmp_path, "flat.npz", logits=logits[:, 0], labels=y),
+        "logits 3-D": _bad(tmp_path, "cube.npz", logits=logits.reshape(2000, 5, 2), labels=y),
+        "single npy": tmp_path / "huge.npy" if head else None,
+        "mangled header": _mangled(tmp_path / "mangled.npz"),
+    }
+
+
+def _mangled(path):
+    """A member whose header dict is cut inside a string (numpy's parser raises on it)."""
+    import struct
+    import zipfile
+
+    text = b"{'descr': '<f8', 'fortran_order': False, 'shape': (3, 'x\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("labels.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text)
+        zf.writestr("logits.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text)
+    return path
+
+
+WANT = {"claims 1 TB": "claims shape (250000000000, 1)", "corrupted compressed": "damaged or truncated",
+        "truncated": "damaged or truncated", "zero bytes": "empty file", "no arrays": "empty npz",
+        "logits 1-D": "must have shape", "logits 3-D": "must have shape", "single npy": "single .npy",
+        "mangled header": "damaged or truncated"}
+
+
+@pytest.mark.parametrize("problem", sorted(WANT))
+def test_damaged_files_are_one_line_naming_the_file(tmp_path, problem):
+    path = _damaged(tmp_path)[problem]
+    res = _run(path, "--json")
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"calbench: error: {path}: ")
+    assert WANT[problem] in lines[0]
+    assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_header_larger_than_memory_is_refused_before_allocating(tmp_path, monkeypatch):
+    from calbench.commands import evaluate as evaluate_module
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "big.npz", logits=rng.normal(size=(1000, 4)), labels=rng.integers(0, 4, 1000))
+    monkeypatch.setattr(evaluate_module, "available_memory", lambda: 10_000)
+    res = _run(tmp_path / "big.npz", "--json")
+    assert res.exit_code == 2
+    assert "more than the 10.0 KB of memory available" in res.stderr
+
+
+def test_evaluate_runs_single_threaded(pred):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert _run(pred[0], "--json").exit_code == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_list_metrics_shows_every_registered_metric():
+    from calbench.metrics import METRICS
+
+    res = CliRunner().invoke(cli, ["list", "metrics"], terminal_width=250, env={"COLUMNS": "250"})
+    assert res.exit_code == 0
+    for spec in (e.obj for e in METRICS.entries()):
+        assert spec.key in res.output and spec.name in res.output

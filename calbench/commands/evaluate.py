@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import tokenize
 import zipfile
+import zlib
 
 import click
 
@@ -15,30 +18,94 @@ LAYOUTS = (("labels", "logits", "logits"), ("labels", "probs", "probs"),
            ("test_labels", "test_logits", "logits"), ("test_labels", "test_probs", "probs"))
 
 
+# What np.load / zipfile / zlib raise on a damaged file (the numpy header parser may raise
+# SyntaxError or tokenize.TokenError on a mangled header dict).
+READ_ERRORS = (ValueError, OSError, EOFError, KeyError, SyntaxError, zipfile.BadZipFile, zlib.error,
+               tokenize.TokenError, MemoryError)
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    return ""
+
+
+def available_memory() -> int:
+    """MemAvailable of /proc/meminfo in bytes; physical memory where that file does not exist."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_member(path: str, zf: zipfile.ZipFile, key: str) -> None:
+    """Read only the .npy header of member `key` and refuse, before anything is allocated, an array
+    whose shape x itemsize exceeds what the member holds or the memory available."""
+    import numpy as np
+
+    info = zf.getinfo(key + ".npy")
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        offset = f.tell()
+    need = math.prod(shape) * dtype.itemsize
+    held = info.file_size - offset
+    if need > held:
+        raise InputError(f"{path}: array '{key}' claims shape {shape} {dtype} ({_size(need)}) but the file "
+                         f"holds {_size(max(held, 0))} for it (truncated or corrupted)")
+    if need > available_memory():
+        raise InputError(f"{path}: array '{key}' needs {_size(need)}, more than the "
+                         f"{_size(available_memory())} of memory available")
+
+
 def load_predictions(path: str) -> dict:
-    """Read labels and logits or probs from an npz; InputError naming the problem otherwise."""
+    """Read labels and logits or probs from an npz; InputError naming the file and the problem
+    otherwise (no traceback for a damaged, truncated, empty or oversized file)."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
     if os.path.isdir(path):
         raise InputError(f"{path}: is a directory, expected an .npz file")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{path}: empty file, expected an .npz file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise InputError(f"{path}: not an npz file (a single .npy array)")
+    if not magic.startswith(b"PK"):
+        raise InputError(f"{path}: not an npz file (not a zip archive)")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return _read_layout(path, zf)
+    except InputError:
+        raise
+    except READ_ERRORS as err:
+        raise InputError(f"{path}: damaged or truncated npz file ({type(err).__name__}: {err})"[:300]) from None
+
+
+def _read_layout(path: str, zf: zipfile.ZipFile) -> dict:
     import numpy as np
 
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise InputError(f"{path}: not an npz file ({type(err).__name__})") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise InputError(f"{path}: not an npz file (a single .npy array)")
-    with data:
-        names = set(data.files)
-        if "logits" in names and "probs" in names:
-            raise InputError(f"{path}: holds both 'logits' and 'probs'; keep exactly one")
-        for lkey, skey, kind in LAYOUTS:
-            if lkey in names and skey in names:
-                try:
-                    return {"labels": data[lkey], kind: data[skey]}
-                except (ValueError, OSError, zipfile.BadZipFile) as err:
-                    raise InputError(f"{path}: cannot read arrays ({err})") from None
+    names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+    if not names:
+        raise InputError(f"{path}: empty npz file (no arrays)")
+    if "logits" in names and "probs" in names:
+        raise InputError(f"{path}: holds both 'logits' and 'probs'; keep exactly one")
+    for lkey, skey, kind in LAYOUTS:
+        if lkey in names and skey in names:
+            check_member(path, zf, lkey)
+            check_member(path, zf, skey)
+            out = {}
+            for key, name in ((lkey, "labels"), (skey, kind)):
+                with zf.open(key + ".npy") as f:
+                    out[name] = np.lib.format.read_array(f, allow_pickle=False)
+            return out
     have = ", ".join(sorted(names)) or "nothing"
     raise InputError(f"{path}: missing keys: expected 'labels' and 'logits' or 'probs' "
                      f"(or test_labels and test_logits), found {have}")
@@ -48,7 +115,7 @@ def _table(result: dict, ci: dict | None, level: float, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from calbench.metrics import METRIC_INFO
+    from calbench.metrics import METRICS
 
     table = Table(title=title, title_justify="left")
     for col in ("metric", "value", "unit"):
@@ -56,13 +123,29 @@ def _table(result: dict, ci: dict | None, level: float, title: str) -> None:
     if ci:
         table.add_column(f"{level:.0%} CI")
     for key, value in result.items():
-        scale, unit = (100.0, "%") if METRIC_INFO[key]["percent"] else (1.0, "nats" if key == "nll" else "")
-        row = [f"{key} ({METRIC_INFO[key]['name']})", f"{value * scale:.3f}", unit]
+        spec = METRICS.get(key)
+        scale, unit = (100.0, "%") if spec.percent else (1.0, spec.unit)
+        row = [f"{key} ({spec.name})", f"{value * scale:.3f}", unit]
         if ci:
             lo, hi = ci[key]
             row.append(f"[{lo * scale:.3f}, {hi * scale:.3f}]")
         table.add_row(*row)
     Console().print(table)
+
+
+def single_threaded() -> None:
+    """One compute thread, deliberately: metrics run in numpy (one thread by nature); torch, if some
+    import brought it in, and the BLAS behind the bootstrap's few matrix products are limited to one
+    thread, since on a loaded small machine extra threads only contend."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(1)
 
 
 @click.command("evaluate")
@@ -83,6 +166,7 @@ def evaluate(pred: str, as_json: bool, bins: int, B: int, level: float, seed: in
     """
     from calbench import metrics
 
+    single_threaded()
     arrays = load_predictions(pred)
     try:
         if B:
