@@ -258,9 +258,22 @@ def pixelate(x, c, generator):
 @corruption("jpeg_compression", effect="jpeg", stochastic=False, cifar=(80, 65, 58, 50, 40),
             tiny=(65, 58, 50, 40, 25), imagenet=(25, 18, 15, 10, 7))
 def jpeg_compression(x, quality, generator):
-    """Round to 8 bits, encode as JPEG at `quality` (torchvision.io, libjpeg) and decode."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+    """Round to 8 bits, save as JPEG at `quality` with PIL (libjpeg, as the authors did) and decode.
+    (torchvision.io's encoder is deprecated from torchvision 0.29.)"""
+    images = (x * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    decoded = np.stack([jpeg_round_trip(image, int(quality)) for image in images])
+    return torch.from_numpy(decoded).permute(0, 3, 1, 2).to(x.dtype) / 255.0
 
-    images = (x * 255.0).round_().clamp_(0, 255).to(torch.uint8)
-    decoded = [decode_jpeg(encode_jpeg(image, quality=int(quality))) for image in images]
-    return torch.stack(decoded).to(x.dtype) / 255.0
+
+def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """(H, W, C) uint8 -> JPEG bytes at quality -> (H, W, C) uint8 (C = 1 saved as greyscale)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, "JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        out = np.asarray(decoded, dtype=np.uint8)
+    return out[..., None] if out.ndim == 2 else out

@@ -278,7 +278,7 @@ def eval_set_options(name: str) -> dict[str, Any]:
     return dict(EVAL_SETS.get(name).options)
 
 
-def check_eval_root(name: str, root: str | Path | None, **options: Any) -> None:
+def check_eval_root(name: str, /, root: str | Path | None, **options: Any) -> None:
     """Cheap checks before anything runs: known options, and a root with the expected layout."""
     family = EVAL_SETS.get(name)
     unknown = sorted(set(options) - set(family.options))
@@ -297,7 +297,7 @@ def check_eval_root(name: str, root: str | Path | None, **options: Any) -> None:
         family.check(path, **options)
 
 
-def build_eval_sets(name: str, clean, root: str | Path | None = None, seed: int = 0,
+def build_eval_sets(name: str, /, clean, root: str | Path | None = None, seed: int = 0,
                     **options: Any) -> list[EvalSet]:
     """The evaluation sets of entry `name` for the clean DatasetBundle `clean` (see docs/shift.md)."""
     family = EVAL_SETS.get(name)
