@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from calbench.methods import row_losses
 from calbench.methods.base import Method
 from calbench.methods.common import cross_entropy, target_log_prob
 from calbench.methods.registry import METHODS
@@ -108,5 +109,11 @@ class ACLS(Method):
         if self.weight == 0.0:
             return cross_entropy(logits, targets)        # the limit, exactly
         if self.margin >= 0:
+            n, k = logits.shape
+            fused = row_losses.ce_plus_acls(logits, targets, self.margin,
+                                            self.weight * self.neg_lambda / (n * max(k - 1, 1)),
+                                            self.weight * self.pos_lambda / n)
+            if fused is not None:                        # the C kernel (row_losses.py), one pass
+                return fused
             return _CEPlusACLS.apply(logits, targets, self.margin, self.weight, self.pos_lambda, self.neg_lambda)
         return cross_entropy(logits, targets) + self.weight * acls_regulariser(logits, self.margin, self.pos_lambda, self.neg_lambda)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from calbench.errors import ConfigError
+from calbench.methods import row_losses
 from calbench.methods.base import Method, flatten_rows
 from calbench.methods.common import cross_entropy, target_log_prob
 from calbench.methods.registry import METHODS
@@ -87,11 +88,23 @@ class AdaFocal(Method):
     def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         if not bool(self.gammas.any()):
             return cross_entropy(logits, targets)        # every gamma 0: the limit, exactly
+        if row_losses.kernel_for(logits) is not None:    # the C kernel (row_losses.py), one pass
+            inner, gammas = self._kernel_arrays(logits.dtype)
+            return row_losses.binned_focal(logits, targets, inner, gammas)
         log_py = target_log_prob(F.log_softmax(logits, dim=1), targets)
         with torch.no_grad():
             gamma = self.gammas.to(log_py.dtype)[bin_index(log_py.exp(), self.edges)]
         base = torch.where(gamma >= 0, -torch.expm1(log_py), 1.0 + log_py.exp()).clamp_min(1e-6)
         return -(base ** gamma.abs() * log_py).mean()
+
+    def _kernel_arrays(self, dtype):
+        """(inner edges, gammas) rounded to `dtype` as the PyTorch path compares and raises with
+        them; cached until end_epoch or load_state_dict changes a buffer (its _version moves)."""
+        key = (dtype, self.edges._version, self.gammas._version, id(self.edges), id(self.gammas))
+        if getattr(self, "_kernel_cache", (None,))[0] != key:
+            arrays = (self.edges[1:-1].to(dtype).double(), self.gammas.to(dtype).double())
+            self._kernel_cache = (key, arrays)
+        return self._kernel_cache[1]
 
     @torch.no_grad()
     def end_epoch(self, val_logits, val_targets, epoch: int) -> None:

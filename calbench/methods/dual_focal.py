@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from calbench.methods import row_losses
 from calbench.methods.base import Method
 from calbench.methods.common import cross_entropy, target_log_prob
 from calbench.methods.registry import METHODS
@@ -71,6 +72,9 @@ def dual_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -
     """mean_i -(1 - p_iy + p_ij)^gamma log p_iy (module docstring)."""
     if gamma == 0:
         return cross_entropy(logits, targets)            # the limit, exactly
+    fused = row_losses.dual_focal(logits, targets, float(gamma))
+    if fused is not None:                                # the C kernel (row_losses.py), one pass
+        return fused
     return _DualFocal.apply(logits, targets, float(gamma))
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from calbench.methods import row_losses
 from calbench.methods.base import Method
 from calbench.methods.common import cross_entropy, target_log_prob
 from calbench.methods.registry import METHODS
@@ -86,6 +87,9 @@ class Mixup(Method):
             return cross_entropy(logits, targets)        # unmixed (alpha 0, or no ctx): exactly CE
         check_whole_samples(self.name, targets.shape[0], ctx["perm"].numel())
         partners = targets[ctx["perm"].to(targets.device)]
+        fused = row_losses.two_target_ce(logits, targets, partners, 0, 0.0, 1.0 / targets.shape[0], lam)
+        if fused is not None:                            # the C kernel: one pass (row_losses.py)
+            return fused
         return mixed_cross_entropy(logits, targets, partners, lam).mean()
 
 
@@ -113,7 +117,11 @@ class RegMixup(Method):
             return cross_entropy(logits, targets)        # unmixed copy, equal weights: exactly CE
         n = ctx["perm"].numel()
         check_whole_samples(self.name, targets.shape[0], 2 * n)
-        clean = -target_log_prob(F.log_softmax(logits[:n], dim=1), targets[:n])
         partners = targets[:n][ctx["perm"].to(targets.device)]
+        scale = 1.0 / (n * (1.0 + self.eta))
+        fused = row_losses.two_target_ce(logits, targets, partners, n, scale, self.eta * scale, lam)
+        if fused is not None:                            # the C kernel: one pass (row_losses.py)
+            return fused
+        clean = -target_log_prob(F.log_softmax(logits[:n], dim=1), targets[:n])
         mixed = mixed_cross_entropy(logits[n:], targets[n:], partners, lam)
         return (clean.sum() + self.eta * mixed.sum()) / (n * (1.0 + self.eta))
