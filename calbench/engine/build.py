@@ -47,15 +47,12 @@ class RunParts:
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The backbone's optimizer. `foreach=False`: the multi-tensor path buys nothing on a small
-    CPU model, and choosing it makes torch import its compiler stack at the first step (seconds
-    per process); the single-tensor update computes the same values."""
+    """The backbone's optimizer (a method's own parameters are never in it)."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               foreach=False)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def make_scheduler(optimizer, cfg: TrainConfig):
@@ -66,18 +63,19 @@ def make_scheduler(optimizer, cfg: TrainConfig):
     return None
 
 
-def configure_threads(dev: torch.device, world_size: int, threads: int | None = None) -> None:
-    """Set torch's intra-op threads deliberately on the CPU: `threads` when the caller says
-    (CALBENCH_THREADS otherwise); data-parallel CPU ranks never share out more than their part of
-    the cores (one each by default). On a loaded machine oversubscribed threads run several times
-    slower than one. A single run keeps what its launcher set (one per scheduler worker)."""
+def configure_threads(dev: torch.device, threads: int | None = None) -> int:
+    """Set torch's intra-op threads on the CPU deliberately and return them: `threads` when the
+    caller says, else the CALBENCH_THREADS environment variable, else one. One thread per worker
+    (and per data-parallel CPU rank): the small models calbench trains on the CPU gain little from
+    more, and on a loaded machine two threads per process ran a digits run 5-25x slower than one
+    (they wait for each other at every parallel region). CUDA runs are left as they are."""
     if dev.type != "cpu":
-        return
-    told = threads or int(os.environ.get("CALBENCH_THREADS", "0") or 0)
-    if told <= 0 and world_size > 1:
-        told = 1
-    if told > 0 and torch.get_num_threads() != told:
-        torch.set_num_threads(told)
+        return torch.get_num_threads()
+    told = int(threads or 0) or int(os.environ.get("CALBENCH_THREADS", "0") or 0)
+    wanted = told if told > 0 else 1
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    return wanted
 
 
 def _model_and_method(spec: RunSpec, bundle, dev: torch.device, cfg: TrainConfig):

@@ -118,10 +118,10 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
     """Train `spec` and evaluate it; checkpoints to run_dir/checkpoint.pt (main rank only).
 
     `on_epoch(history)` is called after each saved checkpoint with the history it holds;
-    `threads`: torch's intra-op threads on the CPU (see build.configure_threads)."""
+    `threads`: torch's intra-op threads on the CPU (default one; see build.configure_threads)."""
     _check_world(spec, dist)
     dev = torch.device(device)
-    configure_threads(dev, dist.world_size if dist is not None else 1, threads)
+    configure_threads(dev, threads)
     seed_everything(spec.seed)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed input sizes: let cuDNN pick its fastest kernels
