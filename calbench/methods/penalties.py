@@ -5,11 +5,14 @@ Formulas, defaults and the choices calbench makes: docs/methods.md.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
+from calbench.methods import native
 from calbench.methods.base import Method
 from calbench.methods.common import cross_entropy, upcast
 from calbench.methods.registry import METHODS
@@ -83,8 +86,53 @@ def cpc_penalties(logits: torch.Tensor, targets: torch.Tensor):
     bd = -bd_terms.sum() / (n * (k - 1))
     if k < 3:
         return bd, logits.sum() * 0.0
-    be = -0.5 * _PairSum.apply(logits, targets.long().unsqueeze(1), onehot) / (n * (k - 1) * (k - 2))
+    kernel = _pair_kernels().get(logits.dtype) if logits.device.type == "cpu" else None
+    if kernel is not None:
+        pair_sum = _NativePairSum.apply(logits, targets, kernel)
+    else:
+        pair_sum = _PairSum.apply(logits, targets.long().unsqueeze(1), onehot)
+    be = -0.5 * pair_sum / (n * (k - 1) * (k - 2))
     return bd, be
+
+
+@functools.cache
+def _pair_kernels() -> dict:
+    """{dtype: C function} of cpc_pairs.c for float32 / float64, or {} when it cannot be built."""
+    lib = native.load("cpc_pairs")
+    if lib is None:
+        return {}
+    kernels = {}
+    for dtype, suffix in ((torch.float32, "f32"), (torch.float64, "f64")):
+        fn = getattr(lib, f"calbench_cpc_pairs_{suffix}")
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                       ctypes.c_void_p]
+        kernels[dtype] = fn
+    return kernels
+
+
+class _NativePairSum(torch.autograd.Function):
+    """`_PairSum`'s S and gradient from the C kernel (cpc_pairs.c): each unordered pair once, one
+    exp per pair, value and gradient in the same pass (half of `_PairSum`'s ordered pairs)."""
+
+    @staticmethod
+    def forward(ctx, logits, labels, kernel):
+        x = logits.contiguous()
+        t = labels.to(torch.int64).contiguous()
+        grad = torch.empty_like(x)
+        total = torch.empty((), dtype=torch.float64)
+        status = kernel(x.data_ptr(), t.data_ptr(), x.shape[0], x.shape[1], grad.data_ptr(), total.data_ptr())
+        if status == 1:
+            raise IndexError("Target is out of bounds.")
+        if status:
+            raise MemoryError("cpc_pairs kernel: out of memory")
+        ctx.save_for_backward(grad)
+        return total.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out, None, None
 
 
 class _PairSum(torch.autograd.Function):
@@ -101,7 +149,9 @@ class _PairSum(torch.autograd.Function):
     log(1 + exp(-|a|)) is not a finite sum of products f(l_j) g(l_k), so no prefix sum or sort
     reduces it; expanding it (series in exp(-|a|), kernel approximations) gives only approximate
     sums, which would change the loss. The gradient term tanh((l_m - l_k) / 2) is likewise not
-    separable. The exact cost is therefore N K^2 / 2 transcendental pair terms.
+    separable. The exact cost is therefore N K^2 / 2 transcendental pair terms: on the CPU the C
+    kernel of `_NativePairSum` evaluates exactly those (one exp per unordered pair); this blocked
+    PyTorch version (all ordered pairs) is the fallback.
     """
 
     BLOCK = 1 << 22  # elements of one (rows, K, K) block
