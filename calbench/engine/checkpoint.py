@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,9 @@ def load_checkpoint(path: str | Path, run_id: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch's own note on a foreign pickle: the line below says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torn, foreign or hostile: never trusted, never fatal
         _warn(path, f"not a readable calbench checkpoint ({type(err).__name__})")
         return None
