@@ -92,7 +92,7 @@ def _register_builtin() -> None:
 
 
 def _register_more() -> None:
-    """The papers' backbones that timm lacks as such (DATASETS.md)."""
+    """The papers' backbones that timm lacks as such (docs/datasets.md)."""
     from calbench.models import cifar_resnet, deeplab, resnet_tiny, text_cnn
 
     BACKBONES.register("resnet50-tiny", resnet_tiny.resnet50_tiny,

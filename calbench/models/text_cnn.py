@@ -1,4 +1,4 @@
-"""Global Pooling CNN for text (DATASETS.md; used by MbLS/CALS on 20 Newsgroups).
+"""Global Pooling CNN for text (docs/datasets.md; used by MbLS/CALS on 20 Newsgroups).
 
 Embedding (frozen GloVe when the dataset supplies `embeddings`) -> three Conv1d(128, k=5) + ReLU
 blocks, MaxPool1d(5, stride 1) after the first two -> global max over time -> FC 128 + ReLU

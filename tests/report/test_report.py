@@ -100,7 +100,7 @@ def test_sample_level_interval_equals_slow_bootstrap(store_factory):
 
 
 def test_two_level_interval_equals_slow_loop(store_factory):
-    """The cell interval of several seeds against a Python loop over the two-level stream of METRICS.md:
+    """The cell interval of several seeds against a Python loop over the two-level stream of docs/metrics.md:
     rng draws the seeds (B, S) first, then run by run the sample indices of each of its drawn copies."""
     root = store_factory(seeds=(0, 1, 2), methods=(("ce", "ce", {}),), n=50)
     results = load_results(root)
