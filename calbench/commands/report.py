@@ -106,25 +106,36 @@ def usable_results(results_dir, recipe, specs=(), on_warning=warn, *, prediction
 
 def make_report(results_dir: str = "results", recipe: str | None = None, *, keys=DEFAULT_METRICS,
                 posthoc=None, B: int = 1000, ci: float = 0.95, seed: int = 0,
-                reference: str | None = None, bins: int = 15, partial: bool = False, on_warning=warn):
+                reference: str | None = None, bins: int = 15, partial: bool = False, on_warning=warn,
+                select=None, all_configs: bool = False):
     """Load, compute and arrange; returns (ReportTable, Results). posthoc: None, "ts,vs,hb:bins=10" or a
-    list of PosthocSpec; one row block per calibrator. Warnings (damaged files) go to on_warning."""
+    list of PosthocSpec; one row block per calibrator ("best": chosen per cell on validation). A swept
+    method is one row, its configuration selected on validation (calbench.report.selection; select:
+    a criterion overriding the recipe's, all_configs: every configuration). Warnings go to on_warning."""
+    from calbench.report import selection as sel
     from calbench.report.intervals import compute_cells, resolve_reference
     from calbench.report.tables import build_table
-    from calbench.report.tidy import parse_posthoc_list
 
-    specs = parse_posthoc_list(posthoc) if isinstance(posthoc, str) or posthoc is None else list(posthoc)
-    results = usable_results(results_dir, recipe, specs, on_warning)
+    specs, best = sel.posthoc_request(posthoc)
+    results = usable_results(results_dir, recipe, list(dict.fromkeys(specs + best)), on_warning)
+    results, chosen = sel.select_configs(results, select, all_configs=all_configs, bins=bins, on_warning=on_warning)
     ref_label = resolve_reference(results, reference) if reference is not None else None
     blocks = {}
-    for spec in specs or [None]:
+    for spec in specs or ([] if best else [None]):
         cells = compute_cells(results, keys=keys, posthoc=spec, B=B, seed=seed, ci=ci, bins=bins,
                               reference=reference)
         check_recomputed(results, cells, keys, spec, on_warning)
         blocks[spec.label if spec else None] = cells
-    if not specs:
-        return build_table(results, blocks[None], keys=keys, ci=ci, reference=ref_label, partial=partial), results
-    return build_table(results, keys=keys, ci=ci, reference=ref_label, blocks=blocks, partial=partial), results
+    if best:
+        blocks[sel.BEST] = sel.best_posthoc_cells(results, best, chosen, keys=keys, B=B, seed=seed, ci=ci, bins=bins,
+                                                  reference=reference)
+        sel.save_record(results, chosen)
+    if None in blocks:
+        table = build_table(results, blocks[None], keys=keys, ci=ci, reference=ref_label, partial=partial)
+    else:
+        table = build_table(results, keys=keys, ci=ci, reference=ref_label, blocks=blocks, partial=partial)
+    table.notes += chosen.notes()
+    return table, results
 
 
 class PosthocOption(click.Option):
@@ -135,23 +146,46 @@ class PosthocOption(click.Option):
 
         self.help = ("Refit post-hoc calibrators on each run's saved validation predictions and report the "
                      "test predictions after each, one row block per calibrator (cached beside the run; "
-                     f"no retraining). NAME[:KEY=VALUE...], comma-separated; NAME one of: {', '.join(POSTHOC)}.")
+                     f"no retraining). NAME[:KEY=VALUE...], comma-separated; NAME one of: {', '.join(POSTHOC)}; "
+                     "or best: per cell the calibrator (of those given, else all) best on a 2-fold split "
+                     "of the validation set.")
         return super().get_help_record(ctx)
 
 
-def tidy_csv(results_dir, recipe, metrics, keys, specs, bins) -> str:
-    """The tidy table as CSV; with calibrators, plus rows of split "posthoc:<label>" recomputed per run."""
+def tidy_csv(results_dir, recipe, metrics, keys, specs, bins, select=None) -> str:
+    """The tidy table as CSV; with calibrators, plus rows of split "posthoc:<label>" recomputed per run;
+    the selection on validation as columns `selected`, `selection` and rows of split "selection:val"."""
     import pandas as pd
 
+    from calbench.report.selection import choose_configs, mark_tidy, save_record
     from calbench.report.tidy import posthoc_tidy
 
     results = usable_results(results_dir, recipe, specs, predictions=bool(specs))
-    tidy = results.tidy()
+    selection = choose_configs(results, select, bins=bins, on_warning=warn)
+    if selection.cells:
+        save_record(results, selection)
+    tidy = mark_tidy(results.tidy(), selection)
     if specs:
         tidy = pd.concat([tidy, posthoc_tidy(results, specs, keys if metrics else None, bins)], ignore_index=True)
     if metrics:
-        tidy = tidy[tidy["metric"].isin(keys)]
+        tidy = tidy[tidy["metric"].isin(keys) | (tidy["split"] == "selection:val")]
     return tidy.to_csv(index=False)
+
+
+def paper_text(results_dir, recipe, key, fmt, *, B, ci, seed, bins, partial, select) -> str:
+    """`--paper KEY`: every cell of the published table beside ours (one row per method, selected on
+    validation), as text, markdown or CSV (calbench.report.papers)."""
+    from calbench.report import papers
+    from calbench.report.selection import select_configs
+
+    papers.paper_table(key)  # a wrong key is one line before anything is read
+    results = usable_results(results_dir, recipe)
+    results, selection = select_configs(results, select, bins=bins, on_warning=warn)
+    items = papers.compare(results, key, B=B, seed=seed, ci=ci, bins=bins, partial=partial)
+    if fmt == "csv":
+        return papers.render_csv(items)
+    render = papers.render_markdown if fmt == "markdown" else papers.render_text
+    return render(items, key, ci, selection.notes())
 
 
 @click.command("report")
@@ -172,7 +206,16 @@ def tidy_csv(results_dir, recipe, metrics, keys, specs, bins) -> str:
 @click.option("--markdown", "fmt", flag_value="markdown", help="A markdown table.")
 @click.option("--csv", "fmt", flag_value="csv", help="The tidy table (run x split x metric) as CSV.")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False), help="Write to FILE, not stdout.")
-def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bins, partial, fmt, output) -> None:
+@click.option("--all-configs", is_flag=True, help="Show every configuration of a swept method, not only the "
+              "one selected on validation.")
+@click.option("--select-by", "select", default=None, metavar="val.METRIC",
+              help="Criterion that selects a swept method's configuration on validation, replacing the "
+                   "recipe's select: [default: the recipe's, else val.nll].")
+@click.option("--paper", default=None, metavar="PAPER:TABLE",
+              help="Compare with a published table (cals:table1, ...): ours, the paper's, the difference, "
+                   "and whether the paper's value lies inside our interval.")
+def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bins, partial, fmt, output,
+           all_configs, select, paper) -> None:
     """Aggregate a recipe's runs into a table like Table 1 of the CALS paper.
 
     \b
@@ -181,15 +224,20 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
     """
     from calbench.report.tables import print_rich, render_latex, render_markdown, render_text
 
-    from calbench.report.tidy import parse_posthoc_list
+    from calbench.report.selection import parse_select, posthoc_request
 
     keys = parse_metrics(metrics)
-    specs = parse_posthoc_list(posthoc)
-    if fmt == "csv":
-        text = tidy_csv(results_dir, recipe, metrics, keys, specs, bins)
+    specs, best = posthoc_request(posthoc)
+    select = None if select is None else parse_select(select, "--select-by")
+    if paper is not None:
+        text = paper_text(results_dir, recipe, paper, fmt, B=B, ci=level, seed=seed, bins=bins, partial=partial,
+                          select=select)
+    elif fmt == "csv":
+        text = tidy_csv(results_dir, recipe, metrics, keys, list(dict.fromkeys(specs + best)), bins, select)
     else:
-        table, _ = make_report(results_dir, recipe, keys=keys, posthoc=specs, B=B, ci=level, seed=seed,
-                               reference=reference, bins=bins, partial=partial)
+        table, _ = make_report(results_dir, recipe, keys=keys, posthoc=posthoc, B=B, ci=level, seed=seed,
+                               reference=reference, bins=bins, partial=partial, select=select,
+                               all_configs=all_configs)
         if fmt == "latex":
             text = render_latex(table)
         elif fmt == "markdown":

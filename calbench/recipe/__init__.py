@@ -18,6 +18,7 @@ naming the file and the key, raised before any training starts.
     train: {epochs: 100, batch_size: 128, optimizer: sgd, lr: 0.1,
             schedule: {multistep: [40, 60], gamma: 0.1}}
     posthoc: [ts]
+    select: {by: val.ece, subject_to: "val.acc >= ce.val.acc - 1.0"}   # report: swept configurations
     overrides:
       - match: {dataset: 20newsgroups}                # keys: dataset, backbone, method (wildcards)
         train: {optimizer: adam, lr: 1.0e-3}           # and/or method:, backbone:, dataset: {...}

@@ -8,7 +8,7 @@ from typing import Any
 from calbench.errors import ConfigError
 
 TOP_KEYS = ("name", "description", "seeds", "datasets", "backbones", "methods", "train", "posthoc",
-            "overrides")
+            "overrides", "select")
 DATASET_KEYS = ("name", "root", "options", "backbones")
 OVERRIDE_KEYS = ("match", "train", "method", "backbone", "dataset")
 MATCH_KEYS = ("dataset", "backbone", "method")
@@ -28,6 +28,7 @@ class Recipe:
     posthoc: list[str]
     overrides: list[dict[str, Any]] = field(default_factory=list)
     description: str = ""
+    select: dict[str, Any] | None = None    # {"by", "subject_to"}: report-time selection, not part of any run id
 
 
 def config_error(path: str, key: str, problem: str) -> ConfigError:

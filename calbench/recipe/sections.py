@@ -39,7 +39,8 @@ def parse_recipe(raw: dict[str, Any], path: str = "<recipe>") -> Recipe:
     recipe = Recipe(path=path, name=raw["name"], seeds=seeds,
                     datasets=datasets, backbones=backbones, methods=methods,
                     train=check_train(raw.get("train"), path), posthoc=_parse_posthoc(raw, path),
-                    description=_parse_description(raw.get("description"), path))
+                    description=_parse_description(raw.get("description"), path),
+                    select=_parse_select(raw.get("select"), [m for m, _ in methods], path))
     recipe.overrides = [_parse_override(ov, recipe, path, f"overrides[{i}]")
                         for i, ov in enumerate(raw.get("overrides") or [])]
     return recipe
@@ -211,6 +212,25 @@ def _parse_posthoc(raw: dict[str, Any], path: str) -> list[str]:
                                                       f"{did_you_mean(str(p), POSTHOC.names())}; "
                                                       f"valid: {', '.join(POSTHOC.names())}")
     return list(posthoc)
+
+
+def _parse_select(value: Any, methods: list[str], path: str) -> dict[str, Any] | None:
+    """`select: {by: val.<metric>, subject_to: "val.acc >= ce.val.acc - 1.0"}`: how `calbench report`
+    picks a swept method's configuration on validation (calbench.report.selection); checked here,
+    applied at report time, so it never changes a run id. A method it names must be in `methods`."""
+    if value is None:
+        return None
+    from calbench.report.selection import parse_select
+
+    try:
+        spec = parse_select(value, "select")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    for ref in spec.subject_to.refs() if spec.subject_to else []:
+        if ref.method and ref.method not in methods:
+            raise config_error(path, "select.subject_to", f"method '{ref.method}' is not in the recipe's methods "
+                                                          f"({', '.join(dict.fromkeys(methods))})")
+    return spec.to_json()
 
 
 def _parse_override(ov: Any, recipe: Recipe, path: str, key: str) -> dict[str, Any]:

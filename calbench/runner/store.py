@@ -227,7 +227,7 @@ def write_recipe_json(results: str | Path, recipe, specs) -> Path:
         "seeds": recipe.seeds, "methods": methods,
         "datasets": [d["name"] for d in recipe.datasets],
         "backbones": [b for b, _ in recipe.backbones],
-        "posthoc": recipe.posthoc,
+        "posthoc": recipe.posthoc, "select": getattr(recipe, "select", None),
         "runs": [{"run_id": s.run_id, "method": s.method, "method_label": s.method_label,
                   "dataset": s.dataset, "backbone": s.backbone, "seed": s.seed, "order": s.order}
                  for s in specs],
