@@ -52,9 +52,13 @@ class Resampler:
     adaptive order (by r, then c: aece needs it, and the grid histograms then read the count matrix
     sequentially); stats_of_indices(idx) gives every metric of every resample row of idx."""
 
-    def __init__(self, prep: Prepared, bins: int, keys: tuple[str, ...]):
+    def __init__(self, prep: Prepared, bins: int, keys: tuple[str, ...], class_counts=None, shot_thresholds=None):
+        from calbench.metrics.longtail import shot_groups_for
+
         self.keys, self.bins, self.n, self.k, self.prep = keys, bins, prep.n, prep.num_classes, prep
-        st = collect(prep, bins, needs_of(keys), keep_samples=True, check_values=False)
+        needs = needs_of(keys)
+        self.shots = shot_groups_for(keys, needs, prep.num_classes, class_counts, shot_thresholds)
+        st = collect(prep, bins, needs, keep_samples=True, check_values=False, shot_of_class=self.shots)
         self.point = evaluate(st, keys)  # the same numbers as compute_metrics (the same pass and code)
         order = adaptive_order(st.samples["conf"], st.samples["correct"])
         self.order, self.inv = order, np.empty_like(order)
@@ -81,7 +85,8 @@ class Resampler:
         for w in W:
             rows = self.order[np.repeat(np.arange(self.n), w.astype(np.int64))]
             sub = Prepared(prep.labels[rows], prep.scores[rows], prep.kind, prep.segmentation)
-            values.append(evaluate(collect(sub, self.bins, spec.needs, check_values=False), (key,))[key])
+            st = collect(sub, self.bins, spec.needs, check_values=False, shot_of_class=self.shots)
+            values.append(evaluate(st, (key,))[key])
         return np.asarray(values, dtype=np.float64)
 
 
@@ -107,7 +112,8 @@ def _samples(resamplers, n: int, B: int, seed: int) -> list[dict[str, np.ndarray
 
 
 def bootstrap_metrics(labels, *, logits=None, probs=None, B: int = 1000, seed: int = 0, ci: float = 0.95,
-                      keys=None, bins: int = 15, ignore_index: int | None = None) -> dict:
+                      keys=None, bins: int = 15, ignore_index: int | None = None, class_counts=None,
+                      shot_thresholds=None) -> dict:
     """Point estimates, percentile intervals and the (B,) bootstrap samples of every metric, all from
     the resampled indices bootstrap_indices(n, B, seed).
 
@@ -117,7 +123,7 @@ def bootstrap_metrics(labels, *, logits=None, probs=None, B: int = 1000, seed: i
     prep = prepare(labels, logits=logits, probs=probs, ignore_index=ignore_index)
     keys = resolve_keys(keys, prep.segmentation)
     check_bins(bins)
-    rs = Resampler(prep, int(bins), keys)
+    rs = Resampler(prep, int(bins), keys, class_counts, shot_thresholds)
     (samples,) = _samples([rs], prep.n, int(B), seed)
     return {"point": rs.point, "ci": {k: _interval(samples[k], ci) for k in keys}, "samples": samples}
 

@@ -66,20 +66,28 @@ def check_bins(bins) -> int:
 
 
 def compute_metrics(labels, *, logits=None, probs=None, bins: int = 15, ignore_index: int | None = None,
-                    keys=None) -> dict[str, float]:
+                    keys=None, class_counts=None, shot_thresholds=None) -> dict[str, float]:
     """The metrics of docs/metrics.md as fractions, keyed in registry order (default: every default
     metric; segmentation-only ones such as miou for (N, K, H, W) inputs).
 
     labels (N,) int with logits= or probs= (N, K); or segmentation (N, H, W) with (N, K, H, W).
     numpy arrays or torch tensors. Raises InputError for malformed inputs. The values are checked
     block by block inside the single pass, not in a pass of their own.
+    class_counts ((K,) train images per class) and shot_thresholds (None = OLTR's, "terciles" or
+    (few_below, many_above)) serve the long-tail keys only (longtail.py).
     """
     prep = prepare(labels, logits=logits, probs=probs, ignore_index=ignore_index, check_values=False)
-    return compute_prepared(prep, bins=bins, keys=keys, check_values=True)
+    return compute_prepared(prep, bins=bins, keys=keys, check_values=True, class_counts=class_counts,
+                            shot_thresholds=shot_thresholds)
 
 
-def compute_prepared(prep: Prepared, bins: int = 15, keys=None, check_values: bool = False) -> dict[str, float]:
+def compute_prepared(prep: Prepared, bins: int = 15, keys=None, check_values: bool = False,
+                     class_counts=None, shot_thresholds=None) -> dict[str, float]:
+    from calbench.metrics.longtail import shot_groups_for
+
     bins = check_bins(bins)
     keys = resolve_keys(keys, prep.segmentation)
-    return evaluate(collect(prep, bins, needs_of(keys), check_values=check_values), keys)
+    needs = needs_of(keys)
+    shots = shot_groups_for(keys, needs, prep.num_classes, class_counts, shot_thresholds)
+    return evaluate(collect(prep, bins, needs, check_values=check_values, shot_of_class=shots), keys)
 

@@ -34,6 +34,8 @@ NEEDS = {
     "brier": "sum of sum_k (p_ik - 1[y_i = k])^2",
     "classwise": "per class and bin, sum of p_ik - 1[y_i = k] (classwise ECE)",
     "confusion": "the K x K confusion matrix (rows = label)",
+    "probs": "the (n, K) float64 probabilities and the labels (class-wise equal-mass metrics)",
+    "shots": "count, sum c, sum r per shot group of the label (many / medium / few) and equal-width bin",
 }
 
 
@@ -48,6 +50,10 @@ class SampleStats:
     cece_sums: np.ndarray | None = None   # (K, M)
     confusion: np.ndarray | None = None   # (K, K) float64
     samples: dict | None = None           # aligned per-sample arrays (bootstrap only)
+    probs: np.ndarray | None = None       # (n, K) float64, only for the "probs" need
+    labels: np.ndarray | None = None      # (n,), only for the "probs" need
+    shot_of_class: np.ndarray | None = None  # (K,) group 0/1/2 = many/medium/few (longtail.py)
+    shot_binned: np.ndarray | None = None    # (3, 3, M): group, (count, sum c, sum r), bin
     cache: dict = field(default_factory=dict)
 
     def conf_chunks(self, step: int = 1 << 20):
@@ -70,10 +76,15 @@ def unpack(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def collect(prep: Prepared, bins: int, needs: frozenset, keep_samples: bool = False,
-            check_values: bool = True) -> SampleStats:
-    """Run the pass (module docstring); `check_values` validates every block on the way."""
+            check_values: bool = True, shot_of_class: np.ndarray | None = None) -> SampleStats:
+    """Run the pass (module docstring); `check_values` validates every block on the way.
+    `shot_of_class` ((K,) group per class, longtail.shot_groups) is required by the "shots" need."""
     n, k = prep.n, prep.num_classes
     st = SampleStats(n, k, bins)
+    if "probs" in needs:
+        st.probs, st.labels = np.empty((n, k)), prep.labels
+    if "shots" in needs:
+        st.shot_of_class, st.shot_binned = np.asarray(shot_of_class, dtype=np.int64), np.zeros((3, 3, bins))
     if "conf" in needs:
         st.key = np.empty(n, dtype=np.uint64)
     if "binned" in needs:
@@ -87,7 +98,7 @@ def collect(prep: Prepared, bins: int, needs: frozenset, keep_samples: bool = Fa
     if keep_samples:
         st.samples = {"labels": prep.labels, "pred": np.empty(n, np.int64), "conf": np.empty(n),
                       "nll": np.empty(n), "brier": np.empty(n)}
-        if "classwise" in needs:
+        if "classwise" in needs or "probs" in needs:
             st.samples["probs"] = np.empty((n, k))
     for start, stop in prep.chunks():
         _block(prep, st, needs, start, stop, check_values)
@@ -113,7 +124,7 @@ def _block(prep: Prepared, st: SampleStats, needs, start: int, stop: int, check_
     if check_values:
         check_block(prep.kind, x, top, start)
     keep = st.samples is not None
-    full = bool(needs & {"brier", "classwise"}) or keep  # every probability in float64
+    full = bool(needs & {"brier", "classwise", "probs"}) or keep  # every probability in float64
     p = None
     if prep.kind == "logits":
         p, s, zy = _softmax_parts(x, top, y)
@@ -144,6 +155,10 @@ def _accumulate(st, needs, start, stop, y, pred, conf, correct, nll, p) -> None:
         st.totals["nll"] += float(nll.sum())
     if st.confusion is not None:
         st.confusion += np.bincount(y * k + pred, minlength=k * k)
+    if st.shot_binned is not None:
+        cell = st.shot_of_class[y] * M + bin_index(conf, M)
+        for j, v in enumerate((None, correct.astype(np.float64), conf)):
+            st.shot_binned[:, j] += np.bincount(cell, weights=v, minlength=3 * M).reshape(3, M)
     if p is not None:
         _classwise_and_brier(st, needs, start, stop, y, p)
     if st.samples is not None:
@@ -157,6 +172,8 @@ def _classwise_and_brier(st, needs, start, stop, y, p) -> None:
     ar = np.arange(stop - start)
     if st.samples is not None and "probs" in st.samples:
         st.samples["probs"][start:stop] = p
+    if st.probs is not None:
+        st.probs[start:stop] = p
     if st.cece_sums is not None:  # only the entries above the first bin need a bin index
         flat = np.flatnonzero(p > bin_edges(M)[1])
         cells = (flat % k) * M + bin_index(p.ravel()[flat], M)

@@ -83,7 +83,7 @@ def test_miou_segmentation_with_ignore_index():
     # kept pixels: (0,0) y0 p0, (0,1) y1 p0, (1,0) y1 p1. IoU0 = 1/2, IoU1 = 1/2
     assert m["miou"] == pytest.approx(0.5)
     assert m["acc"] == pytest.approx(2 / 3)
-    assert set(m) == {"acc", "ece", "aece", "cece", "mce", "nll", "brier", "smece", "sece", "miou"}
+    assert set(m) == {"acc", "ece", "aece", "cece", "mce", "nll", "brier", "smece", "sece", "miou", "ece-debiased", "ks", "aurc", "e-aurc"}
 
 
 def test_sece_matches_exact_kernel_regression():

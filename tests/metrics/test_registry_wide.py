@@ -8,7 +8,7 @@ from calbench.metrics.bootstrap import Resampler, bootstrap_indices, counts_from
 from calbench.metrics.inputs import prepare
 
 from .conftest import softmax, synth
-from .references import HAND_CASES, REFERENCES
+from .references import HAND_CASES, REFERENCES, context
 
 KEYS = METRICS.names()
 
@@ -39,7 +39,7 @@ def test_reference_implementation(key, seed, k):
     fn, tol = REFERENCES[key]
     logits, labels = synth(2000, k, seed)
     probs = softmax(logits)
-    ours = compute_metrics(labels, probs=probs, keys=(key,))[key]
+    ours = compute_metrics(labels, probs=probs, keys=(key,), **context(k))[key]
     assert abs(ours - fn(labels, probs)) <= tol
 
 
@@ -47,8 +47,8 @@ def test_reference_implementation(key, seed, k):
 def test_permutation_invariant(key):
     logits, labels = _tied()
     perm = np.random.default_rng(1).permutation(len(labels))
-    a = compute_metrics(labels, logits=logits, keys=(key,))[key]
-    b = compute_metrics(labels[perm], logits=logits[perm], keys=(key,))[key]
+    a = compute_metrics(labels, logits=logits, keys=(key,), **context(6))[key]
+    b = compute_metrics(labels[perm], logits=logits[perm], keys=(key,), **context(6))[key]
     assert a == pytest.approx(b, abs=1e-12)
 
 
@@ -58,9 +58,9 @@ def test_each_key_alone_equals_the_full_set(key, kind):
     logits, labels = _tied()
     scores = {"logits": logits, "probs": softmax(logits), "probs32": softmax(logits).astype(np.float32)}[kind]
     arg = {"logits" if kind == "logits" else "probs": scores}
-    alone = compute_metrics(labels, **arg, keys=key)
+    alone = compute_metrics(labels, **arg, keys=key, **context(6))
     assert list(alone) == [key]
-    every = compute_metrics(labels, **arg, keys=KEYS)
+    every = compute_metrics(labels, **arg, keys=KEYS, **context(6))
     assert alone[key] == pytest.approx(every[key], abs=1e-12)
 
 
@@ -70,20 +70,20 @@ def test_weights_path_equals_the_explicit_resample(key):
     explicit resample (rows with repeats and with samples drawn zero times), and the point estimate
     equals compute_metrics exactly."""
     logits, labels = _tied(400, 5, seed=2)
-    rs = Resampler(prepare(labels, logits=logits), 15, (key,))
-    assert rs.point == compute_metrics(labels, logits=logits, keys=(key,))
+    rs = Resampler(prepare(labels, logits=logits), 15, (key,), **context(5))
+    assert rs.point == compute_metrics(labels, logits=logits, keys=(key,), **context(5))
     idx = bootstrap_indices(400, 6, seed=3)
     W = counts_from_indices(rs.inv[idx], 400)
     np.testing.assert_allclose(rs.stats(W)[key], rs.explicit(key, W), rtol=0, atol=1e-9)
     for j in (0, 5):
-        want = compute_metrics(labels[idx[j]], logits=logits[idx[j]], keys=(key,))[key]
+        want = compute_metrics(labels[idx[j]], logits=logits[idx[j]], keys=(key,), **context(5))[key]
         assert rs.stats(W[j:j + 1])[key][0] == pytest.approx(want, abs=1e-9)
 
 
 @pytest.mark.parametrize("key", KEYS)
 def test_bootstrap_of_one_key_alone(key):
     logits, labels = _tied(300, 4, seed=4)
-    res = bootstrap_metrics(labels, logits=logits, B=8, seed=0, keys=(key,))
+    res = bootstrap_metrics(labels, logits=logits, B=8, seed=0, keys=(key,), **context(4))
     assert list(res["samples"]) == [key] and res["samples"][key].shape == (8,)
     lo, hi = res["ci"][key]
     assert lo <= hi

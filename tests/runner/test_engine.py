@@ -42,7 +42,7 @@ def test_run_directory_contents(tmp_path):
     m = read_metrics(d / "metrics.json")
     assert m["status"] == "done" and m["run_id"] == spec.run_id and m["epochs_done"] == 2
     assert set(m["metrics"]) == {"test", "test_ts", "val"}
-    assert set(m["metrics"]["test"]) == {"acc", "ece", "aece", "cece", "mce", "nll", "brier", "smece", "sece"}
+    assert set(m["metrics"]["test"]) == {"acc", "ece", "aece", "cece", "mce", "nll", "brier", "smece", "sece", "ece-debiased", "ks", "aurc", "e-aurc"}
     assert m["temperature"] > 0 and m["config"]["run_id"] == spec.run_id
     assert set(m["posthoc"]) == {"ts"} and m["posthoc"]["ts"]["params"]["temperature"] == m["temperature"]
     history = [json.loads(line) for line in (d / "history.jsonl").read_text().splitlines()]
@@ -154,7 +154,7 @@ def test_segmentation_run_reports_exact_miou_and_calibration(tmp_path):
     assert execute_run(spec.to_dict(), str(tmp_path / "r")) == "done"
     d = run_dir(tmp_path / "r", "seg", spec.run_id)
     m = read_metrics(d / "metrics.json")
-    assert set(m["metrics"]["test"]) == {"acc", "ece", "aece", "cece", "mce", "nll", "brier", "smece", "sece", "miou"}
+    assert set(m["metrics"]["test"]) == {"acc", "ece", "aece", "cece", "mce", "nll", "brier", "smece", "sece", "miou", "ece-debiased", "ks", "aurc", "e-aurc"}
     assert m["metrics"]["test_ts"]["miou"] == m["metrics"]["test"]["miou"]
     preds = np.load(d / "predictions.npz")
     assert not (preds["test_labels"] == 255).any()

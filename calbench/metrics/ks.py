@@ -1,0 +1,37 @@
+"""KS calibration error of Gupta, Rahimi, Ajanthan, Mensink, Sminchisescu & Hartley, "Calibration
+of Neural Networks using Splines" (ICLR 2021), top-label (docs/metrics.md).
+
+KS = max over thresholds t of |sum_{i: r_i <= t} (r_i - c_i)| / N: the largest gap between the
+cumulative confidence and the cumulative accuracy along the sorted confidences, without bins.
+Gupta et al. take the partial sums after every sample of the sorted list; with tied confidences
+that depends on the order inside a tie, so calbench evaluates them only at the end of each run of
+equal confidences (identical to theirs when no two confidences tie).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from calbench.metrics.calibration import adaptive_order
+from calbench.metrics.registry import metric
+from calbench.metrics.stats import SampleStats, sorted_samples, unpack, weighted
+
+
+def tie_ends(r_sorted: np.ndarray) -> np.ndarray:
+    """Index of the last sample of each run of equal values in a sorted array."""
+    return np.flatnonzero(np.append(r_sorted[1:] != r_sorted[:-1], True))
+
+
+@metric("ks", name="KS calibration error", higher_is_better=False, percent=True, header="KS",
+        definition="max over sorted confidences of |cumsum(r_i - c_i)| / N (Gupta et al. 2021)", needs=("conf",))
+def ks(stats: SampleStats, weights: np.ndarray | None):
+    if weights is None:
+        r, c = unpack(np.sort(stats.key))
+        return float(np.abs(np.cumsum(r - c)[tie_ends(r)]).max() / stats.n)
+    r, c = stats.sample("conf"), stats.sample("correct")
+    W = weights
+    if not sorted_samples(stats):
+        order = adaptive_order(r, c)
+        W, r, c = W[:, order], r[order], c[order]
+    gaps = np.cumsum(W * (r - c), axis=1)[:, tie_ends(r)]
+    return np.abs(gaps).max(axis=1) / weighted(stats, weights)["total"]

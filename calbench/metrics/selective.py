@@ -1,0 +1,116 @@
+"""Selective prediction from the confidence ranking (docs/metrics.md): aurc and e-aurc (Geifman,
+Uziel & El-Yaniv, "Bias-Reduced Uncertainty Estimation for Deep Neural Classifiers", ICLR 2019),
+augrc (Traub et al., "Overcoming Common Flaws in the Evaluation of Selective Classification
+Systems", NeurIPS 2024) and the selective risk at 80 / 90 / 95 % coverage.
+
+The samples are accepted in order of decreasing confidence r_i; e(k) is the number of errors
+(c_i = 0) among the k accepted first. Ties: samples of equal confidence are accepted in random
+order and the EXPECTED value is reported, which makes e(k) linear inside each run of equal
+confidences (from the errors before the run to the errors after it). That is exact for every
+statistic below (each is linear in e(k)) and makes them depend only on the multiset of (r_i, c_i).
+
+  aurc      = (1/N) sum_{k=1}^N e(k) / k                  (mean selective risk over coverages k/N)
+  e-aurc    = aurc - [rho + (1 - rho) ln(1 - rho)],  rho = e(N) / N   (Geifman et al.'s optimum)
+  augrc     = integral over coverage of e / N, trapezoids between runs of equal confidence
+              (the generalised risk P(error, accepted) of Traub et al., as their code integrates)
+  risk@covQ = e(k) / k with k = ceil(Q N): the smallest number of samples covering at least Q
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import digamma
+
+from calbench.metrics.calibration import adaptive_order
+from calbench.metrics.ks import tie_ends
+from calbench.metrics.registry import metric
+from calbench.metrics.stats import SampleStats, sorted_samples, unpack, weighted
+
+
+def run_sums(stats: SampleStats, weights: np.ndarray | None):
+    """(count, errors) of each run of equal confidence, in DECREASING confidence: (b, G) arrays."""
+    if weights is None:
+        r, c = unpack(np.sort(stats.key))
+        ends = tie_ends(r)
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        count, errors = np.diff(np.concatenate([[-1], ends]))[None].astype(np.float64), \
+            np.add.reduceat(1.0 - c, starts)[None]
+        return count[:, ::-1], errors[:, ::-1]
+    w = weighted(stats, weights)
+    if "runs" not in w:
+        r, c, W = stats.sample("conf"), stats.sample("correct"), weights
+        if not sorted_samples(stats):
+            order = adaptive_order(r, c)
+            W, r, c = W[:, order], r[order], c[order]
+        starts = np.concatenate([[0], tie_ends(r)[:-1] + 1])
+        w["runs"] = (np.add.reduceat(W, starts, axis=1)[:, ::-1], np.add.reduceat(W * (1.0 - c), starts, axis=1)[:, ::-1])
+    return w["runs"]
+
+
+def _value(out: np.ndarray, weights):
+    """A float for the point estimate (one row), the (b,) row values for weights."""
+    return float(out[0]) if weights is None else out
+
+
+def _harmonic(m: np.ndarray) -> np.ndarray:
+    return digamma(m + 1.0) + np.euler_gamma
+
+
+def aurc_of(count: np.ndarray, errors: np.ndarray) -> np.ndarray:
+    """sum over runs of sum_{k in run} e(k)/k, with e linear in the run: a (H(K) - H(K0)) + slope n."""
+    K, E = np.cumsum(count, axis=1), np.cumsum(errors, axis=1)
+    K0, E0 = K - count, E - errors
+    slope = np.divide(errors, count, out=np.zeros_like(errors), where=count > 0)
+    part = (E0 - K0 * slope) * (_harmonic(K) - _harmonic(K0)) + slope * count
+    return part.sum(axis=1) / K[:, -1]
+
+
+@metric("aurc", name="area under the risk-coverage curve", higher_is_better=False, percent=True,
+        header="AURC", definition="mean over k of the error rate of the k most confident samples",
+        needs=("conf",))
+def aurc(stats: SampleStats, weights: np.ndarray | None):
+    return _value(aurc_of(*run_sums(stats, weights)), weights)
+
+
+def optimal_aurc(rho: np.ndarray) -> np.ndarray:
+    """Geifman et al.'s AURC of a perfect ranking, rho + (1 - rho) ln(1 - rho) (0 ln 0 = 0)."""
+    keep = 1.0 - rho
+    return rho + np.where(keep > 0, keep * np.log(np.maximum(keep, 1e-300)), 0.0)
+
+
+@metric("e-aurc", name="excess AURC", higher_is_better=False, percent=True, header="E-AURC",
+        definition="aurc minus the aurc of a perfect ranking, rho + (1-rho) ln(1-rho)", needs=("conf",))
+def e_aurc(stats: SampleStats, weights: np.ndarray | None):
+    count, errors = run_sums(stats, weights)
+    return _value(aurc_of(count, errors) - optimal_aurc(errors.sum(axis=1) / count.sum(axis=1)), weights)
+
+
+@metric("augrc", name="area under the generalised risk-coverage curve", higher_is_better=False, percent=True,
+        header="AUGRC", definition="integral over coverage of P(error and accepted) (Traub et al. 2024)",
+        needs=("conf",), default=False)
+def augrc(stats: SampleStats, weights: np.ndarray | None):
+    count, errors = run_sums(stats, weights)
+    n = count.sum(axis=1, keepdims=True)
+    E = np.cumsum(errors, axis=1)
+    return _value((((2 * E - errors) / (2 * n)) * count / n).sum(axis=1), weights)
+
+
+def risk_at_coverage(count: np.ndarray, errors: np.ndarray, coverage: float) -> np.ndarray:
+    """e(k) / k at k = ceil(coverage N), e interpolated inside the run holding the k-th sample."""
+    K, E = np.cumsum(count, axis=1), np.cumsum(errors, axis=1)
+    k = np.ceil(np.round(coverage * K[:, -1], 9))
+    rows = np.arange(K.shape[0])
+    g = np.array([np.searchsorted(K[i], k[i], side="left") for i in rows])
+    K0, E0 = K[rows, g] - count[rows, g], E[rows, g] - errors[rows, g]
+    return (E0 + (k - K0) * errors[rows, g] / count[rows, g]) / k
+
+
+def _register(percent: int) -> None:
+    metric(f"risk@cov{percent}", name=f"selective risk at {percent}% coverage", higher_is_better=False,
+           percent=True, header=f"Risk@{percent}", definition=f"error rate of the ceil({percent / 100:g} N) "
+           "most confident samples (ties: expectation over their order)", needs=("conf",), default=False)(
+        lambda stats, weights: _value(risk_at_coverage(*run_sums(stats, weights), percent / 100), weights))
+
+
+for _percent in (80, 90, 95):
+    _register(_percent)
