@@ -188,6 +188,52 @@ def paper_text(results_dir, recipe, key, fmt, *, B, ci, seed, bins, partial, sel
     return render(items, key, ci, selection.notes())
 
 
+def rank_text(results_dir, recipe, over, fmt, output, **options) -> str | None:
+    """`--rank [cells|seeds]`: per metric, each method's average rank over the dataset x backbone cells (or
+    cells x seeds), the Friedman test and Holm-adjusted pairwise Wilcoxon tests (calbench.report.ranking)
+    of the report table's point estimates; printed (None returned) or as text, markdown or CSV."""
+    from calbench.report import ranking
+
+    if fmt == "latex":
+        raise InputError("--rank: no LaTeX form; use --markdown or --csv")
+    table, _ = make_report(results_dir, recipe, B=0, **options)
+    rankings = ranking.rank_table(table, over=over)
+    if fmt == "csv":
+        return ranking.to_csv(rankings)
+    if fmt == "markdown":
+        return ranking.render_markdown(rankings)
+    if output:
+        return ranking.render_text(rankings)
+    from rich.console import Console
+
+    ranking.print_rich(rankings, Console(width=max(160, 60 + 40 * len(table.keys))))
+    return None
+
+
+def html_report(path, results_dir, recipe, *, posthoc, **options) -> None:
+    """`--html PATH`: one self-contained HTML file (calbench.report.html) with the run summary, the i.i.d.
+    table, a post-hoc table (the --posthoc calibrators, else those the runs stored test_<name> blocks for),
+    the stored splits, the rankings, every figure that can be drawn, the selection record and the metric
+    conventions. Each warning is printed once."""
+    from calbench.report import html, ranking
+
+    seen: set = set()
+
+    def once(message: str) -> None:
+        if message not in seen:
+            seen.add(message)
+            warn(message)
+
+    tables = [make_report(results_dir, recipe, on_warning=once, **options)[0]]
+    full = usable_results(results_dir, recipe, on_warning=once)
+    calibrators = posthoc or ",".join(html.stored_calibrators(full))
+    if calibrators:
+        tables.append(make_report(results_dir, recipe, posthoc=calibrators, on_warning=once, **options)[0])
+    rankings = [r for t in tables for r in ranking.rank_table(t)]
+    size = html.write_html(path, full, tables, rankings, options=options, on_warning=once)
+    click.echo(f"wrote {path} ({size / 1e6:.2f} MB)", err=True)
+
+
 @click.command("report")
 @click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(),
               help="Results directory (results/<recipe>/<run id>/).")
@@ -211,11 +257,16 @@ def paper_text(results_dir, recipe, key, fmt, *, B, ci, seed, bins, partial, sel
 @click.option("--select-by", "select", default=None, metavar="val.METRIC",
               help="Criterion that selects a swept method's configuration on validation, replacing the "
                    "recipe's select: [default: the recipe's, else val.nll].")
+@click.option("--rank", type=click.Choice(["cells", "seeds"]), is_flag=False, flag_value="cells", default=None,
+              help="Average ranks, Friedman and Holm-adjusted pairwise Wilcoxon tests per metric, blocks over "
+                   "dataset x backbone cells (mean over seeds) or, with `--rank seeds`, cells x seeds.")
+@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False),
+              help="Write one self-contained HTML report (tables, figures, rankings, selection) to PATH.")
 @click.option("--paper", default=None, metavar="PAPER:TABLE",
               help="Compare with a published table (cals:table1, ...): ours, the paper's, the difference, "
                    "and whether the paper's value lies inside our interval.")
 def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bins, partial, fmt, output,
-           all_configs, select, paper) -> None:
+           all_configs, select, paper, rank, html_path) -> None:
     """Aggregate a recipe's runs into a table like Table 1 of the CALS paper.
 
     \b
@@ -229,9 +280,17 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
     keys = parse_metrics(metrics)
     specs, best = posthoc_request(posthoc)
     select = None if select is None else parse_select(select, "--select-by")
+    if html_path is not None:
+        return html_report(html_path, results_dir, recipe, keys=keys, posthoc=posthoc, B=B, ci=level, seed=seed,
+                           reference=reference, bins=bins, partial=partial, select=select, all_configs=all_configs)
     if paper is not None:
         text = paper_text(results_dir, recipe, paper, fmt, B=B, ci=level, seed=seed, bins=bins, partial=partial,
                           select=select)
+    elif rank is not None:
+        text = rank_text(results_dir, recipe, rank, fmt, output, keys=keys, posthoc=posthoc, bins=bins,
+                         partial=partial, select=select, all_configs=all_configs)
+        if text is None:
+            return
     elif fmt == "csv":
         text = tidy_csv(results_dir, recipe, metrics, keys, list(dict.fromkeys(specs + best)), bins, select)
     else:
