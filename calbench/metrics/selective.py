@@ -19,7 +19,6 @@ statistic below (each is linear in e(k)) and makes them depend only on the multi
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import digamma
 
 from calbench.metrics.calibration import adaptive_order
 from calbench.metrics.ks import tie_ends
@@ -33,8 +32,8 @@ def run_sums(stats: SampleStats, weights: np.ndarray | None):
         r, c = unpack(np.sort(stats.key))
         ends = tie_ends(r)
         starts = np.concatenate([[0], ends[:-1] + 1])
-        count, errors = np.diff(np.concatenate([[-1], ends]))[None].astype(np.float64), \
-            np.add.reduceat(1.0 - c, starts)[None]
+        count = np.diff(np.concatenate([[-1], ends]))[None].astype(np.float64)
+        errors = np.add.reduceat(1.0 - c, starts)[None]
         return count[:, ::-1], errors[:, ::-1]
     w = weighted(stats, weights)
     if "runs" not in w:
@@ -43,7 +42,8 @@ def run_sums(stats: SampleStats, weights: np.ndarray | None):
             order = adaptive_order(r, c)
             W, r, c = W[:, order], r[order], c[order]
         starts = np.concatenate([[0], tie_ends(r)[:-1] + 1])
-        w["runs"] = (np.add.reduceat(W, starts, axis=1)[:, ::-1], np.add.reduceat(W * (1.0 - c), starts, axis=1)[:, ::-1])
+        count, errors = np.add.reduceat(W, starts, axis=1), np.add.reduceat(W * (1.0 - c), starts, axis=1)
+        w["runs"] = (count[:, ::-1], errors[:, ::-1])
     return w["runs"]
 
 
@@ -53,7 +53,10 @@ def _value(out: np.ndarray, weights):
 
 
 def _harmonic(m: np.ndarray) -> np.ndarray:
-    return digamma(m + 1.0) + np.euler_gamma
+    """H(m) = sum_{j <= m} 1/j at the integer counts m (bootstrap counts are integers): a table."""
+    idx = np.rint(m).astype(np.int64)
+    table = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, int(idx.max()) + 1))])
+    return table[idx]
 
 
 def aurc_of(count: np.ndarray, errors: np.ndarray) -> np.ndarray:

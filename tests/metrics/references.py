@@ -219,9 +219,8 @@ def _ece_l2():  # same bins as the ece case: gaps .45 (1 sample) and .955 (2 sam
 
 
 @hand_case("ece-debiased")
-def _ece_debiased():  # one bin, n = 4, acc .5, conf .8: .09 - .25/3 < 0 ... plus a bin of one (adds 0)
-    y, s = two_class([0.8, 0.8, 0.8, 0.8, 0.1 + 0.45], [0, 0, 1, 1, 0])
-    # bin (.533, .6]: one sample -> 0; last bin: (4/5) (0.3^2 - 0.5 * 0.5 / 3) = 0.8 * 0.00666..
+def _ece_debiased():  # bin of .8: n = 4, acc .5 -> (4/5) (0.3^2 - 0.5 * 0.5 / 3); the bin of .55 has one sample: 0
+    y, s = two_class([0.8, 0.8, 0.8, 0.8, 0.55], [0, 0, 1, 1, 0])
     return y, s, np.sqrt(0.8 * (0.09 - 0.25 / 3)), {}
 
 
