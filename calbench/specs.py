@@ -63,6 +63,9 @@ class RunSpec:
     order: dict[str, int]
     method_version: int = 1
     run_id: str = ""
+    # not part of the identity: evaluation sets run on a finished run's saved weights (model.pt)
+    evaluate: tuple = ()                 # ({"name", "kind", "root", "options"}, ...)
+    keep_weights: bool = True            # keep model.pt beside a finished run
 
     def identity(self) -> dict[str, Any]:
         """Everything the trained result depends on (the run id hashes this). Not the post-hoc
@@ -75,12 +78,14 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["posthoc"] = list(self.posthoc)
+        d["evaluate"] = [dict(e) for e in self.evaluate]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
         d = dict(d)
         d["posthoc"] = tuple(d.get("posthoc", ()))
+        d["evaluate"] = tuple(d.get("evaluate", ()))
         return cls(**d)
 
     @property

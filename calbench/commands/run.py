@@ -155,7 +155,10 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
     if gpus_per_run > 1:   # the global batch grows with the processes: a different result, a different id
         sets = tuple(sets) + (f"train.world_size={gpus_per_run}",)
     rec, specs, selected = build_matrix(recipe, sets, only)
-    done = {s.run_id for s in selected if is_done(run_dir(results, s.recipe, s.run_id))}
+    from calbench.runner.evaluate_sets import missing_entries
+
+    done = {s.run_id for s in selected if is_done(run_dir(results, s.recipe, s.run_id))
+            and not missing_entries(s, run_dir(results, s.recipe, s.run_id))}   # else: evaluate only
     todo = [s for s in selected if s.run_id not in done]
     if dry_run:
         console.print(_matrix_table(selected, done, f"{rec.name}: {len(selected)} runs, "

@@ -27,6 +27,7 @@ from calbench.engine import checkpoint, evaluate, loop
 from calbench.engine.build import RunParts, build_run, configure_threads
 from calbench.engine.evaluate import PIXELS_PER_IMAGE, predict  # noqa: F401 - re-exported
 from calbench.engine.loop import NonFiniteLoss, seed_everything
+from calbench.engine.shift_eval import save_weights
 from calbench.specs import RunSpec
 
 __all__ = ["RunOutput", "NonFiniteLoss", "train_run", "seed_everything", "PIXELS_PER_IMAGE"]
@@ -130,4 +131,6 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
     start = resume(parts, ckpt_path)
     is_main = dist is None or dist.is_main
     val = _train_epochs(parts, start, ckpt_path, is_main, progress, on_epoch)
+    if is_main and spec.keep_weights:   # evaluation sets added later need no retraining
+        save_weights(parts.model, run_dir)
     return _finish(parts, val)

@@ -8,8 +8,9 @@ from typing import Any
 from calbench.errors import ConfigError
 
 TOP_KEYS = ("name", "description", "seeds", "datasets", "backbones", "methods", "train", "posthoc",
-            "overrides", "select")
-DATASET_KEYS = ("name", "root", "options", "backbones")
+            "overrides", "select", "keep_weights")
+DATASET_KEYS = ("name", "root", "options", "backbones", "evaluate")
+EVALUATE_KINDS = ("shift", "ood")
 OVERRIDE_KEYS = ("match", "train", "method", "backbone", "dataset")
 MATCH_KEYS = ("dataset", "backbone", "method")
 
@@ -29,6 +30,7 @@ class Recipe:
     overrides: list[dict[str, Any]] = field(default_factory=list)
     description: str = ""
     select: dict[str, Any] | None = None    # {"by", "subject_to"}: report-time selection, not part of any run id
+    keep_weights: bool = True               # keep model.pt of finished runs (evaluation sets need it)
 
 
 def config_error(path: str, key: str, problem: str) -> ConfigError:

@@ -79,6 +79,7 @@ def expand(recipe: Recipe) -> list[RunSpec]:
                       hparams=check_hparams(method, hp), method_version=method_version(method),
                       dataset=ds["name"], root=ds["root"], dataset_options=dopts, backbone=bb[0],
                       backbone_options=bopts, train=train, posthoc=tuple(recipe.posthoc),
+                      evaluate=tuple(ds.get("evaluate") or ()), keep_weights=recipe.keep_weights,
                       order={"method": labels.setdefault(label, len(labels)), "dataset": di, "backbone": bi})
         for si, seed in enumerate(recipe.seeds):
             origins.append((di, bi, mi, si))

@@ -40,7 +40,8 @@ def parse_recipe(raw: dict[str, Any], path: str = "<recipe>") -> Recipe:
                     datasets=datasets, backbones=backbones, methods=methods,
                     train=check_train(raw.get("train"), path), posthoc=_parse_posthoc(raw, path),
                     description=_parse_description(raw.get("description"), path),
-                    select=_parse_select(raw.get("select"), [m for m, _ in methods], path))
+                    select=_parse_select(raw.get("select"), [m for m, _ in methods], path),
+                    keep_weights=_parse_keep_weights(raw.get("keep_weights", True), path))
     recipe.overrides = [_parse_override(ov, recipe, path, f"overrides[{i}]")
                         for i, ov in enumerate(raw.get("overrides") or [])]
     return recipe
@@ -59,6 +60,12 @@ def _check_top_level(raw: dict[str, Any], path: str) -> None:
         raise config_error(path, "name", f"expected a simple name (letters, digits, '_', '-', '.'), got {name!r}")
     if raw.get("overrides") is not None and not isinstance(raw["overrides"], list):
         raise config_error(path, "overrides", f"expected a list, got {raw['overrides']!r}")
+
+
+def _parse_keep_weights(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise config_error(path, "keep_weights", f"expected true or false, got {value!r}")
+    return value
 
 
 def _parse_description(value: Any, path: str) -> str:
@@ -104,7 +111,38 @@ def _parse_dataset(item: Any, path: str, key: str) -> dict[str, Any]:
     if root is not None and not isinstance(root, str):
         raise config_error(path, f"{key}.root", f"expected a path, got {root!r}")
     return {"name": name, "root": expand_env(root) if root else None, "options": options,
-            "backbones": only_backbones}
+            "backbones": only_backbones, "evaluate": _parse_evaluate(item.get("evaluate"), path, f"{key}.evaluate")}
+
+
+def _parse_evaluate(value: Any, path: str, key: str) -> list[dict[str, Any]]:
+    """`evaluate: {shift: [name | {name: {root: ..., option: value}}], ood: [...]}`: evaluation sets
+    (calbench.shift.EVAL_SETS) run on a finished run's weights; not part of any run id."""
+    from calbench.recipe.common import EVALUATE_KINDS
+    from calbench.shift import EVAL_SETS, check_eval_root, eval_set_names
+
+    if value is None:
+        return []
+    if not isinstance(value, dict) or set(value) - set(EVALUATE_KINDS):
+        raise config_error(path, key, f"expected a mapping with keys {', '.join(EVALUATE_KINDS)}")
+    sets = []
+    for kind in EVALUATE_KINDS:
+        items = value.get(kind) or []
+        if not isinstance(items, list):
+            raise config_error(path, f"{key}.{kind}", "expected a list of evaluation sets")
+        for i, item in enumerate(items):
+            name, options = name_and_options(item, path, f"{key}.{kind}[{i}]")
+            valid = eval_set_names(kind)
+            if name not in valid:
+                raise config_error(path, f"{key}.{kind}[{i}]", f"unknown {kind} set '{name}'"
+                                                              f"{did_you_mean(name, valid)}; valid: {', '.join(valid)}")
+            root = options.pop("root", None)
+            root = expand_env(root) if isinstance(root, str) else root
+            try:
+                check_eval_root(name, root, **options)
+            except CalbenchError as err:
+                raise config_error(path, f"{key}.{kind}[{i}]", str(err)) from None
+            sets.append({"name": name, "kind": EVAL_SETS.entry(name).meta["kind"], "root": root, "options": options})
+    return sets
 
 
 def _dataset_name(name: Any, path: str, key: str) -> str:

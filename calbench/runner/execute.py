@@ -144,17 +144,35 @@ def execute_run_reporting(spec_dict: dict, results_dir: str, device: str = "cpu"
     """`execute_run`, plus the one-line reason of a failure (None otherwise) for the caller to show."""
     spec = RunSpec.from_dict(spec_dict)
     directory = run_dir(results_dir, spec.recipe, spec.run_id)
-    if is_done(directory):
-        return "skipped", None
     if dist is not None:
+        if is_done(directory):
+            return "skipped", None
         return _execute(spec, directory, results_dir, device, dist, progress)
     try:
         with run_lock(directory) as mine:
-            if not mine or is_done(directory):   # done meanwhile by the process that held the lock
+            if not mine:
                 return "skipped", None
-            return _execute(spec, directory, results_dir, device, dist, progress)
+            if is_done(directory):   # done before, or meanwhile by the process that held the lock
+                return _evaluate_only(spec, directory, device)
+            status = _execute(spec, directory, results_dir, device, dist, progress)
+            return _evaluate_only(spec, directory, device, "done") if status[0] == "done" else status
     except OSError as err:      # the run directory or its lock file cannot be created
         return "failed", describe_os_error(err)
+
+
+def _evaluate_only(spec: RunSpec, directory: Path, device: str, nothing: str = "skipped") -> tuple[str, str | None]:
+    """Evaluate the recipe's evaluation sets a done run lacks, from its model.pt, without training
+    (calbench.runner.evaluate_sets); `nothing` is the status when none is missing. A failure here
+    leaves the training record as it is and is reported as failed with its reason."""
+    from calbench.runner.evaluate_sets import evaluate_missing, missing_entries
+
+    if not missing_entries(spec, directory):
+        return nothing, None
+    try:
+        evaluate_missing(spec, directory, device)
+    except Exception as err:  # noqa: BLE001 - one run's evaluation must not stop the matrix
+        return "failed", f"evaluation sets: {failure_reason(err, directory)}"
+    return "done", None
 
 
 def _prepare(spec: RunSpec, directory: Path) -> None:
