@@ -265,8 +265,11 @@ def html_report(path, results_dir, recipe, *, posthoc, **options) -> None:
 @click.option("--paper", default=None, metavar="PAPER:TABLE",
               help="Compare with a published table (cals:table1, ...): ours, the paper's, the difference, "
                    "and whether the paper's value lies inside our interval.")
+@click.option("--split", default=None, metavar="shift|ood|SET_ID",
+              help="Evaluation sets instead of the test split: shift (cA/cECE/cNLL per severity, before and "
+                   "after post-hoc), ood (AUROC/FPR95 per OOD set), or one set id (shift:gaussian_noise:3).")
 def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bins, partial, fmt, output,
-           all_configs, select, paper, rank, html_path) -> None:
+           all_configs, select, paper, rank, html_path, split=None) -> None:
     """Aggregate a recipe's runs into a table like Table 1 of the CALS paper.
 
     \b
@@ -277,6 +280,10 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
 
     from calbench.report.selection import parse_select, posthoc_request
 
+    if split is not None:
+        from calbench.report.shift import split_text
+
+        return _emit(split_text(results_dir, recipe, split, fmt, posthoc=posthoc, B=B, ci=level, seed=seed), output)
     keys = parse_metrics(metrics)
     specs, best = posthoc_request(posthoc)
     select = None if select is None else parse_select(select, "--select-by")
@@ -308,6 +315,15 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
 
             print_rich(table, Console(width=max(120, 20 + 26 * len(table.groups) * len(keys))))
             return
+    if output:
+        with open(output, "w") as fh:
+            fh.write(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        sys.stdout.write(text)
+
+
+def _emit(text: str, output: str | None) -> None:
     if output:
         with open(output, "w") as fh:
             fh.write(text)
