@@ -165,8 +165,8 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
                                                     f"{len(todo)} to do, {len(done)} done"))
         return
     gpu_list = _parse_gpus("0" if device == "cuda" and gpus is None else gpus)
+    check_roots(rec, todo)          # before the results folder is created: a bad root leaves nothing
     check_results_writable(results)
-    check_roots(rec, todo)
     _write_recipe_json(write_recipe_json, results, rec, specs)
     console.print(f"[bold]{rec.name}[/]: {len(selected)} runs, {len(done)} already done, {len(todo)} to train "
                   f"-> {Path(results) / rec.name}")
