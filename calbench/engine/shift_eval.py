@@ -71,18 +71,24 @@ def predict_set(model: torch.nn.Module, eval_set, spec: RunSpec, device: torch.d
     return z, torch.cat(labels).numpy().astype(np.int64)
 
 
-def shift_blocks(logits: np.ndarray, labels: np.ndarray, val: tuple[np.ndarray, np.ndarray],
-                 posthoc: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """{"test": metrics, "test_<name>": metrics after calibrator <name> fitted on clean validation}."""
+def fit_on_clean(val: tuple[np.ndarray, np.ndarray], posthoc: tuple[str, ...]) -> dict[str, Any]:
+    """{name: calibrator fitted on the run's clean validation logits} (fitted once per run)."""
+    from calbench.posthoc import fit_calibrator
+
+    return {name: fit_calibrator(name, val[0].astype(np.float64), val[1]) for name in posthoc}
+
+
+def shift_blocks(logits: np.ndarray, labels: np.ndarray, calibrators: dict[str, Any],
+                 num_classes: int) -> dict[str, dict[str, float]]:
+    """{"test": metrics, "test_<name>": metrics after each clean-validation calibrator}."""
     from calbench.metrics import compute_metrics
-    from calbench.posthoc import calibrated_scores, fit_calibrator
+    from calbench.posthoc import calibrated_scores
 
     z = logits.astype(np.float64)
     blocks = {"test": compute_metrics(labels, logits=z)}
-    for name in posthoc:
-        if val[0].shape[1] != z.shape[1]:      # a class subset: the clean calibrator does not apply
-            continue
-        calibrator = fit_calibrator(name, val[0].astype(np.float64), val[1])
+    if z.shape[1] != num_classes:      # a class subset: the clean calibrators do not apply
+        return blocks
+    for name, calibrator in calibrators.items():
         scores, kind = calibrated_scores(calibrator, z)
         blocks[f"test_{name}"] = compute_metrics(labels, **{kind: scores})
     return blocks

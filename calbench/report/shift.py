@@ -47,26 +47,30 @@ def _clean(run) -> dict[str, np.ndarray]:
         return {k: data[k] for k in ("val_logits", "val_labels", "test_logits")}
 
 
-def shift_values(logits, labels, val, posthoc: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """{calibration ("none" or a calibrator): {acc, ece, nll}} of one saved shifted set."""
+def shift_values(logits, labels, calibrators: dict, num_classes: int) -> dict[str, dict[str, float]]:
+    """{calibration ("none" or a calibrator): {acc, ece, nll}} of one saved shifted set; calibrators
+    fitted on the run's clean validation logits (not applied to a class subset)."""
     from calbench.metrics import compute_metrics
-    from calbench.posthoc import calibrated_scores, fit_calibrator
+    from calbench.posthoc import calibrated_scores
 
     out = {"none": compute_metrics(labels, logits=logits, keys=tuple(SHIFT_KEYS))}
-    for name in posthoc:
-        if val[0].shape[1] == logits.shape[1]:
-            scores, kind = calibrated_scores(fit_calibrator(name, val[0].astype(np.float64), val[1]), logits)
-            out[name] = compute_metrics(labels, **{kind: scores}, keys=tuple(SHIFT_KEYS))
+    for name, calibrator in calibrators.items() if logits.shape[1] == num_classes else ():
+        scores, kind = calibrated_scores(calibrator, logits)
+        out[name] = compute_metrics(labels, **{kind: scores}, keys=tuple(SHIFT_KEYS))
     return out
 
 
 def _run_shift_rows(run, posthoc, only: str | None) -> list[dict]:
     """Per (calibration, set, metric) values of one run's shift sets (one set when `only` is an id)."""
+    from calbench.posthoc import fit_calibrator
+
     clean, rows = _clean(run), []
+    calibrators = {name: fit_calibrator(name, clean["val_logits"].astype(np.float64), clean["val_labels"])
+                   for name in posthoc}
     for record, npz in _records(run.run_dir):
         if record["kind"] != "shift" or (only and record["id"] != only) or (not only and not record["severity"]):
             continue
-        values = shift_values(*_saved(npz), (clean["val_logits"], clean["val_labels"]), posthoc)
+        values = shift_values(*_saved(npz), calibrators, clean["val_logits"].shape[1])
         for calibration, block in values.items():
             for key, value in block.items():
                 rows.append({"calibration": calibration, "set": record["family"], "severity": record["severity"],

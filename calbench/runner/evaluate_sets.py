@@ -58,9 +58,13 @@ def missing_entries(spec: RunSpec, directory: Path) -> list[dict[str, Any]]:
     return missing
 
 
-def _clean_predictions(directory: Path) -> dict[str, np.ndarray]:
+def _clean_predictions(spec: RunSpec, directory: Path) -> dict:
+    from calbench.engine.shift_eval import fit_on_clean
+
     with np.load(Path(directory) / "predictions.npz", allow_pickle=False) as data:
-        return {k: data[k] for k in ("val_logits", "val_labels", "test_logits", "test_labels")}
+        clean = {k: data[k] for k in ("val_logits", "val_labels", "test_logits", "test_labels")}
+    clean["calibrators"] = fit_on_clean((clean["val_logits"], clean["val_labels"]), spec.posthoc)
+    return clean
 
 
 def _evaluate_one(spec: RunSpec, directory: Path, entry: dict, eval_set, model, device, clean) -> None:
@@ -73,7 +77,7 @@ def _evaluate_one(spec: RunSpec, directory: Path, entry: dict, eval_set, model, 
     if eval_set.kind == "ood":
         metrics = ood_blocks(logits, clean["test_logits"])
     else:
-        metrics = shift_blocks(logits, labels, (clean["val_logits"], clean["val_labels"]), spec.posthoc)
+        metrics = shift_blocks(logits, labels, clean["calibrators"], clean["val_logits"].shape[1])
     write_json_atomic(record, {"id": eval_set.id, "kind": eval_set.kind, "source": eval_set.source,
                                "family": eval_set.family, "severity": eval_set.severity,
                                "entry": {"name": entry["name"], "options": entry.get("options") or {}},
@@ -98,7 +102,7 @@ def evaluate_missing(spec: RunSpec, directory: str | Path, device: str = "cpu") 
     dev = torch.device(device)
     configure_threads(dev)
     bundle, model = load_model(spec, directory, dev)
-    clean, index, done = _clean_predictions(directory), read_index(directory), 0
+    clean, index, done = _clean_predictions(spec, directory), read_index(directory), 0
     for entry in entries:
         sets = build_sets(entry, bundle)
         for eval_set in sets:
