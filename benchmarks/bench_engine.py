@@ -10,7 +10,8 @@
     indices calbench draws, handed over in a file with the digits arrays), the same epochs, batch
     order and schedule; it saves the test logits and nothing else. Its test logits equal the run's,
     which the benchmark checks, so both processes did the same work.
-Rounds alternate (a, b, a, b, ...) so that a load change on the machine hits both; the best round
+Both train with one torch thread (CALBENCH_THREADS=1 for calbench; `--jobs 1` alone would give
+the run every core). Rounds alternate (a, b, a, b, ...) so that a load change on the machine hits both; the best round
 of each is compared. `--matrix` also times `calbench run recipes/quickstart.yaml` once, in a
 fresh folder (minutes).
 """
@@ -18,6 +19,7 @@ fresh folder (minutes).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -81,7 +83,8 @@ with torch.no_grad():
 
 def _timed(cmd: list[str], cwd: Path) -> float:
     started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    env = {**os.environ, "CALBENCH_THREADS": "1"}     # one torch thread, as the hand loop sets
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"bench_engine: {' '.join(cmd[:3])} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")

@@ -109,8 +109,8 @@ def _matrix_table(specs, done: set[str], title: str):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Train on the CPU (default without --gpus) or on CUDA device 0.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Runs at once per device (default: 1 per GPU; on the CPU min(4, cores), "
-                   "the cores shared out as torch threads).")
+              help="Runs at once per device (default: 1 per GPU; on the CPU min(4, cores)). Each run "
+                   "gets cores // (N x GPUs) torch threads, or CALBENCH_THREADS when that is set.")
 @click.option("--results", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Results directory; runs go to RESULTS/<recipe name>/<run id>/.")
 @click.option("--dry-run", is_flag=True, help="Print the matrix (to do / done) and exit; needs no dataset.")
@@ -163,7 +163,7 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
     if dry_run:
         console.print(_matrix_table(selected, done, f"{rec.name}: {len(selected)} runs, "
                                                     f"{len(todo)} to do, {len(done)} done"))
-        return
+        return _leave(0)
     gpu_list = _parse_gpus("0" if device == "cuda" and gpus is None else gpus)
     check_roots(rec, todo)          # before the results folder is created: a bad root leaves nothing
     check_results_writable(results)
@@ -171,7 +171,7 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
     console.print(f"[bold]{rec.name}[/]: {len(selected)} runs, {len(done)} already done, {len(todo)} to train "
                   f"-> {Path(results) / rec.name}")
     if not todo:
-        return
+        return _leave(0)
     started = time.perf_counter()
     if launcher == "submitit":
         _submit(todo, results, rec.name, gpu_list, console, cluster=cluster, partition=partition,
@@ -182,8 +182,39 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
     else:
         statuses, reasons = _train_locally(todo, results, gpu_list, gpus_per_run, jobs, console)
     _summary(rec.name, todo, statuses, reasons, results, console, verbose, time.perf_counter() - started)
-    if any(v == "failed" for v in statuses.values()):
-        sys.exit(1)
+    failed = any(v == "failed" for v in statuses.values())
+    if launcher == "submitit":      # submitit's own exit handlers run: the ordinary exit
+        if failed:
+            sys.exit(1)
+        return
+    _leave(1 if failed else 0)
+
+
+def _leave(code: int) -> None:
+    """End the command with `code`. As the `calbench` process itself, with os._exit after flushing
+    the standard streams: the interpreter's teardown with torch loaded costs a second or more, and
+    nothing is left to do (every store file is written atomically and fsynced, the workers were
+    joined; calbench.engine.distributed ends its ranks the same way). Called from Python (tests,
+    CliRunner), the ordinary return or SystemExit."""
+    if not _is_cli_process():
+        if code:
+            sys.exit(code)
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _is_cli_process() -> bool:
+    """True in `calbench ...` or `python -m calbench.cli ...` with the real standard streams."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    entry = getattr(spec, "name", None) in ("calbench.cli", "calbench.__main__") or \
+        Path(sys.argv[0] if sys.argv else "").name == "calbench"
+    return entry and sys.stdout is sys.__stdout__ and sys.stderr is sys.__stderr__
 
 
 def _train_locally(todo, results, gpu_list, gpus_per_run, jobs, console):
@@ -281,7 +312,7 @@ def _run_with_progress(todo, results, slots, console) -> dict[str, str]:
             finished = counts["done"] + counts["failed"]
             click.echo(f"calbench: interrupted after {finished} of {len(todo)} runs; finished runs are "
                        f"kept and the same command resumes the rest", err=True)
-            sys.exit(130)
+            _leave(130)
     return result.status, result.reasons
 
 

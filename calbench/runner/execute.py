@@ -140,21 +140,23 @@ def execute_run(spec_dict: dict, results_dir: str, device: str = "cpu", dist=Non
 
 
 def execute_run_reporting(spec_dict: dict, results_dir: str, device: str = "cpu", dist=None,
-                          progress: Callable[[int, int], None] | None = None) -> tuple[str, str | None]:
-    """`execute_run`, plus the one-line reason of a failure (None otherwise) for the caller to show."""
+                          progress: Callable[[int, int], None] | None = None,
+                          threads: int | None = None) -> tuple[str, str | None]:
+    """`execute_run`, plus the one-line reason of a failure (None otherwise) for the caller to show.
+    `threads`: torch intra-op threads of a CPU run (None: the engine's rule, CALBENCH_THREADS or one)."""
     spec = RunSpec.from_dict(spec_dict)
     directory = run_dir(results_dir, spec.recipe, spec.run_id)
     if dist is not None:
         if is_done(directory):
             return "skipped", None
-        return _execute(spec, directory, results_dir, device, dist, progress)
+        return _execute(spec, directory, results_dir, device, dist, progress, threads)
     try:
         with run_lock(directory) as mine:
             if not mine:
                 return "skipped", None
             if is_done(directory):   # done before, or meanwhile by the process that held the lock
                 return _evaluate_only(spec, directory, device)
-            status = _execute(spec, directory, results_dir, device, dist, progress)
+            status = _execute(spec, directory, results_dir, device, dist, progress, threads)
             return _evaluate_only(spec, directory, device, "done") if status[0] == "done" else status
     except OSError as err:      # the run directory or its lock file cannot be created
         return "failed", describe_os_error(err)
@@ -186,7 +188,7 @@ def _prepare(spec: RunSpec, directory: Path) -> None:
 
 
 def _execute(spec: RunSpec, directory: Path, results_dir: str, device: str, dist,
-             progress: Callable[[int, int], None] | None) -> tuple[str, str | None]:
+             progress: Callable[[int, int], None] | None, threads: int | None = None) -> tuple[str, str | None]:
     """Train and write the results; every failure (preparing the directory included) is recorded."""
     from calbench.engine.train import NonFiniteLoss, train_run
 
@@ -201,7 +203,7 @@ def _execute(spec: RunSpec, directory: Path, results_dir: str, device: str, dist
         if is_main:
             _prepare(spec, directory)
         out = train_run(spec, directory, device=device, dist=dist, progress=progress,
-                        on_epoch=on_epoch if is_main else None)
+                        on_epoch=on_epoch if is_main else None, threads=threads)
         if is_main:
             _write_results(spec, directory, out, device, dist, started)
         return "done", None

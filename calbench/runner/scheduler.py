@@ -1,11 +1,19 @@
 """Schedule runs over local devices with persistent worker processes.
 
 One worker per (device slot x job): `--gpus 0,1 --jobs 2` starts four workers, two seeing only
-GPU 0 (CUDA_VISIBLE_DEVICES=0) and two seeing only GPU 1; the CPU gets `jobs` workers with
-cores // jobs threads each. Workers are spawned (no fork of a CUDA context), import torch once,
-and take runs from the parent one at a time. A worker that dies mid-run (segfault, OOM kill) is
-replaced; its run is recorded as failed and the matrix goes on. Results written by other runs are
-never touched.
+GPU 0 (CUDA_VISIBLE_DEVICES=0) and two seeing only GPU 1; the CPU gets `jobs` workers. Threads,
+one rule for every local run: CALBENCH_THREADS when set, else the cores shared out,
+cores // (jobs x GPUs) torch intra-op threads per run (never oversubscribed). Workers are spawned
+(no fork of a CUDA context, nor of a parent whose torch thread pools may have started), import
+torch once, and take runs from the parent one at a time. A worker that dies mid-run (segfault,
+OOM kill) is replaced; its run is recorded as failed and the matrix goes on. Results written by
+other runs are never touched.
+
+A matrix of one pending run on the CPU is trained in the parent itself (`_run_in_parent`): the
+parent has imported torch already to check the recipe, and a worker would import it a second time
+and tear it down again (seconds, against a digits run of a few). Its failures are recorded the
+same way (execute_run never raises for a failing run); only a hard crash of the process is not
+isolated, which is what a worker is for when there are other runs to protect.
 """
 
 from __future__ import annotations
@@ -35,12 +43,12 @@ def plan_slots(gpus: list[int] | None, jobs: int) -> list[Slot]:
     Each worker gets an equal share of the cores as torch intra-op threads (and as OMP/MKL threads
     through the environment): oversubscribed cores make every op wait at each parallel region."""
     jobs = max(1, int(jobs))
-    cores = _cores()
+    told = _threads_told()
     if not gpus:
-        threads = max(1, cores // jobs)
+        threads = told or max(1, _cores() // jobs)
         return [Slot("cpu", {"CUDA_VISIBLE_DEVICES": "", **_thread_env(threads)}, "cpu", threads)
                 for _ in range(jobs)]
-    threads = max(1, cores // (len(gpus) * jobs))
+    threads = told or max(1, _cores() // (len(gpus) * jobs))
     return [Slot(f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": str(g), **_thread_env(threads)}, "cuda", threads)
             for g in gpus for _ in range(jobs)]
 
@@ -52,8 +60,17 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def _threads_told() -> int:
+    """CALBENCH_THREADS when it is a positive integer, else 0 (not told)."""
+    text = os.environ.get("CALBENCH_THREADS", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else 0
+
+
 def _thread_env(threads: int) -> dict[str, str]:
-    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    """The worker's environment for `threads`: OpenMP/MKL, and CALBENCH_THREADS, which the engine
+    reads (calbench.engine.build.configure_threads), so the worker and the engine agree."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "CALBENCH_THREADS": str(threads)}
 
 
 def _worker_main(slot: Slot, conn, results_dir: str) -> None:
@@ -78,9 +95,9 @@ def _worker_main(slot: Slot, conn, results_dir: str) -> None:
         try:
             spec = conn.recv()
         except EOFError:
-            return
+            spec = None
         if spec is None:
-            return
+            _exit_now()
         run_id = spec["run_id"]
         if crash_hook and crash_hook == run_id:
             os._exit(13)
@@ -89,9 +106,24 @@ def _worker_main(slot: Slot, conn, results_dir: str) -> None:
             conn.send({"kind": "epoch", "run_id": run_id, "done": done, "total": total})
 
         started = time.perf_counter()
-        status, reason = execute_run_reporting(spec, results_dir, device=slot.device, progress=progress)
+        status, reason = execute_run_reporting(spec, results_dir, device=slot.device, progress=progress,
+                                               threads=slot.threads)
         conn.send({"kind": "finished", "run_id": run_id, "status": status, "reason": reason,
                    "seconds": time.perf_counter() - started})
+
+
+def _exit_now() -> None:
+    """End an idle worker without the interpreter's teardown (a second or more with torch loaded):
+    between runs nothing is open (every store file was written atomically and fsynced, the run's
+    DataLoader workers are joined), so flushing the standard streams is all that is left."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 @dataclass
@@ -217,7 +249,11 @@ def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
                on_event: Callable[[Event], None] | None = None) -> MatrixResult:
     """Run every spec once over the worker slots; returns each run's final status."""
     pending = [s.to_dict() for s in specs]
-    pool = _Pool(results_dir, on_event or (lambda e: None))
+    notify = on_event or (lambda e: None)
+    crash_test = os.environ.get("CALBENCH_TEST_CRASH_RUN")     # tests of a worker's death need one
+    if len(pending) == 1 and slots and slots[0].device == "cpu" and not crash_test:
+        return _run_in_parent(pending[0], results_dir, slots[0], notify)
+    pool = _Pool(results_dir, notify)
     pool.workers = [pool.start(slot) for slot in slots[:max(1, min(len(slots), len(pending)))]]
     completed = False
     try:
@@ -228,3 +264,27 @@ def run_matrix(specs: list[RunSpec], results_dir: str, slots: list[Slot],
     finally:
         pool.stop(completed)
     return pool.result
+
+
+def _run_in_parent(spec: dict, results_dir: str, slot: Slot, notify: Callable[[Event], None]) -> MatrixResult:
+    """Train the only pending CPU run in this process, with the events a worker would send. The
+    run's lock, failure record and resume checkpoints are execute_run's, as in a worker; Ctrl-C
+    raises KeyboardInterrupt here, and the lock is released on the way out."""
+    from calbench.runner.execute import execute_run_reporting
+
+    run_id = spec["run_id"]
+
+    def progress(done: int, total: int) -> None:
+        notify({"kind": "epoch", "run_id": run_id, "done": done, "total": total})
+
+    result = MatrixResult()
+    notify({"kind": "started", "run_id": run_id, "slot": slot.name})
+    started = time.perf_counter()
+    status, reason = execute_run_reporting(spec, results_dir, device=slot.device, progress=progress,
+                                           threads=slot.threads)
+    result.status[run_id], result.seconds[run_id] = status, time.perf_counter() - started
+    if reason:
+        result.reasons[run_id] = reason
+    notify({"kind": "finished", "run_id": run_id, "status": status, "reason": reason,
+            "seconds": result.seconds[run_id]})
+    return result
