@@ -34,8 +34,9 @@ def shift(results: Results, out_dir: Path, fmt: str = "png", **_) -> list[Path]:
     table = split_table(results, "shift", posthoc=("ts",), B=1000)
     paths = []
     for (dataset, backbone), rows in table.groupby(["dataset", "backbone"], sort=False):
-        cmap = plt.get_cmap("tab10")
-        colors = {m: cmap(i % cmap.N) for i, m in enumerate(dict.fromkeys(rows["method"]))}
+        methods = list(dict.fromkeys(rows["method"]))
+        cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+        colors = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
         fig, axes = plt.subplots(2, 2, figsize=(9, 6.5), squeeze=False, sharex=True)
         for col, calibration in enumerate(("none", "ts")):
             part = rows[rows["calibration"] == calibration]
