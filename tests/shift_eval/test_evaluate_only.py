@@ -65,3 +65,23 @@ def test_unknown_eval_set_is_one_line(tmp_path, store_tools):
     result = run_cli("run", write_recipe(tmp_path / "t.yaml", {"shift": ["gausian_noise"]}), "--dry-run")
     assert result.exit_code == 2 and "unknown shift set 'gausian_noise'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_without_kept_weights_evaluation_fails_in_one_line(tmp_path, store_tools):
+    import yaml
+
+    SHIFT, run_cli, write_recipe = store_tools
+    path = write_recipe(tmp_path / "tiny.yaml", None)
+    recipe = yaml.safe_load(path.read_text())
+    recipe.update(keep_weights=False, methods=["ce"])
+    path.write_text(yaml.safe_dump(recipe))
+    results = tmp_path / "results"
+    assert run_cli("run", path, "--results", results).exit_code == 0
+    (run,) = _runs(results)
+    assert not (run / WEIGHTS_NAME).exists()
+    record = (run / "metrics.json").read_bytes()
+    recipe["datasets"][0]["evaluate"] = {"ood": ["uniform"]}
+    path.write_text(yaml.safe_dump(recipe))
+    result = run_cli("run", path, "--results", results)
+    assert result.exit_code == 1 and "no saved weights" in result.output and "Traceback" not in result.output
+    assert (run / "metrics.json").read_bytes() == record

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calbench.errors import InputError
 from calbench.report.figures.base import figure, pyplot, save, slug
 from calbench.report.shift import split_table
 from calbench.report.tidy import Results
@@ -31,7 +32,10 @@ def _panel(ax, rows, metric: str, title: str, colors: dict) -> None:
 def shift(results: Results, out_dir: Path, fmt: str = "png", **_) -> list[Path]:
     """Accuracy and ECE vs severity per method (mean over corruptions), before and after TS."""
     plt = pyplot()
-    table = split_table(results, "shift", posthoc=("ts",), B=1000)
+    try:
+        table = split_table(results, "shift", posthoc=("ts",), B=1000)
+    except InputError:     # nothing evaluated under shift: the figure says so
+        return [_nothing_to_draw(plt, out_dir, fmt)]
     paths = []
     for (dataset, backbone), rows in table.groupby(["dataset", "backbone"], sort=False):
         methods = list(dict.fromkeys(rows["method"]))
@@ -47,3 +51,13 @@ def shift(results: Results, out_dir: Path, fmt: str = "png", **_) -> list[Path]:
         fig.suptitle(f"{dataset} / {backbone}: calibration under corruption")
         paths.append(save(fig, out_dir, slug("shift", dataset, backbone), fmt))
     return paths
+
+
+def _nothing_to_draw(plt, out_dir: Path, fmt: str) -> Path:
+    """A figure that says why there is nothing to draw (every registered figure renders on any store)."""
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.axis("off")
+    text = ("no run has shift evaluations:\nadd `evaluate: {shift: [...]}` to the recipe's datasets\n"
+            "and run `calbench run` again (nothing retrains)")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    return save(fig, out_dir, "shift", fmt)
