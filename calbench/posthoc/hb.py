@@ -63,9 +63,11 @@ def with_top_confidence(probs: np.ndarray, confidence: np.ndarray) -> np.ndarray
     n, k = probs.shape
     rows, top = np.arange(n), probs.argmax(axis=1)
     confidence = np.clip(confidence, 0.0, 1.0)
-    rest = probs.sum(axis=1) - probs[rows, top]
-    scale = np.divide(1.0 - confidence, rest, out=np.zeros(n), where=rest > 0)
-    out = probs * scale[:, None]
+    out = probs.copy()
+    out[rows, top] = 0.0
+    rest = out.sum(axis=1, keepdims=True)  # summed directly: 1 - p_top cancels for confident rows
+    out = np.divide(out, rest, out=np.zeros_like(out), where=rest > 0) * (1.0 - confidence)[:, None]
+    rest = rest[:, 0]
     empty = rest <= 0
     if k > 1 and np.any(empty):
         out[empty] = ((1.0 - confidence[empty]) / (k - 1))[:, None]
