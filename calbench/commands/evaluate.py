@@ -157,32 +157,46 @@ def single_threaded() -> None:
 @click.option("--ci", "level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Interval coverage.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap generator seed.")
+@click.option("--interval", default=None, metavar="percentile|basic|bca",
+              help="Bootstrap interval kind [default: the one closest to nominal coverage in the study of "
+                   "docs/metrics.md].")
+@click.option("--metrics", "metrics", default=None, help="Comma-separated metric keys [default: every default metric].")
 @click.option("--ignore-index", type=int, default=None, help="Label value to drop (segmentation, e.g. 255).")
-def evaluate(pred: str, as_json: bool, bins: int, B: int, level: float, seed: int, ignore_index: int | None) -> None:
+def evaluate(pred: str, as_json: bool, bins: int, B: int, level: float, seed: int, ignore_index: int | None,
+             interval: str | None = None, metrics: str | None = None) -> None:
     """Compute the calibration metrics of PRED.npz.
 
     PRED.npz holds `labels` (N,) and `logits` or `probs` (N, K); segmentation (N, H, W) with
     (N, K, H, W). The run store's predictions.npz (test_labels, test_logits) is accepted too.
     """
-    from calbench import metrics
+    from calbench.commands.report import parse_metrics, resolve_interval
+    from calbench.metrics import bootstrap_metrics, compute_metrics
+    from calbench.metrics.conventions import metric_conventions
 
+    interval = resolve_interval(interval)
+    keys = parse_metrics(metrics) if metrics else None
     single_threaded()
     arrays = load_predictions(pred)
     try:
         if B:
-            res = metrics.bootstrap_metrics(arrays.pop("labels"), **arrays, B=B, seed=seed, ci=level, bins=bins,
-                                            ignore_index=ignore_index)
+            res = bootstrap_metrics(arrays.pop("labels"), **arrays, B=B, seed=seed, ci=level, bins=bins,
+                                    ignore_index=ignore_index, interval=interval, keys=keys)
             point, ci = res["point"], res["ci"]
         else:
-            point, ci = metrics.compute_metrics(arrays.pop("labels"), **arrays, bins=bins,
-                                                ignore_index=ignore_index), None
+            point, ci = compute_metrics(arrays.pop("labels"), **arrays, bins=bins, ignore_index=ignore_index,
+                                        keys=keys), None
     except InputError as err:
         raise InputError(f"{pred}: {err}") from None
+    conventions = metric_conventions(tuple(point), bins, **({"interval": interval, "B": B} if B else {}))
     if as_json:
         out = dict(point)
         if ci:
             out["ci"] = {k: list(v) for k, v in ci.items()}
+        out["conventions"] = conventions
         click.echo(json.dumps(out))
     else:
-        title = f"{pred}" + (f"  (bootstrap B={B}, seed={seed})" if B else "")
+        title = f"{pred}" + (f"  ({interval} bootstrap B={B}, seed={seed})" if B else "")
         _table(point, ci, level, title)
+        from calbench.metrics.conventions import convention_note
+
+        click.echo(convention_note(tuple(point), bins, interval if B else None, B))

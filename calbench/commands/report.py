@@ -107,7 +107,7 @@ def usable_results(results_dir, recipe, specs=(), on_warning=warn, *, prediction
 def make_report(results_dir: str = "results", recipe: str | None = None, *, keys=DEFAULT_METRICS,
                 posthoc=None, B: int = 1000, ci: float = 0.95, seed: int = 0,
                 reference: str | None = None, bins: int = 15, partial: bool = False, on_warning=warn,
-                select=None, all_configs: bool = False):
+                select=None, all_configs: bool = False, interval: str | None = None):
     """Load, compute and arrange; returns (ReportTable, Results). posthoc: None, "ts,vs,hb:bins=10" or a
     list of PosthocSpec; one row block per calibrator ("best": chosen per cell on validation). A swept
     method is one row, its configuration selected on validation (calbench.report.selection; select:
@@ -123,7 +123,7 @@ def make_report(results_dir: str = "results", recipe: str | None = None, *, keys
     blocks = {}
     for spec in specs or ([] if best else [None]):
         cells = compute_cells(results, keys=keys, posthoc=spec, B=B, seed=seed, ci=ci, bins=bins,
-                              reference=reference)
+                              reference=reference, interval=resolve_interval(interval))
         check_recomputed(results, cells, keys, spec, on_warning)
         blocks[spec.label if spec else None] = cells
     if best:
@@ -135,7 +135,15 @@ def make_report(results_dir: str = "results", recipe: str | None = None, *, keys
     else:
         table = build_table(results, keys=keys, ci=ci, reference=ref_label, blocks=blocks, partial=partial)
     table.notes += chosen.notes()
+    table.interval, table.B, table.bins = resolve_interval(interval), B, bins
     return table, results
+
+
+def resolve_interval(interval: str | None) -> str:
+    """--interval, checked (one-line InputError); None: the default chosen by measurement (docs/metrics.md)."""
+    from calbench.metrics.bootstrap import DEFAULT_INTERVAL, check_interval
+
+    return DEFAULT_INTERVAL if interval is None else check_interval(interval)
 
 
 class PosthocOption(click.Option):
@@ -169,7 +177,9 @@ def tidy_csv(results_dir, recipe, metrics, keys, specs, bins, select=None) -> st
         tidy = pd.concat([tidy, posthoc_tidy(results, specs, keys if metrics else None, bins)], ignore_index=True)
     if metrics:
         tidy = tidy[tidy["metric"].isin(keys) | (tidy["split"] == "selection:val")]
-    return tidy.to_csv(index=False)
+    from calbench.report.tidy import add_conventions
+
+    return add_conventions(tidy, bins).to_csv(index=False)
 
 
 def paper_text(results_dir, recipe, key, fmt, *, B, ci, seed, bins, partial, select) -> str:
@@ -246,6 +256,9 @@ def html_report(path, results_dir, recipe, *, posthoc, **options) -> None:
               show_default=True, help="Interval coverage.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap generator seed.")
 @click.option("--reference", default=None, help="Method (label or name): paired intervals of differences to it.")
+@click.option("--interval", default=None, metavar="percentile|basic|bca",
+              help="Bootstrap interval kind [default: the one closest to nominal coverage in the study of "
+                   "docs/metrics.md].")
 @click.option("--bins", type=click.IntRange(min=1), default=15, show_default=True, help="Bins for ECE-type metrics.")
 @click.option("--partial", is_flag=True, help="Show cells with a failed/pending seed as the mean of the rest.")
 @click.option("--latex", "fmt", flag_value="latex", help="A booktabs LaTeX table.")
@@ -269,7 +282,7 @@ def html_report(path, results_dir, recipe, *, posthoc, **options) -> None:
               help="Evaluation sets instead of the test split: shift (cA/cECE/cNLL per severity, before and "
                    "after post-hoc), ood (AUROC/FPR95 per OOD set), or one set id (shift:gaussian_noise:3).")
 def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bins, partial, fmt, output,
-           all_configs, select, paper, rank, html_path, split=None) -> None:
+           all_configs, select, paper, rank, html_path, split=None, interval=None) -> None:
     """Aggregate a recipe's runs into a table like Table 1 of the CALS paper.
 
     \b
@@ -285,11 +298,13 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
 
         return _emit(split_text(results_dir, recipe, split, fmt, posthoc=posthoc, B=B, ci=level, seed=seed), output)
     keys = parse_metrics(metrics)
+    interval = resolve_interval(interval)
     specs, best = posthoc_request(posthoc)
     select = None if select is None else parse_select(select, "--select-by")
     if html_path is not None:
         return html_report(html_path, results_dir, recipe, keys=keys, posthoc=posthoc, B=B, ci=level, seed=seed,
-                           reference=reference, bins=bins, partial=partial, select=select, all_configs=all_configs)
+                           reference=reference, bins=bins, partial=partial, select=select, all_configs=all_configs,
+                           interval=interval)
     if paper is not None:
         text = paper_text(results_dir, recipe, paper, fmt, B=B, ci=level, seed=seed, bins=bins, partial=partial,
                           select=select)
@@ -303,7 +318,7 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
     else:
         table, _ = make_report(results_dir, recipe, keys=keys, posthoc=posthoc, B=B, ci=level, seed=seed,
                                reference=reference, bins=bins, partial=partial, select=select,
-                               all_configs=all_configs)
+                               all_configs=all_configs, interval=interval)
         if fmt == "latex":
             text = render_latex(table)
         elif fmt == "markdown":

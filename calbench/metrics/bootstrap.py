@@ -8,14 +8,25 @@ sorted samples, smece and sece smooth weighted grid histograms. A metric declare
 `resample="explicit"` is recomputed on each explicit resample instead. Tests check every statistic
 against the metric recomputed on the explicit resample to 1e-9.
 
-Intervals are percentile intervals. Calibration errors are biased upward under resampling, so when
-a model is nearly calibrated (ece, cece, smece near 0) the interval can lie entirely above the point
-estimate; that is a property of the percentile bootstrap, not a bug.
+Three interval kinds (`interval=`, docs/metrics.md "Intervals"), all from the same B samples:
+- "percentile": the (1 - ci)/2 and (1 + ci)/2 quantiles of the bootstrap samples (Efron 1979).
+- "basic" (reverse percentile): (2 theta_hat - q_hi, 2 theta_hat - q_lo) (Davison & Hinkley 1997, eq. 5.6).
+  A statistic biased upward under resampling (every calibration error: |.| of a noisy gap) has its
+  bootstrap distribution shifted above theta_hat; reflecting it moves the interval down by that shift.
+- "bca": bias-corrected and accelerated (Efron 1987; Efron & Tibshirani 1993, ch. 14.3): the bias
+  correction z0 = Phi^-1(share of samples below theta_hat, ties counted half), the acceleration
+  a = sum u^3 / (6 (sum u^2)^1.5) from jackknife influence values u. The jackknife runs through the
+  same weights path: a leave-out row is a count row of ones with zeros on the left-out samples,
+  exact leave-one-out for n <= JACKKNIFE_GROUPS, else a grouped jackknife over JACKKNIFE_GROUPS groups
+  of a fixed random partition (the grouped estimate of a has the same expectation, Efron &
+  Tibshirani 1993, ch. 11.5). Two-level (seeds): z0 as above against the mean over seeds; u pools
+  the seed-level values (theta_s - mean)/S with every run's sample-level jackknife values / S.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import ndtr, ndtri
 
 from calbench.errors import InputError
 from calbench.metrics.calibration import adaptive_order
@@ -25,6 +36,14 @@ from calbench.metrics.registry import METRICS
 from calbench.metrics.stats import collect
 
 BLOCK_ELEMENTS = 2_500_000  # resamples x samples held at once (20 MB of float64 counts)
+INTERVALS = ("percentile", "basic", "bca")
+# Chosen by benchmarks/bench_intervals.py: the kind whose coverage of the true calibration error was
+# closest to nominal over the study (table in docs/metrics.md).
+DEFAULT_INTERVAL = "percentile"
+JACKKNIFE_GROUPS = 100
+# Coverage of the true value by each nominal 95% interval in benchmarks/bench_intervals.py (mean over
+# its models, N and metrics; docs/metrics.md), quoted by every table footnote.
+STUDY_COVERAGE: dict[str, float] = {}
 
 
 def bootstrap_indices(n: int, B: int, seed: int) -> np.ndarray:
@@ -78,6 +97,29 @@ class Resampler:
         out.update({k: self.explicit(k, W) for k in self.keys if k not in out})
         return {k: out[k] for k in self.keys}
 
+    def jackknife(self, groups: int = JACKKNIFE_GROUPS) -> dict[str, np.ndarray]:
+        """Jackknife influence values u_g = (J - 1) / J (mean_h theta_(h) - theta_(g)) of every key,
+        theta_(g) the metric without group g: J = n single samples when n <= groups (leave-one-out),
+        else `groups` parts of np.random.default_rng(0).permutation(n). Count rows with zeros on the
+        left-out samples through stats(W), in blocks."""
+        order = np.arange(self.n) if self.n <= groups else np.random.default_rng(0).permutation(self.n)
+        parts = np.array_split(order, min(groups, self.n))
+        values: dict[str, list] = {k: [] for k in self.keys}
+        step = max(1, BLOCK_ELEMENTS // max(1, self.n))
+        for start in range(0, len(parts), step):
+            block = parts[start:start + step]
+            W = np.ones((len(block), self.n))
+            for row, part in enumerate(block):
+                W[row, self.inv[part]] = 0.0
+            for k, v in self.stats(W).items():
+                values[k].append(v)
+        J = len(parts)
+        out = {}
+        for k, v in values.items():
+            theta = np.concatenate(v)
+            out[k] = (J - 1) / J * (theta.mean() - theta)
+        return out
+
     def explicit(self, key: str, W: np.ndarray) -> np.ndarray:
         """Metric `key` recomputed on the explicit resample of each row of W (the fallback for a
         metric that cannot take weights; also what the weights path is tested against)."""
@@ -90,12 +132,69 @@ class Resampler:
         return np.asarray(values, dtype=np.float64)
 
 
-def _interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
-    lo, hi = np.percentile(samples, [50 * (1 - ci), 50 * (1 + ci)])
+def coverage_note(kind: str | None) -> str:
+    """The footnote line saying how the shown interval kind covered in the coverage study."""
+    if kind is None:
+        return "intervals: none (bootstrap B = 0)"
+    cov = STUDY_COVERAGE.get(kind)
+    said = f"covered the true calibration error in {100 * cov:.1f}% of simulations" if cov is not None else "coverage not measured"
+    return (f"{kind} intervals: nominal 95%, {said} (benchmarks/bench_intervals.py, docs/metrics.md); "
+            "calibration errors are biased upward, so an interval may lie above the point estimate")
+
+
+def check_interval(kind: str) -> str:
+    if kind not in INTERVALS:
+        raise InputError(f"unknown interval '{kind}'; valid: {', '.join(INTERVALS)}")
+    return kind
+
+
+def acceleration(influence: np.ndarray) -> float:
+    """BCa acceleration a = sum u^3 / (6 (sum u^2)^1.5) (Efron & Tibshirani 1993, eq. 14.15); 0 when
+    every influence value is 0."""
+    u = np.asarray(influence, dtype=np.float64)
+    ss = float(np.sum(u * u))
+    return 0.0 if ss <= 0 else float(np.sum(u ** 3) / (6.0 * ss ** 1.5))
+
+
+def bca_levels(samples: np.ndarray, point: float, ci: float, accel: float) -> tuple[float, float]:
+    """The BCa quantile levels (Efron & Tibshirani 1993, eq. 14.10): z0 from the share of samples below
+    the point (ties counted half, kept within [1/2B, 1 - 1/2B] so z0 stays finite)."""
+    B = samples.shape[0]
+    share = (np.count_nonzero(samples < point) + 0.5 * np.count_nonzero(samples == point)) / B
+    z0 = ndtri(min(max(share, 0.5 / B), 1 - 0.5 / B))
+    levels = []
+    for z in (ndtri((1 - ci) / 2), ndtri((1 + ci) / 2)):
+        denom = 1.0 - accel * (z0 + z)
+        levels.append(ndtr(z0 + (z0 + z) / denom) if denom > 0 else (0.0 if z < 0 else 1.0))
+    return levels[0], levels[1]
+
+
+def interval(samples: np.ndarray, point: float, ci: float, kind: str = DEFAULT_INTERVAL,
+             influence: np.ndarray | None = None) -> tuple[float, float]:
+    """The `kind` interval (module docstring) of one statistic from its bootstrap samples; "bca"
+    needs the jackknife influence values."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if kind == "percentile":
+        lo, hi = np.percentile(samples, [50 * (1 - ci), 50 * (1 + ci)])
+    elif kind == "basic":
+        q_lo, q_hi = np.percentile(samples, [50 * (1 - ci), 50 * (1 + ci)])
+        lo, hi = 2 * point - q_hi, 2 * point - q_lo
+    elif kind == "bca":
+        a_lo, a_hi = bca_levels(samples, point, ci, acceleration(influence))
+        lo, hi = np.percentile(samples, [100 * a_lo, 100 * a_hi])
+    else:
+        raise InputError(f"unknown interval '{kind}'; valid: {', '.join(INTERVALS)}")
     return float(lo), float(hi)
 
 
-def _check(B: int, ci: float) -> None:
+def intervals_of(samples: dict, point: dict, ci: float, kind: str, influence: dict | None = None) -> dict:
+    """{key: (lo, hi)} of every key."""
+    return {k: interval(samples[k], point[k], ci, kind, None if influence is None else influence[k])
+            for k in samples}
+
+
+def _check(B: int, ci: float, kind: str = DEFAULT_INTERVAL) -> None:
+    check_interval(kind)
     if int(B) < 1:
         raise InputError(f"bootstrap B must be a positive integer, got {B}")
     if not 0 < ci < 1:
@@ -113,28 +212,30 @@ def _samples(resamplers, n: int, B: int, seed: int) -> list[dict[str, np.ndarray
 
 def bootstrap_metrics(labels, *, logits=None, probs=None, B: int = 1000, seed: int = 0, ci: float = 0.95,
                       keys=None, bins: int = 15, ignore_index: int | None = None, class_counts=None,
-                      shot_thresholds=None) -> dict:
-    """Point estimates, percentile intervals and the (B,) bootstrap samples of every metric, all from
-    the resampled indices bootstrap_indices(n, B, seed).
+                      shot_thresholds=None, interval: str = DEFAULT_INTERVAL) -> dict:
+    """Point estimates, `interval` intervals (percentile, basic or bca) and the (B,) bootstrap samples
+    of every metric, all from the resampled indices bootstrap_indices(n, B, seed).
 
-    Returns {"point": {k: v}, "ci": {k: (lo, hi)}, "samples": {k: (B,)}}.
+    Returns {"point": {k: v}, "ci": {k: (lo, hi)}, "samples": {k: (B,)}, "interval": kind, "B": B}.
     """
-    _check(B, ci)
+    _check(B, ci, interval)
     prep = prepare(labels, logits=logits, probs=probs, ignore_index=ignore_index)
     keys = resolve_keys(keys, prep.segmentation)
     check_bins(bins)
     rs = Resampler(prep, int(bins), keys, class_counts, shot_thresholds)
     (samples,) = _samples([rs], prep.n, int(B), seed)
-    return {"point": rs.point, "ci": {k: _interval(samples[k], ci) for k in keys}, "samples": samples}
+    influence = rs.jackknife() if interval == "bca" else None
+    return {"point": rs.point, "ci": intervals_of(samples, rs.point, ci, interval, influence),
+            "samples": samples, "interval": interval, "B": int(B)}
 
 
 def paired_bootstrap(labels, *, logits_a=None, probs_a=None, logits_b=None, probs_b=None, B: int = 1000,
                      seed: int = 0, ci: float = 0.95, keys=None, bins: int = 15,
-                     ignore_index: int | None = None) -> dict:
+                     ignore_index: int | None = None, interval: str = DEFAULT_INTERVAL) -> dict:
     """Paired difference a - b of two prediction sets on the same samples, both resampled with the
-    same indices. Returns {"point": {k: a - b}, "ci": {k: (lo, hi)}, "samples": {k: (B,)},
-    "a": {k: v}, "b": {k: v}}."""
-    _check(B, ci)
+    same indices (and, for bca, jackknifed with the same groups). Returns {"point": {k: a - b},
+    "ci": {k: (lo, hi)}, "samples": {k: (B,)}, "a": {k: v}, "b": {k: v}, "interval", "B"}."""
+    _check(B, ci, interval)
     pa = prepare(labels, logits=logits_a, probs=probs_a, ignore_index=ignore_index)
     pb = prepare(labels, logits=logits_b, probs=probs_b, ignore_index=ignore_index)
     if pa.scores.shape != pb.scores.shape:
@@ -145,12 +246,55 @@ def paired_bootstrap(labels, *, logits_a=None, probs_a=None, logits_b=None, prob
     a, b = ra.point, rb.point
     sa, sb = _samples([ra, rb], pa.n, int(B), seed)
     diff = {k: sa[k] - sb[k] for k in keys}
-    return {"point": {k: a[k] - b[k] for k in keys}, "ci": {k: _interval(diff[k], ci) for k in keys},
-            "samples": diff, "a": a, "b": b}
+    point = {k: a[k] - b[k] for k in keys}
+    influence = None
+    if interval == "bca":
+        ja, jb = ra.jackknife(), rb.jackknife()
+        influence = {k: ja[k] - jb[k] for k in keys}
+    return {"point": point, "ci": intervals_of(diff, point, ci, interval, influence), "samples": diff,
+            "a": a, "b": b, "interval": interval, "B": int(B)}
+
+
+def prepare_runs(runs, ignore_index: int | None = None) -> list[Prepared]:
+    """Prepared predictions of each run mapping ("labels" and "logits" or "probs"); InputError naming the run."""
+    preps = []
+    for i, run in enumerate(runs):
+        try:
+            preps.append(prepare(run.get("labels"), logits=run.get("logits"), probs=run.get("probs"),
+                                 ignore_index=ignore_index))
+        except InputError as err:
+            raise InputError(f"run {i}: {err}") from None
+    if not preps:
+        raise InputError("seed_bootstrap needs at least one run")
+    return preps
+
+
+def add_copies(sums: dict, stats_of_indices, drawn: np.ndarray, s: int, n: int, rng) -> None:
+    """Add, for every drawn copy of run s (in (b, copy) order), that copy's statistics to its
+    resample's sums; the copies' sample indices come from rng in blocks (seed_bootstrap's stream)."""
+    S = drawn.shape[1]
+    owner = np.nonzero(drawn.ravel() == s)[0] // S
+    step = max(1, BLOCK_ELEMENTS // max(1, n))
+    for start in range(0, owner.shape[0], step):
+        chunk = owner[start:start + step]
+        stats = stats_of_indices(rng.integers(0, n, (chunk.shape[0], n)))
+        for k in sums:
+            np.add.at(sums[k], chunk, stats[k])
+
+
+def pooled_influence(per_run: list[dict], jackknives: list[dict], keys) -> dict:
+    """Two-level influence values (module docstring): seed-level (theta_s - mean) / S and every run's
+    sample-level jackknife values / S, pooled per key."""
+    S = len(per_run)
+    out = {}
+    for k in keys:
+        theta = np.array([p[k] for p in per_run])
+        out[k] = np.concatenate([(theta - theta.mean()) / S] + [j[k] / S for j in jackknives])
+    return out
 
 
 def seed_bootstrap(runs, *, B: int = 1000, seed: int = 0, ci: float = 0.95, keys=None, bins: int = 15,
-                   ignore_index: int | None = None) -> dict:
+                   ignore_index: int | None = None, interval: str = DEFAULT_INTERVAL) -> dict:
     """Two-level bootstrap across training seeds (docs/metrics.md): the point estimate is the mean over
     runs; resample b draws S runs with replacement, each drawn copy gets its own resample of that
     run's test samples, and the statistic is the mean over the S copies.
@@ -159,37 +303,25 @@ def seed_bootstrap(runs, *, B: int = 1000, seed: int = 0, ci: float = 0.95, keys
     Generator stream, so that a report is reproducible: rng = default_rng(seed); first the drawn
     runs rng.integers(0, S, (B, S)); then, run by run, the test-sample indices of all its copies
     in (b, copy) order, rng.integers(0, n_s, (copies, n_s)) in blocks.
-    Returns {"point", "ci", "samples"} like bootstrap_metrics, plus "per_run": [point dicts].
+    Returns {"point", "ci", "samples", "interval", "B"} like bootstrap_metrics, plus "per_run": [point dicts].
     """
-    _check(B, ci)
+    _check(B, ci, interval)
     check_bins(bins)
-    runs = list(runs)
-    if not runs:
-        raise InputError("seed_bootstrap needs at least one run")
-    preps = []
-    for i, run in enumerate(runs):
-        try:
-            preps.append(prepare(run.get("labels"), logits=run.get("logits"), probs=run.get("probs"),
-                                 ignore_index=ignore_index))
-        except InputError as err:
-            raise InputError(f"run {i}: {err}") from None
+    preps = prepare_runs(list(runs), ignore_index)
     keys = resolve_keys(keys, preps[0].segmentation)
     S, B = len(preps), int(B)
     rng = np.random.default_rng(seed)
     drawn = rng.integers(0, S, (B, S))
     sums = {k: np.zeros(B) for k in keys}
-    per_run = []
+    per_run, jackknives = [], []
     for s, prep in enumerate(preps):
         rs = Resampler(prep, int(bins), keys)
         per_run.append(rs.point)
-        owner = np.nonzero(drawn.ravel() == s)[0] // S  # resample b of each copy, in (b, copy) order
-        step = max(1, BLOCK_ELEMENTS // max(1, prep.n))
-        for start in range(0, owner.shape[0], step):
-            chunk = owner[start:start + step]
-            stats = rs.stats_of_indices(rng.integers(0, prep.n, (chunk.shape[0], prep.n)))
-            for k in keys:
-                np.add.at(sums[k], chunk, stats[k])
+        add_copies(sums, rs.stats_of_indices, drawn, s, prep.n, rng)
+        if interval == "bca":
+            jackknives.append(rs.jackknife())
     samples = {k: v / S for k, v in sums.items()}
     point = {k: float(np.mean([p[k] for p in per_run])) for k in keys}
-    return {"point": point, "ci": {k: _interval(samples[k], ci) for k in keys}, "samples": samples,
-            "per_run": per_run}
+    influence = pooled_influence(per_run, jackknives, keys) if interval == "bca" else None
+    return {"point": point, "ci": intervals_of(samples, point, ci, interval, influence), "samples": samples,
+            "per_run": per_run, "interval": interval, "B": B}

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse
 
 from calbench.metrics.binning import bin_edges, bin_index, equal_mass_groups
+from calbench.metrics.equal_mass import group_ends
 from calbench.metrics.registry import metric
 from calbench.metrics.stats import SampleStats, cached, sorted_samples, unpack, weighted
 
@@ -87,20 +88,21 @@ def _aece_weighted(stats: SampleStats, W: np.ndarray) -> np.ndarray:
         W, r, c = W[:, order], r[order], c[order]
     b, n = W.shape
     cw, cc, cr = np.cumsum(W, axis=1), np.cumsum(W * c, axis=1), np.cumsum(W * r, axis=1)
-    pos = equal_mass_groups(n, stats.bins)[1:].astype(np.float64)  # group ends in the resampled multiset
+    total = cw[:, -1]  # n for a bootstrap row; less for a jackknife (leave-out) row
+    pos = group_ends(total, stats.bins)  # (b, M) group ends in each resampled multiset
     off = np.arange(b)[:, None] * (n + 1.0)
-    j = np.searchsorted((cw + off).ravel(), (pos[None, :] + off).ravel(), side="left").reshape(b, -1)
+    j = np.searchsorted((cw + off).ravel(), (pos + off).ravel(), side="left").reshape(b, -1)
     j -= (np.arange(b) * n)[:, None]
     rows = np.arange(b)[:, None]
-    excess = cw[rows, j] - pos[None, :]
+    excess = cw[rows, j] - pos
     fc = np.diff(cc[rows, j] - excess * c[j], axis=1, prepend=0.0)
     fr = np.diff(cr[rows, j] - excess * r[j], axis=1, prepend=0.0)
-    return np.abs(fc - fr).sum(axis=1) / n
+    return np.abs(fc - fr).sum(axis=1) / total
 
 
 @metric("aece", name="adaptive ECE", higher_is_better=False, percent=True, header="AECE",
         definition="M equal-mass groups of sorted confidence (sizes differ by <= 1); same weighted sum",
-        needs=("conf",))
+        needs=("conf",), binning="equal-mass")
 def aece(stats: SampleStats, weights: np.ndarray | None):
     return _aece_point(stats) if weights is None else _aece_weighted(stats, weights)
 

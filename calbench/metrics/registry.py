@@ -36,6 +36,8 @@ class MetricSpec:
     default: bool = True     # part of the default key set
     resample: str = "weights"
     unit: str = ""           # shown by `calbench evaluate` for non-percent metrics
+    binning: str = ""        # equal-width | equal-mass | kernel | none; "" = derived (conventions.py)
+    scope: str = ""          # top-label | class-wise; "" = derived (conventions.py)
 
 
 METRICS: Registry[MetricSpec] = Registry("metric")
@@ -43,7 +45,7 @@ METRICS: Registry[MetricSpec] = Registry("metric")
 
 def metric(key: str, *, name: str, higher_is_better: bool, percent: bool, header: str | None = None,
            definition: str, needs=(), segmentation_only: bool = False, default: bool = True,
-           resample: str = "weights", unit: str = "") -> Callable:
+           resample: str = "weights", unit: str = "", binning: str = "", scope: str = "") -> Callable:
     """Register `fn(stats, weights)` under `key` with the facts every table and listing needs."""
     from calbench.metrics.stats import NEEDS
 
@@ -53,7 +55,7 @@ def metric(key: str, *, name: str, higher_is_better: bool, percent: bool, header
 
     def register(fn: Callable) -> Callable:
         spec = MetricSpec(key, name, higher_is_better, percent, header or key.upper(), definition, fn,
-                          frozenset(needs), segmentation_only, default, resample, unit)
+                          frozenset(needs), segmentation_only, default, resample, unit, binning, scope)
         METRICS.register(key, spec, description=definition)
         return fn
 

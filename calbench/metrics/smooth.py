@@ -9,6 +9,8 @@ same smoothing code then serves both (a (1, points) or a (b, points) batch).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.fft
 import scipy.sparse
@@ -20,6 +22,8 @@ SMECE_EPS = 1e-3       # relplot smECE: bandwidths below eps are accepted outrig
 SMECE_REFINE = 10      # relplot smECE: bisection steps
 SMECE_MESH = 200       # relplot config.smECE_mesh_pts
 SMECE_DENS_EPS = 1e-4  # relplot BaseKernelMixin.smooth eps added to the density
+SMECE_TAIL = 12.0      # kernel truncated at 12 sigma (tail mass exp(-72))
+SMECE_MARGIN = 1e-9    # relative margin under which a bound does not decide a bisection step
 SECE_BANDWIDTH = 0.01
 SECE_GRID = 2001       # grid points on [0, 1] for sece's kernel sums (spacing 5e-4 = bandwidth / 20)
 
@@ -73,7 +77,8 @@ def _fft_convolve_valid(x: np.ndarray, ker: np.ndarray) -> np.ndarray:
 
 def _reflected_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
     """relplot's ReflectedGaussianKernel.convolve on each row: reflect at both ends, convolve with the
-    Gaussian sampled on linspace(0, 1, G) centred at 0.5, keep the middle G points."""
+    Gaussian sampled on linspace(0, 1, G) centred at 0.5, keep the middle G points (the reference
+    form; smece uses the equivalent truncated operator of _Bandwidth)."""
     G = values.shape[1]
     t = np.linspace(0.0, 1.0, G)
     ker = np.exp(-(t - 0.5) ** 2 / (2 * sigma * sigma)) / (np.sqrt(2 * np.pi) * sigma)
@@ -81,65 +86,131 @@ def _reflected_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
     return _fft_convolve_valid(ext, ker)[:, G // 2: G // 2 + G]
 
 
-def _interpolate(t: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """relplot.kernels.interpolate on each row of y."""
-    G = y.shape[1]
-    inds = (t * (G - 1)).astype(np.int64).clip(0, G - 2)
-    res = (t - inds / (G - 1)) * (G - 1)
-    return y[:, inds] * (1 - res) + y[:, inds + 1] * res
+def _reflect(p: np.ndarray, G: int) -> np.ndarray:
+    """Grid index of position p of the once-reflected grid (..., 1, 0, 1, ..., G-1, G-2, ...)."""
+    return np.where(p < 0, -p, np.where(p > G - 1, 2 * (G - 1) - p, p))
+
+
+class _Bandwidth:
+    """Everything of relplot's smooth_ece(sigma) that does not depend on the samples, built once per
+    sigma: the grid sizes, the interpolation onto the mesh t, and the reflected Gaussian smoothing as a
+    gather plus one FFT convolution with the kernel truncated at SMECE_TAIL sigma (the dropped tail
+    weighs exp(-72) ~ 1e-31 of the kernel: exact in float64, and a far shorter FFT for small sigma).
+
+    `u` is the functional "sum over the mesh of the interpolated smoothing", so sum_t dens_t =
+    u . h_one + T eps exactly, and for the residual histogram |u . h_res| <= sum_t |ys_t| <= u . |h_res|
+    (every weight of the smoothing and the interpolation is >= 0): bounds that decide most
+    bisection steps without any convolution."""
+
+    def __init__(self, sigma: float):
+        self.T = max(round(10 / sigma), SMECE_MESH)
+        G = self.points = max(2000, round(20 / sigma)) // 2 + 1
+        t = np.linspace(0.0, 1.0, self.T)
+        self.inds = (t * (G - 1)).astype(np.int64).clip(0, G - 2)
+        self.res = (t - self.inds / (G - 1)) * (G - 1)
+        k = np.arange(G)
+        keep = np.abs(k / (G - 1) - 0.5) <= SMECE_TAIL * sigma
+        klo, khi = int(k[keep][0]), int(k[keep][-1])
+        tk = np.linspace(0.0, 1.0, G)[klo:khi + 1]
+        ker = np.exp(-(tk - 0.5) ** 2 / (2 * sigma * sigma)) / (np.sqrt(2 * np.pi) * sigma)
+        L, c = ker.shape[0], G // 2
+        self.gather = _reflect(np.arange(c - khi, G + c - klo), G)  # (G - 1 + L,) grid positions
+        self.L, self.size = L, scipy.fft.next_fast_len(G + 2 * L - 2, real=True)
+        self.fker = scipy.fft.rfft(ker, self.size)
+        u = np.bincount(self.inds, 1.0 - self.res, G) + np.bincount(self.inds + 1, self.res, G)
+        self.u = np.bincount(self.gather, np.convolve(u, ker[::-1]), G)
+
+    def smooth(self, h: np.ndarray) -> np.ndarray:
+        """relplot's reflected Gaussian smoothing of each row of h (G points)."""
+        x = h[:, self.gather]
+        full = scipy.fft.irfft(scipy.fft.rfft(x, self.size, axis=1) * self.fker, self.size, axis=1)
+        return full[:, self.L - 1: self.L - 1 + self.points]
+
+    def abs_mass(self, h_res: np.ndarray) -> np.ndarray:
+        """sum_t |ys_t|: the smoothed residuals interpolated onto the mesh."""
+        y = self.smooth(h_res)
+        return np.abs(y[:, self.inds] * (1 - self.res) + y[:, self.inds + 1] * self.res).sum(axis=1)
+
+
+@functools.lru_cache(maxsize=512)
+def _bandwidth(sigma: float) -> _Bandwidth:
+    return _Bandwidth(sigma)
 
 
 class _SmoothECE:
-    """Fixed-bandwidth smooth ECE for a batch of weight rows; grid histograms cached per grid size."""
+    """smooth_ece(sigma) for a batch of weight rows: grid histograms cached per grid size, every
+    computed value kept per (sigma, row), and sigma < smooth_ece(sigma) decided from the bounds of
+    _Bandwidth when they settle it (the value itself is then never needed)."""
 
     def __init__(self, stats: SampleStats, W: np.ndarray | None):
         self.stats, self.W = stats, W
-        self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.b = 1 if W is None else W.shape[0]
+        self.hist_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.values: dict[float, np.ndarray] = {}
 
     def hists(self, points: int):
-        if points not in self.cache:
-            self.cache[points] = (grid_hist(self.stats, self.W, points, "resid"),
-                                  grid_hist(self.stats, self.W, points, "one"))
-        return self.cache[points]
+        if points not in self.hist_cache:
+            self.hist_cache[points] = (grid_hist(self.stats, self.W, points, "resid"),
+                                       grid_hist(self.stats, self.W, points, "one"))
+        return self.hist_cache[points]
+
+    def _known(self, sigma: float) -> np.ndarray:
+        return self.values.setdefault(sigma, np.full(self.b, np.nan))
 
     def at(self, sigma: float, rows: np.ndarray) -> np.ndarray:
         """relplot.metrics.smooth_ece(f, y, sigma) for the given weight rows."""
-        t = np.linspace(0.0, 1.0, max(round(10 / sigma), SMECE_MESH))
-        points = max(2000, round(20 / sigma)) // 2 + 1
-        h_res, h_one = self.hists(points)
-        ys = _interpolate(t, _reflected_smooth(h_res[rows], sigma))
-        dens = _interpolate(t, _reflected_smooth(h_one[rows], sigma)) + SMECE_DENS_EPS
-        return np.abs(ys).sum(axis=1) / dens.sum(axis=1)
+        known, bw = self._known(sigma), _bandwidth(sigma)
+        todo = rows[np.isnan(known[rows])]
+        if todo.size:
+            h_res, h_one = self.hists(bw.points)
+            dens = h_one[todo] @ bw.u + bw.T * SMECE_DENS_EPS
+            known[todo] = bw.abs_mass(h_res[todo]) / dens
+        return known[rows]
+
+    def exceeds(self, sigma: float, rows: np.ndarray) -> np.ndarray:
+        """sigma < smooth_ece(sigma) for each row; rows the bounds settle (with a 1e-9 relative margin,
+        far above the rounding of either side) are decided without a convolution."""
+        if sigma < SMECE_EPS:
+            return np.ones(rows.shape[0], dtype=bool)
+        bw = _bandwidth(sigma)
+        h_res, h_one = self.hists(bw.points)
+        dens = h_one[rows] @ bw.u + bw.T * SMECE_DENS_EPS
+        low = np.abs(h_res[rows] @ bw.u) / dens
+        high = np.abs(h_res[rows]) @ bw.u / dens
+        ok = low > sigma * (1 + SMECE_MARGIN)
+        open_ = ~ok & (high >= sigma * (1 - SMECE_MARGIN))
+        if open_.any():
+            ok[open_] = sigma < self.at(sigma, rows[open_])
+        return ok
+
+    def by_sigma(self, sig: np.ndarray, fn) -> np.ndarray:
+        """fn(sigma, rows) gathered over the distinct values of the per-row bandwidths sig."""
+        out, every = None, np.arange(self.b)
+        for s in np.unique(sig):
+            sel = sig == s
+            part = fn(float(s), every[sel])
+            out = np.empty(self.b, dtype=part.dtype) if out is None else out
+            out[sel] = part
+        return out
 
 
 @metric("smece", name="smooth ECE", higher_is_better=False, percent=True, header="smECE",
-        definition="smooth calibration error of Blasiok & Nakkiran (2023), relplot's smECE", needs=("conf",))
+        definition="smooth calibration error of Blasiok & Nakkiran (2023), relplot's smECE", needs=("conf",),
+        binning="kernel")
 def smece(stats: SampleStats, weights: np.ndarray | None):
     """smECE with relplot's bandwidth rule (search_param: accept sigma = 1, else bisect [0, 1] in 10
-    steps for the fixed point sigma = smooth_ece(sigma), keep the lower end)."""
+    steps for the fixed point sigma = smooth_ece(sigma), keep the lower end). Every decision is the one
+    relplot takes; most are settled by bounds (_SmoothECE.exceeds), and smooth_ece at the chosen
+    bandwidth is usually known from the last decision at it."""
     ev = _SmoothECE(stats, weights)
-    b = 1 if weights is None else weights.shape[0]
-    every = np.arange(b)
-
-    def predicate(sig: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        ok = np.empty(rows.shape[0], dtype=bool)
-        for s in np.unique(sig):
-            sel = sig == s
-            ok[sel] = True if s < SMECE_EPS else s < ev.at(float(s), rows[sel])
-        return ok
-
-    accept1 = predicate(np.ones(b), every)
-    start, end = np.ones(b), np.zeros(b)
+    accept1 = ev.by_sigma(np.ones(ev.b), ev.exceeds)
+    start, end = np.ones(ev.b), np.zeros(ev.b)
     for _ in range(SMECE_REFINE):
         mid = (start + end) / 2
-        ok = predicate(mid, every)
+        ok = ev.by_sigma(mid, ev.exceeds)
         end = np.where(ok, mid, end)
         start = np.where(ok, start, mid)
-    sigma = np.where(accept1, 1.0, start)
-    out = np.empty(b)
-    for s in np.unique(sigma):
-        sel = sigma == s
-        out[sel] = ev.at(float(s), every[sel])
+    out = ev.by_sigma(np.where(accept1, 1.0, start), ev.at)
     return float(out[0]) if weights is None else out
 
 
@@ -155,7 +226,8 @@ def _sece_gaps(conf: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.ndarray
 
 
 @metric("sece", name="smooth ECE surrogate (SECE)", higher_is_better=False, percent=True, header="SECE",
-        definition="mean |acc_hat(r_i) - r_i|, Gaussian-kernel (h = 0.01) regression of c on r", needs=("conf",))
+        definition="mean |acc_hat(r_i) - r_i|, Gaussian-kernel (h = 0.01) regression of c on r", needs=("conf",),
+        binning="kernel")
 def sece(stats: SampleStats, weights: np.ndarray | None, bandwidth: float = SECE_BANDWIDTH):
     """SECE = mean_i |acc_hat(r_i) - r_i| with acc_hat the Nadaraya-Watson regression of c on r,
     Gaussian kernel of the given bandwidth. The kernel sums are evaluated on a 2001-point grid

@@ -2,6 +2,7 @@
 bootstrap (seeds, then samples) for several, and paired differences against a reference method.
 
 All resampling goes through calbench.metrics (bootstrap_metrics, seed_bootstrap, paired_bootstrap);
+every interval is of the kind `interval` names (percentile, basic or bca: calbench.metrics.bootstrap);
 the paired two-level case, which calbench.metrics does not offer, is built here on its Resampler so
 that a method and its reference are evaluated on the same drawn seeds and the same sample indices.
 Predictions are {"labels", "logits"} or, after a calibrator that outputs probabilities,
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calbench.metrics import bootstrap_metrics, compute_metrics, paired_bootstrap, seed_bootstrap
+from calbench.metrics.bootstrap import DEFAULT_INTERVAL, intervals_of, pooled_influence
 from calbench.report.tidy import PosthocSpec, Results, Run, load_predictions
 
 
@@ -26,13 +28,16 @@ def scores_of(pred: dict, suffix: str = "") -> dict:
 
 @dataclass
 class Estimate:
-    """Point estimate (mean over runs) and percentile interval of each metric; ci is None when B = 0."""
+    """Point estimate (mean over runs) and interval of each metric (kind `interval`, from B resamples);
+    ci is None when B = 0."""
 
     point: dict[str, float]
     ci: dict[str, tuple[float, float]] | None
     n_runs: int
     seeds: list[int] = field(default_factory=list)
     per_run: list[dict] = field(default_factory=list)
+    interval: str = DEFAULT_INTERVAL
+    B: int = 0
 
 
 @dataclass
@@ -51,33 +56,31 @@ class Cell:
         return lo > 0 or hi < 0
 
 
-def _interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
-    lo, hi = np.percentile(samples, [50 * (1 - ci), 50 * (1 + ci)])
-    return float(lo), float(hi)
-
-
 def estimate_runs(preds: list[dict], *, keys, B: int = 1000, seed: int = 0, ci: float = 0.95,
-                  bins: int = 15) -> Estimate:
+                  bins: int = 15, interval: str = DEFAULT_INTERVAL) -> Estimate:
     """Mean over runs with a sample-level (one run) or two-level (several runs) bootstrap interval."""
     keys = tuple(keys)
     if B <= 0:
         per_run = [compute_metrics(p["labels"], **scores_of(p), bins=bins, keys=keys) for p in preds]
         point = {k: float(np.mean([r[k] for r in per_run])) for k in keys}
-        return Estimate(point, None, len(preds), per_run=per_run)
+        return Estimate(point, None, len(preds), per_run=per_run, interval=interval)
     if len(preds) == 1:
         out = bootstrap_metrics(preds[0]["labels"], **scores_of(preds[0]), B=B, seed=seed, ci=ci, keys=keys,
-                                bins=bins)
-        return Estimate(dict(out["point"]), dict(out["ci"]), 1, per_run=[dict(out["point"])])
-    out = seed_bootstrap(preds, B=B, seed=seed, ci=ci, keys=keys, bins=bins)
-    return Estimate(dict(out["point"]), dict(out["ci"]), len(preds), per_run=list(out["per_run"]))
+                                bins=bins, interval=interval)
+        return Estimate(dict(out["point"]), dict(out["ci"]), 1, per_run=[dict(out["point"])], interval=interval,
+                        B=B)
+    out = seed_bootstrap(preds, B=B, seed=seed, ci=ci, keys=keys, bins=bins, interval=interval)
+    return Estimate(dict(out["point"]), dict(out["ci"]), len(preds), per_run=list(out["per_run"]),
+                    interval=interval, B=B)
 
 
 def paired_seed_bootstrap(pairs: list[tuple[dict, dict]], *, keys, B: int = 1000, seed: int = 0,
-                          ci: float = 0.95, bins: int = 15) -> Estimate:
+                          ci: float = 0.95, bins: int = 15, interval: str = DEFAULT_INTERVAL) -> Estimate:
     """Two-level paired bootstrap of a - b: pairs are (a, b) predictions of the same seed on the same
     test samples. Seeds are drawn as in seed_bootstrap (rng.integers(0, S, (B, S))); each drawn copy gets
-    one resample of sample indices used for both a and b. Point: mean over pairs of a - b."""
-    from calbench.metrics.bootstrap import BLOCK_ELEMENTS, Resampler
+    one resample of sample indices used for both a and b. Point: mean over pairs of a - b. bca: the
+    pooled influence values of seed_bootstrap, of the differences."""
+    from calbench.metrics.bootstrap import Resampler, add_copies
     from calbench.metrics.core import resolve_keys
     from calbench.metrics.inputs import prepare
 
@@ -86,27 +89,30 @@ def paired_seed_bootstrap(pairs: list[tuple[dict, dict]], *, keys, B: int = 1000
     rng = np.random.default_rng(seed)
     drawn = rng.integers(0, S, (B, S))
     sums = {k: np.zeros(B) for k in keys}
-    per_pair = []
+    per_pair, jackknives = [], []
     for s, (a, b) in enumerate(pairs):
         ra = Resampler(prepare(a["labels"], **scores_of(a)), int(bins), keys)
         rb = Resampler(prepare(b["labels"], **scores_of(b)), int(bins), keys)
         per_pair.append({k: ra.point[k] - rb.point[k] for k in keys})
-        n = ra.n
-        owner = np.nonzero(drawn.ravel() == s)[0] // S
-        step = max(1, BLOCK_ELEMENTS // max(1, n))
-        for start in range(0, owner.shape[0], step):
-            chunk = owner[start:start + step]
-            idx = rng.integers(0, n, (chunk.shape[0], n))
+
+        def diff_of(idx, ra=ra, rb=rb):
             sa, sb = ra.stats_of_indices(idx), rb.stats_of_indices(idx)
-            for k in keys:
-                np.add.at(sums[k], chunk, sa[k] - sb[k])
+            return {k: sa[k] - sb[k] for k in keys}
+
+        add_copies(sums, diff_of, drawn, s, ra.n, rng)
+        if interval == "bca":
+            ja, jb = ra.jackknife(), rb.jackknife()
+            jackknives.append({k: ja[k] - jb[k] for k in keys})
     samples = {k: v / S for k, v in sums.items()}
     point = {k: float(np.mean([p[k] for p in per_pair])) for k in keys}
-    return Estimate(point, {k: _interval(samples[k], ci) for k in keys}, S, per_run=per_pair)
+    influence = pooled_influence(per_pair, jackknives, keys) if interval == "bca" else None
+    return Estimate(point, intervals_of(samples, point, ci, interval, influence), S, per_run=per_pair,
+                    interval=interval, B=B)
 
 
 def paired_difference(a: list[tuple[int, dict]], b: list[tuple[int, dict]], *, keys, B: int = 1000,
-                      seed: int = 0, ci: float = 0.95, bins: int = 15) -> Estimate | None:
+                      seed: int = 0, ci: float = 0.95, bins: int = 15,
+                      interval: str = DEFAULT_INTERVAL) -> Estimate | None:
     """Difference a - b over the seeds both have, paired on the same test samples (labels must match).
     None when no seed is shared or the test labels differ."""
     bmap = dict(b)
@@ -121,13 +127,14 @@ def paired_difference(a: list[tuple[int, dict]], b: list[tuple[int, dict]], *, k
             ma = compute_metrics(pa["labels"], **scores_of(pa), bins=bins, keys=keys)
             mb = compute_metrics(pb["labels"], **scores_of(pb), bins=bins, keys=keys)
             per.append({k: ma[k] - mb[k] for k in keys})
-        return Estimate({k: float(np.mean([p[k] for p in per])) for k in keys}, None, len(per), seeds, per)
+        return Estimate({k: float(np.mean([p[k] for p in per])) for k in keys}, None, len(per), seeds, per,
+                        interval=interval)
     if len(pairs) == 1:
         pa, pb = pairs[0]
         out = paired_bootstrap(pa["labels"], **scores_of(pa, "_a"), **scores_of(pb, "_b"), B=B, seed=seed, ci=ci,
-                               keys=keys, bins=bins)
-        return Estimate(dict(out["point"]), dict(out["ci"]), 1, seeds, [dict(out["point"])])
-    est = paired_seed_bootstrap(pairs, keys=keys, B=B, seed=seed, ci=ci, bins=bins)
+                               keys=keys, bins=bins, interval=interval)
+        return Estimate(dict(out["point"]), dict(out["ci"]), 1, seeds, [dict(out["point"])], interval=interval, B=B)
+    est = paired_seed_bootstrap(pairs, keys=keys, B=B, seed=seed, ci=ci, bins=bins, interval=interval)
     est.seeds = seeds
     return est
 
@@ -141,7 +148,8 @@ def cell_runs(results: Results) -> dict[tuple[str, tuple[str, str]], list[Run]]:
 
 
 def compute_cells(results: Results, *, keys, posthoc: str | PosthocSpec | None = None, B: int = 1000,
-                  seed: int = 0, ci: float = 0.95, bins: int = 15, reference: str | None = None) -> dict:
+                  seed: int = 0, ci: float = 0.95, bins: int = 15, reference: str | None = None,
+                  interval: str = DEFAULT_INTERVAL) -> dict:
     """{(method label, (dataset, backbone)): Cell} for every cell with at least one done run.
 
     posthoc: a calibrator (name, "name:key=value" or PosthocSpec) refitted on each run's validation
@@ -155,7 +163,7 @@ def compute_cells(results: Results, *, keys, posthoc: str | PosthocSpec | None =
         preds[key] = [(r.seed, load_predictions(r, "test", posthoc)) for r in runs]
     cells = {}
     for key, seeded in preds.items():
-        est = estimate_runs([p for _, p in seeded], keys=keys, B=B, seed=seed, ci=ci, bins=bins)
+        est = estimate_runs([p for _, p in seeded], keys=keys, B=B, seed=seed, ci=ci, bins=bins, interval=interval)
         est.seeds = [s for s, _ in seeded]
         cells[key] = Cell(est)
     if reference is not None:
@@ -164,7 +172,8 @@ def compute_cells(results: Results, *, keys, posthoc: str | PosthocSpec | None =
             ref = preds.get((ref_label, group))
             if ref is None or label == ref_label:
                 continue
-            cell.diff = paired_difference(preds[(label, group)], ref, keys=keys, B=B, seed=seed, ci=ci, bins=bins)
+            cell.diff = paired_difference(preds[(label, group)], ref, keys=keys, B=B, seed=seed, ci=ci, bins=bins,
+                                          interval=interval)
     return cells
 
 

@@ -51,6 +51,9 @@ class ReportTable:
     ci: float = 0.95
     partial: set = field(default_factory=set)  # (row, group) shown from incomplete seeds
     blocks: list = field(default_factory=list)  # row lists, one per calibrator; [] = one block of all rows
+    interval: str = "percentile"  # bootstrap interval kind of the cells (calbench.metrics.bootstrap)
+    B: int = 0                    # bootstrap resamples (0: point estimates only)
+    bins: int = 15
 
     def row_blocks(self) -> list[list[str]]:
         return self.blocks or [list(self.rows)]
@@ -97,9 +100,12 @@ class ReportTable:
         return val, interval, marker
 
     def footer(self) -> list[str]:
-        lines = [f"cells: mean over seeds [{self.ci:.0%} bootstrap interval]; metrics marked x100 are percentages",
-                 "percentile intervals of calibration errors are biased upward by resampling and may lie above "
-                 "the point estimate (docs/metrics.md)"]
+        from calbench.metrics.bootstrap import coverage_note
+        from calbench.metrics.conventions import convention_note
+
+        shown = f"{self.ci:.0%} {self.interval} bootstrap interval, B={self.B}" if self.B else "no interval"
+        lines = [f"cells: mean over seeds [{shown}]; metrics marked x100 are percentages (stored as fractions)",
+                 convention_note(self.keys, self.bins), coverage_note(self.interval if self.B else None)]
         if self.reference:
             lines.append(f"{SIG}: the paired {self.ci:.0%} interval of the difference to {self.reference} excludes 0")
         if self.partial:
@@ -291,7 +297,7 @@ def render_latex(table: ReportTable) -> str:
         if row in table.block_ends():
             lines.append(r"\midrule")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    foot = [tex_escape(x).replace(tex_escape(PARTIAL), r"$^{\dagger}$") for x in table.footer()[2:]]
+    foot = [tex_escape(x).replace(tex_escape(PARTIAL), r"$^{\dagger}$") for x in table.footer()[1:]]
     if foot:
         lines.append(r"\par\smallskip{\footnotesize " + r" \\ ".join(foot) + "}")
     lines.append(r"\end{table}")

@@ -544,3 +544,21 @@ def posthoc_tidy(results: Results, specs, keys=None, bins: int = 15) -> pd.DataF
                       r.order.get("method", -1), r.order.get("dataset", -1), r.order.get("backbone", -1),
                       f"posthoc:{spec.label}", metric, float(value)) for metric, value in values.items()]
     return pd.DataFrame(rows, columns=list(TIDY_COLUMNS))
+
+
+def add_conventions(tidy: pd.DataFrame, bins: int, stored_bins: int = 15) -> pd.DataFrame:
+    """The estimator settings of each row as columns (calbench.metrics.conventions): bins, binning,
+    scope, scale ("fraction": values as stored), interval and B ("none", 0: tidy values are point
+    estimates). Rows read from metrics.json were computed with the engine's `stored_bins`; rows
+    recomputed here ("posthoc:" splits) with `bins`."""
+    from calbench.metrics import METRICS
+    from calbench.metrics.conventions import binning_of, scope_of
+
+    out = tidy.copy()
+    known = out["metric"].isin(list(METRICS.names()))
+    recomputed = out["split"].astype(str).str.startswith("posthoc:")
+    out["bins"] = np.where(recomputed, int(bins), int(stored_bins))
+    out["binning"] = [binning_of(m) if k else "" for m, k in zip(out["metric"], known)]
+    out["scope"] = [scope_of(m) if k else "" for m, k in zip(out["metric"], known)]
+    out["scale"], out["interval"], out["B"] = "fraction", "none", 0
+    return out
