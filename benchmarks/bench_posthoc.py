@@ -54,6 +54,7 @@ def one_round(names, logits, labels, reference) -> dict[str, tuple[float, float]
         holder = {}
         fit = seconds(lambda: holder.setdefault("c", fit_calibrator(name, logits, labels)))
         times[name] = (fit, seconds(lambda: holder["c"].transform(logits)))
+        print(f"  ({name}: fit {fit:.2f} s)", flush=True)  # progress: a slow fit shows while it runs
     return times
 
 

@@ -24,11 +24,11 @@ from calbench.posthoc.registry import POSTHOC
 
 def isotonic_thresholds(scores: np.ndarray, targets: np.ndarray, order: np.ndarray | None = None):
     """(x, y) thresholds of the non-decreasing least-squares fit of targets on scores, clipped to
-    [0, 1] (scikit-learn's `IsotonicRegression(y_min=0, y_max=1)._build_y`); `order` is a stable
+    [0, 1] (scikit-learn's `IsotonicRegression(y_min=0, y_max=1)._build_y`); `order` is an
     argsort of `scores` when the caller has one. Empty input gives the constant 0.5."""
     if scores.size == 0:
         return np.array([0.0]), np.array([0.5])
-    order = np.argsort(scores, kind="stable") if order is None else order
+    order = np.argsort(scores) if order is None else order
     x, y = scores[order], targets[order]
     starts = np.flatnonzero(np.concatenate([[True], x[1:] != x[:-1]]))
     counts = np.diff(np.append(starts, x.size)).astype(np.float64)
@@ -60,7 +60,7 @@ class IsotonicCalibration(Calibrator):
 
     def fit_arrays(self, logits: np.ndarray, labels: np.ndarray) -> None:
         probs = probabilities(logits)
-        orders = np.argsort(probs, axis=0, kind="stable")
+        orders = np.argsort(probs, axis=0)
         self.thresholds = [isotonic_thresholds(probs[:, k], (labels == k).astype(np.float64), orders[:, k])
                            for k in range(probs.shape[1])]
 

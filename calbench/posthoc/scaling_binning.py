@@ -40,34 +40,47 @@ def platt_losses(x, targets, a, b):
 
 
 def fit_platt(x: np.ndarray, targets: np.ndarray, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column (a, b) minimising the mean logistic loss: Newton steps on the 2 x 2 Hessians of all
-    columns at once, each halved until its column's loss does not increase. From a = 1, b = 0 (the
-    identity); an empty sample keeps it."""
+    """Per-column (a, b) minimising the mean logistic loss, from a = 1, b = 0 (the identity; an empty
+    sample keeps it): Newton steps on the 2 x 2 Hessians of all columns at once, each halved until its
+    column's loss does not increase; a column stops when its gradient is below 1e-10 or its loss moves
+    by less than 1e-13 (a class absent from the rows is separable: its intercept would fall forever)."""
     n, k = x.shape
     a, b = np.ones(k), np.zeros(k)
-    if n == 0:
-        return a, b
-    loss = platt_losses(x, targets, a, b)
+    active = np.arange(k) if n else np.arange(0)
+    loss = platt_losses(x, targets, a, b) if n else np.zeros(k)
     for _ in range(iterations):
-        s = expit(x * a + b)
-        r, w = s - targets, s * (1.0 - s)
-        ga, gb = (r * x).mean(0), r.mean(0)
-        if max(np.abs(ga).max(), np.abs(gb).max()) < 1e-12:
+        if active.size == 0:
             break
-        haa, hab, hbb = (w * x * x).mean(0) + 1e-12, (w * x).mean(0), w.mean(0) + 1e-12
-        det = haa * hbb - hab * hab
-        da, db = (hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det
-        step = np.ones(k)
+        xa, ta = x[:, active], targets[:, active]
+        da, db, small = newton_step(xa, ta, a[active], b[active])
+        step = np.ones(active.size)
+        trial = platt_losses(xa, ta, a[active] - da, b[active] - db)
         for _ in range(40):
-            trial = platt_losses(x, targets, a - step * da, b - step * db)
-            worse = ~(trial <= loss)
-            if not worse.any():
+            worse = np.flatnonzero(~(trial <= loss[active]))
+            if worse.size == 0:
                 break
-            step[worse] /= 2.0
-        accepted = trial <= loss
-        a, b = np.where(accepted, a - step * da, a), np.where(accepted, b - step * db, b)
-        loss = np.where(accepted, trial, loss)
+            step[worse] /= 2.0  # only the columns whose loss rose are evaluated again
+            cols = active[worse]
+            trial[worse] = platt_losses(xa[:, worse], ta[:, worse], a[cols] - step[worse] * da[worse],
+                                        b[cols] - step[worse] * db[worse])
+        accepted = trial <= loss[active]
+        gain = np.where(accepted, loss[active] - trial, 0.0)
+        a[active] = np.where(accepted, a[active] - step * da, a[active])
+        b[active] = np.where(accepted, b[active] - step * db, b[active])
+        loss[active] = np.where(accepted, trial, loss[active])
+        active = active[~(small | (gain < 1e-13))]
     return a, b
+
+
+def newton_step(x: np.ndarray, targets: np.ndarray, a: np.ndarray, b: np.ndarray):
+    """(step in a, step in b, gradient already below 1e-10) per column of the logistic loss."""
+    s = expit(x * a + b)
+    r, w = s - targets, s * (1.0 - s)
+    ga, gb = (r * x).mean(0), r.mean(0)
+    haa, hab, hbb = (w * x * x).mean(0) + 1e-12, (w * x).mean(0), w.mean(0) + 1e-12
+    det = haa * hbb - hab * hab
+    small = np.maximum(np.abs(ga), np.abs(gb)) < 1e-10
+    return (hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det, small
 
 
 @POSTHOC.register("scaling-binning", description="Platt scaling then equal-mass binning, per class.",
