@@ -65,7 +65,7 @@ def check_member(path: str, zf: zipfile.ZipFile, key: str) -> None:
                          f"{_size(available_memory())} of memory available")
 
 
-def load_predictions(path: str) -> dict:
+def load_predictions(path: str, layouts: tuple = LAYOUTS) -> dict:
     """Read labels and logits or probs from an npz; InputError naming the file and the problem
     otherwise (no traceback for a damaged, truncated, empty or oversized file)."""
     if not os.path.exists(path):
@@ -82,14 +82,14 @@ def load_predictions(path: str) -> dict:
         raise InputError(f"{path}: not an npz file (not a zip archive)")
     try:
         with zipfile.ZipFile(path) as zf:
-            return _read_layout(path, zf)
+            return _read_layout(path, zf, layouts)
     except InputError:
         raise
     except READ_ERRORS as err:
         raise InputError(f"{path}: damaged or truncated npz file ({type(err).__name__}: {err})"[:300]) from None
 
 
-def _read_layout(path: str, zf: zipfile.ZipFile) -> dict:
+def _read_layout(path: str, zf: zipfile.ZipFile, layouts: tuple = LAYOUTS) -> dict:
     import numpy as np
 
     names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
@@ -97,7 +97,7 @@ def _read_layout(path: str, zf: zipfile.ZipFile) -> dict:
         raise InputError(f"{path}: empty npz file (no arrays)")
     if "logits" in names and "probs" in names:
         raise InputError(f"{path}: holds both 'logits' and 'probs'; keep exactly one")
-    for lkey, skey, kind in LAYOUTS:
+    for lkey, skey, kind in layouts:
         if lkey in names and skey in names:
             check_member(path, zf, lkey)
             check_member(path, zf, skey)
@@ -148,6 +148,43 @@ def single_threaded() -> None:
     threadpool_limits(1)
 
 
+def as_logits(arrays: dict):
+    """The logits of loaded predictions; probabilities become log-probabilities (softmax gives them back)."""
+    import numpy as np
+
+    if "logits" in arrays:
+        return arrays["logits"]
+    return np.log(np.clip(np.asarray(arrays["probs"], dtype=np.float64), np.finfo(np.float64).tiny, None))
+
+
+def calibrated_predictions(arrays: dict, pred: str, posthoc: str | None, fit_on: str | None) -> dict:
+    """{labels, logits | probs} of PRED after calibrator `posthoc` fitted on the predictions in `fit_on`
+    (its val_labels / val_logits when it is a run's predictions.npz), scored as the engine scores them.
+    One-line errors for a missing half of the pair, an unknown name, segmentation maps and another
+    class count."""
+    from calbench.posthoc import POSTHOC, calibrated_scores, fit_calibrator
+
+    if not (posthoc and fit_on):
+        raise InputError("--posthoc NAME and --fit-on VAL.npz go together (the calibrator is fitted on "
+                         "VAL's predictions, then applied to PRED)")
+    POSTHOC.get(posthoc)  # an unknown name is one line with the closest names
+    val = load_predictions(fit_on, (("val_labels", "val_logits", "logits"), ("val_labels", "val_probs", "probs"))
+                           + LAYOUTS)
+    test_logits, val_logits = as_logits(arrays), as_logits(val)
+    if test_logits.ndim != 2 or val_logits.ndim != 2:
+        raise InputError(f"--posthoc: needs (N, K) classification predictions, got {pred} {test_logits.shape} "
+                         f"and {fit_on} {val_logits.shape}")
+    if test_logits.shape[1] != val_logits.shape[1]:
+        raise InputError(f"--fit-on {fit_on} has {val_logits.shape[1]} classes but {pred} has "
+                         f"{test_logits.shape[1]}; fit on predictions of the same model")
+    try:
+        calibrator = fit_calibrator(posthoc, val_logits, val["labels"])
+    except InputError as err:
+        raise InputError(f"{fit_on}: {err}") from None
+    scores, kind = calibrated_scores(calibrator, test_logits)
+    return {"labels": arrays["labels"], kind: scores}
+
+
 @click.command("evaluate")
 @click.argument("pred", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (fractions) instead of a table.")
@@ -162,8 +199,14 @@ def single_threaded() -> None:
                    "docs/metrics.md].")
 @click.option("--metrics", "metrics", default=None, help="Comma-separated metric keys [default: every default metric].")
 @click.option("--ignore-index", type=int, default=None, help="Label value to drop (segmentation, e.g. 255).")
+@click.option("--posthoc", default=None, metavar="NAME",
+              help="Score PRED after this post-hoc calibrator (`calbench list posthoc`), fitted on --fit-on.")
+@click.option("--fit-on", "fit_on", default=None, metavar="VAL.npz",
+              help="Validation predictions (labels and logits or probs, or a run's predictions.npz) "
+                   "to fit --posthoc on.")
 def evaluate(pred: str, as_json: bool, bins: int, B: int, level: float, seed: int, ignore_index: int | None,
-             interval: str | None = None, metrics: str | None = None) -> None:
+             interval: str | None = None, metrics: str | None = None, posthoc: str | None = None,
+             fit_on: str | None = None) -> None:
     """Compute the calibration metrics of PRED.npz.
 
     PRED.npz holds `labels` (N,) and `logits` or `probs` (N, K); segmentation (N, H, W) with
@@ -177,6 +220,8 @@ def evaluate(pred: str, as_json: bool, bins: int, B: int, level: float, seed: in
     keys = parse_metrics(metrics) if metrics else None
     single_threaded()
     arrays = load_predictions(pred)
+    if posthoc or fit_on:
+        arrays = calibrated_predictions(arrays, pred, posthoc, fit_on)
     try:
         if B:
             res = bootstrap_metrics(arrays.pop("labels"), **arrays, B=B, seed=seed, ci=level, bins=bins,
@@ -195,7 +240,8 @@ def evaluate(pred: str, as_json: bool, bins: int, B: int, level: float, seed: in
         out["conventions"] = conventions
         click.echo(json.dumps(out))
     else:
-        title = f"{pred}" + (f"  ({interval} bootstrap B={B}, seed={seed})" if B else "")
+        title = f"{pred}" + (f"  (after {posthoc} fitted on {fit_on})" if posthoc else "")
+        title += f"  ({interval} bootstrap B={B}, seed={seed})" if B else ""
         _table(point, ci, level, title)
         from calbench.metrics.conventions import convention_note
 
