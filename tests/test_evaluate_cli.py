@@ -30,6 +30,7 @@ def test_json_output_equals_compute_metrics(pred):
     res = _run(path, "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
+    assert set(out.pop("conventions")) >= {"bins", "binning", "scope", "scale"}  # the estimator settings
     assert list(out) == list(METRIC_KEYS)
     assert out == pytest.approx(compute_metrics(labels, logits=logits))
 
@@ -67,6 +68,7 @@ def test_probs_segmentation_and_run_store_layouts(tmp_path):
     np.savez(tmp_path / "store.npz", test_logits=flat, test_labels=y, val_logits=flat, val_labels=y)
     a = json.loads(_run(tmp_path / "p.npz", "--json").stdout)
     b = json.loads(_run(tmp_path / "store.npz", "--json").stdout)
+    assert a.pop("conventions") == b.pop("conventions")
     assert a == pytest.approx(b, abs=1e-9)
 
 
