@@ -78,7 +78,7 @@ class FigureGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         from calbench.report.figures import FIGURES
 
-        return FIGURES.names()
+        return sorted(FIGURES.names())   # alphabetical, whatever order the modules imported each other in
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         from calbench.report.figures import FIGURES
