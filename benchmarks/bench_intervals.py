@@ -134,6 +134,9 @@ def run_study(reps: int, sizes, B: int, workers: int, models) -> dict:
                 for key, (cov, width) in o.items():
                     results.setdefault((m, n) + key, []).append((cov, width))
             print(f"N={n:,}: {len(tasks)} replications x B={B} in {time.perf_counter() - start:.0f} s", flush=True)
+            done = sizes[:sizes.index(n) + 1]
+            if len(done) < len(sizes):  # the table so far, so that an interrupted run still reports
+                print(report(results, models, done), flush=True)
     return results
 
 

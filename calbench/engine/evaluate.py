@@ -129,8 +129,10 @@ def final_metrics(posthoc: tuple[str, ...], val: tuple[torch.Tensor, torch.Tenso
 
     metrics: "test", "val" and "test_<name>" per calibrator; segmentation (`confusions` = (val,
     test) pixel counts): calibration metrics on the saved pixel rows and mIoU exact over every
-    non-ignored pixel. extra["posthoc"]: every calibrator's state by name; temperature: ts's T."""
+    non-ignored pixel. extra["posthoc"]: every calibrator's state by name; extra["conventions"]: the
+    estimator settings of the blocks; temperature: ts's T."""
     from calbench.metrics import compute_metrics
+    from calbench.metrics.conventions import metric_conventions
 
     val_np = (val[0].numpy(), val[1].numpy())
     test_np = (test[0].numpy(), test[1].numpy())
@@ -146,6 +148,8 @@ def final_metrics(posthoc: tuple[str, ...], val: tuple[torch.Tensor, torch.Tenso
         if name == "ts":
             temperature = float(calibrator.state()["params"]["temperature"])
     extra: dict[str, Any] = {"posthoc": states} if states else {}
+    # the estimator settings of every block above (bins, binning, scope, scale): docs/metrics.md
+    extra["conventions"] = metric_conventions(tuple(metrics["test"]), 15)
     if confusions is not None:
         extra["pixel_rows_per_image"] = PIXELS_PER_IMAGE
         extra["miou_pixels"] = ("all non-ignored pixels (test, val and calibrators that keep the arg-max); "
