@@ -232,3 +232,26 @@ def test_list_metrics_shows_every_registered_metric():
     assert res.exit_code == 0
     for spec in (e.obj for e in METRICS.entries()):
         assert spec.key in res.output and spec.name in res.output
+
+
+def test_list_posthoc_shows_every_calibrator_with_its_hyper_parameters():
+    from calbench.posthoc import POSTHOC, calibrator_hparams
+
+    res = CliRunner().invoke(cli, ["list", "posthoc"], terminal_width=300, env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    for entry in POSTHOC.entries():
+        line = next(row for row in res.output.splitlines() if row.startswith(f"│ {entry.name} "))
+        assert entry.obj.output in line
+        for key, value in calibrator_hparams(entry.name).items():
+            assert f"{key}={value}" in line
+
+
+def test_list_eval_sets_shows_every_registered_set_and_whether_it_needs_a_root():
+    from calbench.shift import EVAL_SETS
+
+    res = CliRunner().invoke(cli, ["list", "eval-sets"], terminal_width=300, env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    for entry in EVAL_SETS.entries():
+        line = next(row for row in res.output.splitlines() if row.startswith(f"│ {entry.name} "))
+        assert entry.meta["kind"] in line
+        assert ("yes" if entry.obj.needs_root else "generated") in line

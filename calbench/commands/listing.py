@@ -1,4 +1,4 @@
-"""`calbench list methods|datasets|backbones|metrics`."""
+"""`calbench list methods|posthoc|datasets|eval-sets|backbones|metrics`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _print(title: str, rows: list[tuple[str, ...]], columns: tuple[str, ...]) ->
 
 @click.group("list")
 def list_group() -> None:
-    """List what calbench knows: methods, datasets, backbones, metrics."""
+    """List what calbench knows: methods, post-hoc calibrators, datasets, evaluation sets, backbones, metrics."""
 
 
 @list_group.command("methods")
@@ -30,6 +30,31 @@ def list_methods_cmd() -> None:
     rows = [(e.name, "train-time", e.description, e.paper) for e in METHODS.entries()]
     rows += [(e.name, "post-hoc", e.description, e.paper) for e in POSTHOC.entries()]
     _print("methods", rows, ("name", "kind", "description", "paper"))
+
+
+@list_group.command("posthoc")
+def list_posthoc_cmd() -> None:
+    """Every post-hoc calibrator: what it outputs, whether it keeps the arg-max, its hyper-parameters
+    with their defaults (set them as `--posthoc NAME:key=value`) and its paper."""
+    from calbench.posthoc import POSTHOC, calibrator_hparams
+
+    def hparams(name: str) -> str:
+        return ", ".join(f"{k}={v}" for k, v in calibrator_hparams(name).items()) or "-"
+
+    rows = [(e.name, e.obj.output, "yes" if e.obj.preserves_argmax else "no", hparams(e.name), e.description, e.paper)
+            for e in POSTHOC.entries()]
+    _print("post-hoc calibrators", rows, ("name", "output", "keeps arg-max", "hyper-parameters", "description", "paper"))
+
+
+@list_group.command("eval-sets")
+def list_eval_sets_cmd() -> None:
+    """Every evaluation set (shift or OOD) a recipe's `evaluate:` block can name, with the on-disk
+    layout it reads (docs/shift.md); generated sets need no root."""
+    from calbench.shift import EVAL_SETS
+
+    rows = [(e.name, str(e.meta.get("kind", "")), "yes" if e.obj.needs_root else "no (generated)",
+             e.description, str(e.meta.get("layout", ""))) for e in EVAL_SETS.entries()]
+    _print("evaluation sets", rows, ("name", "kind", "needs root", "description", "layout"))
 
 
 @list_group.command("datasets")
