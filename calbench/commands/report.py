@@ -128,7 +128,7 @@ def make_report(results_dir: str = "results", recipe: str | None = None, *, keys
         blocks[spec.label if spec else None] = cells
     if best:
         blocks[sel.BEST] = sel.best_posthoc_cells(results, best, chosen, keys=keys, B=B, seed=seed, ci=ci, bins=bins,
-                                                  reference=reference)
+                                                  reference=reference, interval=resolve_interval(interval))
         sel.save_record(results, chosen)
     if None in blocks:
         table = build_table(results, blocks[None], keys=keys, ci=ci, reference=ref_label, partial=partial)

@@ -583,15 +583,17 @@ def choose_posthoc(results, candidates, spec: SelectSpec, bins: int = 15) -> dic
 
 
 def best_posthoc_cells(results, candidates, selection: Selection, *, keys, B: int = 1000, seed: int = 0,
-                       ci: float = 0.95, bins: int = 15, reference: str | None = None) -> dict:
+                       ci: float = 0.95, bins: int = 15, reference: str | None = None,
+                       interval: str | None = None) -> dict:
     """Cells of the "best" block: each cell's runs after its chosen calibrator (see choose_posthoc);
     the choices go into selection.posthoc. Differences to the reference pair with the reference's
-    own chosen calibrator."""
+    own chosen calibrator. `interval` (percentile|basic|bca, None: the default) as for every block."""
     import warnings
 
     from calbench.report.intervals import Cell, cell_runs, estimate_runs, paired_difference, resolve_reference
     from calbench.report.tidy import load_predictions
 
+    kind = {"interval": interval} if interval is not None else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of a cell without any fit
         choices = choose_posthoc(results, candidates, selection.spec, bins)
@@ -599,7 +601,7 @@ def best_posthoc_cells(results, candidates, selection: Selection, *, keys, B: in
     preds = {cell: [(r.seed, load_predictions(r, "test", choices[cell][0])) for r in groups[cell]] for cell in choices}
     cells = {}
     for cell, seeded in preds.items():
-        est = estimate_runs([p for _, p in seeded], keys=keys, B=B, seed=seed, ci=ci, bins=bins)
+        est = estimate_runs([p for _, p in seeded], keys=keys, B=B, seed=seed, ci=ci, bins=bins, **kind)
         est.seeds = [s for s, _ in seeded]
         cells[cell] = Cell(est)
     if reference is not None:
@@ -607,7 +609,7 @@ def best_posthoc_cells(results, candidates, selection: Selection, *, keys, B: in
         for (label, group), cell in cells.items():
             if label != ref and (ref, group) in preds:
                 cell.diff = paired_difference(preds[(label, group)], preds[(ref, group)], keys=keys, B=B, seed=seed,
-                                              ci=ci, bins=bins)
+                                              ci=ci, bins=bins, **kind)
     rows, groups = results.methods(), results.groups()
     ordered = sorted(choices, key=lambda c: (rows.index(c[0]) if c[0] in rows else len(rows),
                                              groups.index(c[1]) if c[1] in groups else len(groups)))

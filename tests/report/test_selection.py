@@ -287,3 +287,12 @@ def test_posthoc_best_among_the_given_calibrators(sweep_store):
     res = invoke("--results", str(sweep_store), "--bootstrap", "0", "--markdown", "--posthoc", "ts,best")
     assert res.exit_code == 0, res.output
     assert "| ce + ts |" in res.stdout and "| ce + best |" in res.stdout and ": ts" in res.stdout
+
+
+def test_posthoc_best_uses_the_requested_interval_kind(sweep_store):
+    from calbench.commands.report import make_report
+
+    table, _ = make_report(sweep_store, keys=("acc", "ece"), B=20, on_warning=lambda m: None, posthoc="ts,best",
+                           interval="basic")
+    kinds = {label.split(" + ")[1]: cell.estimate.interval for (label, _), cell in table.cells.items()}
+    assert kinds == {"ts": "basic", "best": "basic"}
