@@ -80,23 +80,28 @@ def fit_on_clean(val: tuple[np.ndarray, np.ndarray], posthoc: tuple[str, ...]) -
 
 def shift_blocks(logits: np.ndarray, labels: np.ndarray, calibrators: dict[str, Any],
                  num_classes: int) -> dict[str, dict[str, float]]:
-    """{"test": metrics, "test_<name>": metrics after each clean-validation calibrator}."""
+    """{"test": metrics, "test_<name>": metrics after each clean-validation calibrator}: every default
+    metric from the full float32 logits (the exact point values compact storage keeps)."""
     from calbench.metrics import compute_metrics
-    from calbench.posthoc import calibrated_scores
+    from calbench.shift.storage import calibrated_sets
 
-    z = logits.astype(np.float64)
-    blocks = {"test": compute_metrics(labels, logits=z)}
-    if z.shape[1] != num_classes:      # a class subset: the clean calibrators do not apply
-        return blocks
-    for name, calibrator in calibrators.items():
-        scores, kind = calibrated_scores(calibrator, z)
-        blocks[f"test_{name}"] = compute_metrics(labels, **{kind: scores})
+    sets = calibrated_sets(logits, calibrators, num_classes)
+    return {("test" if name == "none" else f"test_{name}"): compute_metrics(labels, **{kind: scores})
+            for name, (scores, kind) in sets.items()}
+
+
+def ood_blocks(out_logits: np.ndarray, in_logits: np.ndarray, calibrators: dict[str, Any] | None = None
+               ) -> dict[str, dict[str, dict[str, float]]]:
+    """{calibration: {score: {metric: value}}}: the clean test set (in) against the OOD set (out),
+    every score, raw ("none") and after each clean-validation calibrator applied to both sets."""
+    from calbench.metrics.ood import ood_metrics
+    from calbench.shift.storage import calibrated_sets, score_rows
+
+    k = in_logits.shape[1]
+    ins = calibrated_sets(in_logits, calibrators or {}, k)
+    outs = calibrated_sets(out_logits, calibrators or {}, k)
+    blocks = {}
+    for name in ins:
+        a, b = score_rows(*ins[name]), score_rows(*outs[name])
+        blocks[name] = {score: ood_metrics(a[score], b[score]) for score in a}
     return blocks
-
-
-def ood_blocks(out_logits: np.ndarray, in_logits: np.ndarray) -> dict[str, dict[str, float]]:
-    """{score: {metric: value}}: the clean test set (in) against the OOD set (out), every score."""
-    from calbench.metrics.ood import ood_metrics, ood_scores
-
-    ins, outs = ood_scores(in_logits), ood_scores(out_logits)
-    return {score: ood_metrics(ins[score], outs[score]) for score in ins}

@@ -120,10 +120,15 @@ def _parse_evaluate(value: Any, path: str, key: str) -> list[dict[str, Any]]:
     from calbench.recipe.common import EVALUATE_KINDS
     from calbench.shift import EVAL_SETS, check_eval_root, eval_set_names
 
+    from calbench.shift.storage import STORAGE_MODES
+
     if value is None:
         return []
-    if not isinstance(value, dict) or set(value) - set(EVALUATE_KINDS):
-        raise config_error(path, key, f"expected a mapping with keys {', '.join(EVALUATE_KINDS)}")
+    if not isinstance(value, dict) or set(value) - set(EVALUATE_KINDS) - {"storage"}:
+        raise config_error(path, key, f"expected a mapping with keys {', '.join(EVALUATE_KINDS)}, storage")
+    storage = value.get("storage", "auto")
+    if storage not in STORAGE_MODES:
+        raise config_error(path, f"{key}.storage", f"expected one of {', '.join(STORAGE_MODES)}, got {storage!r}")
     sets = []
     for kind in EVALUATE_KINDS:
         items = value.get(kind) or []
@@ -141,7 +146,8 @@ def _parse_evaluate(value: Any, path: str, key: str) -> list[dict[str, Any]]:
                 check_eval_root(name, root, **options)
             except CalbenchError as err:
                 raise config_error(path, f"{key}.{kind}[{i}]", str(err)) from None
-            sets.append({"name": name, "kind": EVAL_SETS.entry(name).meta["kind"], "root": root, "options": options})
+            sets.append({"name": name, "kind": EVAL_SETS.entry(name).meta["kind"], "root": root, "options": options,
+                         "storage": storage})
     return sets
 
 

@@ -4,15 +4,21 @@ Layout, beside the run (nothing of the training record is touched: history.jsonl
 and metrics.json stay byte-identical):
 
     <run>/model.pt                 final weights (calbench.engine.shift_eval)
-    <run>/eval/<set id>.npz        logits (float16), labels (int64; -1 for OOD), id, kind
-    <run>/eval/<set id>.json       {"id", "kind", "entry", "n", "metrics": ...} written last: the set is done
-                                   shift: {"test": {...}, "test_<calibrator>": {...}} from the float32 logits
-                                   ood:   {<score>: {auroc, aupr_in, aupr_out, fpr95}} against the clean test set
+    <run>/eval/<set id>.npz        labels (int64; -1 for OOD), id, kind, storage, and either
+                                   logits (float16, storage "full") or compact rows (storage "compact":
+                                   "<calibration>.<field>", calbench.shift.storage)
+    <run>/eval/<set id>.json       {"id", "kind", "entry", "n", "num_classes", "storage", "metrics": ...}
+                                   written last: the set is done. metrics, from the float32 logits:
+                                   shift: {"test": {...}, "test_<calibrator>": {...}} (every default metric)
+                                   ood:   {<calibration>: {<score>: {auroc, aupr_in, aupr_out, fpr95}}}
+                                          against the clean test set, raw ("none") and after each calibrator
     <run>/eval/index.json          {entry key: [set ids]}: which recipe entries are complete
 
-Storage: float16 logits, 2 bytes per class per sample (+ 8 for the label). That is 20 MB for the 95
-generated digits sets of one run, 190 MB for CIFAR-100-C (95 sets x 10,000 x 100) but 7.5 GB for
-ImageNet-C (75 x 50,000 x 1,000): over the 2 GB aim; top-label rows are not implemented yet.
+Storage (calbench.shift.storage.choose_storage; `storage: full|compact|auto` in the recipe's
+`evaluate:` block, default auto): float16 logits, 2 bytes per class per sample (+ 8 for the label),
+unless that exceeds 2 GB / the run's number of sets; then compact rows (about 120 bytes per sample
+with TS). Figures per run in docs/shift.md: 20 MB for the 95 generated digits sets, 190 MB for
+CIFAR-100-C in full; ImageNet-C would need 7.5 GB in full and is stored compact.
 """
 
 from __future__ import annotations
@@ -67,21 +73,38 @@ def _clean_predictions(spec: RunSpec, directory: Path) -> dict:
     return clean
 
 
-def _evaluate_one(spec: RunSpec, directory: Path, entry: dict, eval_set, model, device, clean) -> None:
+def _arrays(eval_set, logits, labels, clean, storage: str) -> dict:
+    """The npz arrays of one set: float16 logits (full) or compact rows (calbench.shift.storage)."""
+    from calbench.shift.storage import calibrated_sets, compact_arrays
+
+    arrays = {"labels": labels, "id": np.array(eval_set.id), "kind": np.array(eval_set.kind),
+              "storage": np.array(storage)}
+    if storage == "full":
+        return {**arrays, "logits": logits.astype(np.float16)}
+    sets = calibrated_sets(logits, clean["calibrators"], clean["val_logits"].shape[1])
+    return {**arrays, **compact_arrays(labels, sets, labelled=eval_set.kind != "ood")}
+
+
+def _evaluate_one(spec: RunSpec, directory: Path, entry: dict, eval_set, model, device, clean,
+                  sets_in_run: int) -> str:
+    """Predict, store and record one set; returns its storage mode."""
     from calbench.engine.shift_eval import ood_blocks, predict_set, shift_blocks
+    from calbench.shift.storage import choose_storage
 
     logits, labels = predict_set(model, eval_set, spec, device)
+    storage = choose_storage(entry.get("storage", "auto"), *logits.shape, sets_in_run)
     npz, record = set_paths(directory, eval_set.id)
-    save_npz_atomic(npz, logits=logits.astype(np.float16), labels=labels, id=np.array(eval_set.id),
-                    kind=np.array(eval_set.kind))
+    save_npz_atomic(npz, **_arrays(eval_set, logits, labels, clean, storage))
     if eval_set.kind == "ood":
-        metrics = ood_blocks(logits, clean["test_logits"])
+        metrics = ood_blocks(logits, clean["test_logits"], clean["calibrators"])
     else:
         metrics = shift_blocks(logits, labels, clean["calibrators"], clean["val_logits"].shape[1])
     write_json_atomic(record, {"id": eval_set.id, "kind": eval_set.kind, "source": eval_set.source,
                                "family": eval_set.family, "severity": eval_set.severity,
                                "entry": {"name": entry["name"], "options": entry.get("options") or {}},
-                               "n": int(labels.shape[0]), "storage": "float16 logits", "metrics": metrics})
+                               "n": int(labels.shape[0]), "num_classes": int(logits.shape[1]),
+                               "storage": storage, "metrics": metrics})
+    return storage
 
 
 def evaluate_missing(spec: RunSpec, directory: str | Path, device: str = "cpu") -> int:
@@ -103,11 +126,13 @@ def evaluate_missing(spec: RunSpec, directory: str | Path, device: str = "cpu") 
     configure_threads(dev)
     bundle, model = load_model(spec, directory, dev)
     clean, index, done = _clean_predictions(spec, directory), read_index(directory), 0
+    built = {entry_key(e): build_sets(e, bundle) for e in entries}
+    sets_in_run = sum(len(built.get(entry_key(e), index.get(entry_key(e), ()))) for e in spec.evaluate)
     for entry in entries:
-        sets = build_sets(entry, bundle)
+        sets = built[entry_key(entry)]
         for eval_set in sets:
             if not set_paths(directory, eval_set.id)[1].exists():
-                _evaluate_one(spec, directory, entry, eval_set, model, dev, clean)
+                _evaluate_one(spec, directory, entry, eval_set, model, dev, clean, sets_in_run)
                 done += 1
         index[entry_key(entry)] = [s.id for s in sets]
         write_json_atomic(directory / EVAL_DIR / INDEX, index)

@@ -52,3 +52,15 @@ def shift_store(plain_store, tmp_path_factory):
 def store_tools():
     """(SHIFT, run_cli, write_recipe) for tests that run the CLI themselves."""
     return SHIFT, run_cli, write_recipe
+
+
+@pytest.fixture(scope="session")
+def compact_store(plain_store, tmp_path_factory):
+    """The plain store evaluated on SHIFT with `storage: compact` (top-label rows, no logits)."""
+    root = tmp_path_factory.mktemp("compact")
+    results = root / "results"
+    shutil.copytree(plain_store, results)
+    result = run_cli("run", write_recipe(root / "tiny.yaml", {**SHIFT, "storage": "compact"}), "--results", results,
+                     "--jobs", 1)
+    assert result.exit_code == 0, result.output
+    return results

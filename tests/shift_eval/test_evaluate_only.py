@@ -49,7 +49,9 @@ def test_stored_metrics_match_the_saved_logits(shift_store):
         assert abs(ece - record["metrics"]["test"]["ece"]) < 5e-3     # float32 vs saved float16 logits
         assert "test_ts" in record["metrics"]
         ood = json.loads((run / EVAL_DIR / "ood:gaussian.json").read_text())["metrics"]
-        assert set(ood) == {"msp", "max_logit", "energy", "entropy"} and 0 <= ood["msp"]["auroc"] <= 1
+        assert set(ood) == {"none", "ts"} and record["storage"] == "full"
+        assert set(ood["none"]) == {"msp", "max_logit", "energy", "entropy"} == set(ood["ts"])
+        assert 0 <= ood["none"]["msp"]["auroc"] <= 1
 
 
 def test_severity_hurts_on_average(shift_store):

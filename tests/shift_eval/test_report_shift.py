@@ -66,16 +66,27 @@ def test_report_shift_equals_recomputed(shift_store, store_tools):
 def test_report_one_set_and_ood(shift_store, store_tools):
     one = _report(shift_store, "shift:pixelate:3", store_tools)
     ood = _report(shift_store, "ood", store_tools)
+    assert set(one["metric"]) > {"ece", "cece", "nll"} and (one["note"] == "").all()   # full storage
     for run in _runs(shift_store):
         z, y = _saved(run, "shift:pixelate:3")
-        assert _cell(one, _label(run), "none", 3, "ece") == pytest.approx(compute_metrics(y, logits=z)["ece"], abs=1e-12)
+        want = compute_metrics(y, logits=z)
+        for key in ("ece", "cece", "brier"):
+            assert _cell(one, _label(run), "none", 3, key) == pytest.approx(want[key], abs=1e-12)
         with np.load(run / "predictions.npz") as p:
-            ins = ood_scores(p["test_logits"], ["msp"])["msp"]
-        outs = ood_scores(_saved(run, "ood:inverted")[0], ["msp"])["msp"]
-        want = ood_metrics(ins, outs, keys=["auroc", "fpr95"])
-        row = ood[(ood["method"] == _label(run)) & (ood["calibration"] == "msp") & (ood["set"] == "inverted")]
-        got = dict(zip(row["metric"], row["mean"]))
-        assert got == pytest.approx(want, abs=1e-12)
+            clean = p["test_logits"].astype(np.float64)
+            ts = fit_calibrator("ts", p["val_logits"].astype(np.float64), p["val_labels"])
+        out = _saved(run, "ood:inverted")[0]
+        for calibration, (a, b) in {"none": (clean, out), "ts": (calibrated_scores(ts, clean)[0],
+                                                                 calibrated_scores(ts, out)[0])}.items():
+            ins, outs = ood_scores(a), ood_scores(b)
+            for score in ("msp", "energy", "max_logit", "entropy"):
+                want = ood_metrics(ins[score], outs[score], keys=["auroc", "fpr95"])
+                row = ood[(ood["method"] == _label(run)) & (ood["calibration"] == calibration)
+                          & (ood["score"] == score) & (ood["set"] == "inverted")]
+                assert dict(zip(row["metric"], row["mean"])) == pytest.approx(want, abs=1e-12)
+    # TS changes the MSP ranking only through the temperature: energy / entropy rows differ from raw
+    energy = ood[(ood["score"] == "entropy") & (ood["metric"] == "auroc")]
+    assert set(energy["calibration"]) == {"none", "ts"}
 
 
 def test_report_split_text_and_bad_split(shift_store, store_tools):
