@@ -160,6 +160,7 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
     done = {s.run_id for s in selected if is_done(run_dir(results, s.recipe, s.run_id))
             and not missing_entries(s, run_dir(results, s.recipe, s.run_id))}   # else: evaluate only
     todo = [s for s in selected if s.run_id not in done]
+    evaluate_only = {s.run_id for s in todo if is_done(run_dir(results, s.recipe, s.run_id))}   # trained before
     if dry_run:
         console.print(_matrix_table(selected, done, f"{rec.name}: {len(selected)} runs, "
                                                     f"{len(todo)} to do, {len(done)} done"))
@@ -168,8 +169,9 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
     check_roots(rec, todo)          # before the results folder is created: a bad root leaves nothing
     check_results_writable(results)
     _write_recipe_json(write_recipe_json, results, rec, specs)
-    console.print(f"[bold]{rec.name}[/]: {len(selected)} runs, {len(done)} already done, {len(todo)} to train "
-                  f"-> {Path(results) / rec.name}")
+    evaluating = f", {len(evaluate_only)} to evaluate" if evaluate_only else ""
+    console.print(f"[bold]{rec.name}[/]: {len(selected)} runs, {len(done)} already done, "
+                  f"{len(todo) - len(evaluate_only)} to train{evaluating} -> {Path(results) / rec.name}")
     if not todo:
         return _leave(0)
     started = time.perf_counter()
@@ -181,7 +183,8 @@ def run(recipe, gpus, device, jobs, results, dry_run, sets, only, launcher, clus
         statuses, reasons = _states_in_store(todo, results)
     else:
         statuses, reasons = _train_locally(todo, results, gpu_list, gpus_per_run, jobs, console)
-    _summary(rec.name, todo, statuses, reasons, results, console, verbose, time.perf_counter() - started)
+    _summary(rec.name, todo, statuses, reasons, results, console, verbose, time.perf_counter() - started,
+             evaluate_only)
     failed = any(v == "failed" for v in statuses.values())
     if launcher == "submitit":      # submitit's own exit handlers run: the ordinary exit
         if failed:
@@ -324,7 +327,8 @@ def _matrix_text(counts, total, running) -> str:
             f"[red]{counts['failed']} failed[/] · {left - running} left")
 
 
-def _summary(recipe, todo, statuses, reasons, results, console, verbose: bool, seconds: float) -> None:
+def _summary(recipe, todo, statuses, reasons, results, console, verbose: bool, seconds: float,
+             evaluate_only=frozenset()) -> None:
     """Counts, one line per failed run and the next command; the per-run table with -v, or when it
     fits the terminal (every row on one line, all rows on one screen)."""
     from calbench.runner.store import read_metrics, run_dir
@@ -347,7 +351,10 @@ def _summary(recipe, todo, statuses, reasons, results, console, verbose: bool, s
     parts += [f"{counts['skipped']} done by another process"] if counts["skipped"] else []
     parts += [f"{counts['not run']} not run"] if counts["not run"] else []
     runs = f"{len(todo)} run" + ("s" if len(todo) != 1 else "")
-    console.print(f"[bold]{recipe}[/]: {runs} trained in {seconds:.0f}s: {', '.join(parts)}",
+    trained = len(todo) - len(evaluate_only)      # the others only evaluated new evaluation sets
+    verb = ("trained" if not evaluate_only else "evaluated" if not trained
+            else f"trained ({trained}) or evaluated ({len(evaluate_only)})")
+    console.print(f"[bold]{recipe}[/]: {runs} {verb} in {seconds:.0f}s: {', '.join(parts)}",
                   highlight=False)
     for s in todo:
         if statuses.get(s.run_id) == "failed":

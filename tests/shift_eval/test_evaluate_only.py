@@ -87,3 +87,15 @@ def test_without_kept_weights_evaluation_fails_in_one_line(tmp_path, store_tools
     result = run_cli("run", path, "--results", results)
     assert result.exit_code == 1 and "no saved weights" in result.output and "Traceback" not in result.output
     assert (run / "metrics.json").read_bytes() == record
+
+
+def test_an_evaluation_only_rerun_says_evaluated(plain_store, tmp_path, store_tools):
+    import shutil
+
+    _, run_cli, write_recipe = store_tools
+    results = tmp_path / "results"
+    shutil.copytree(plain_store, results)
+    result = run_cli("run", write_recipe(tmp_path / "tiny.yaml", {"ood": ["uniform"]}), "--results", results)
+    assert result.exit_code == 0, result.output
+    assert "0 to train, 2 to evaluate" in result.output and "2 runs evaluated in" in result.output
+    assert "trained" not in result.output
