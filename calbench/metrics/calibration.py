@@ -90,7 +90,7 @@ def _aece_weighted(stats: SampleStats, W: np.ndarray) -> np.ndarray:
     cw, cc, cr = np.cumsum(W, axis=1), np.cumsum(W * c, axis=1), np.cumsum(W * r, axis=1)
     total = cw[:, -1]  # n for a bootstrap row; less for a jackknife (leave-out) row
     pos = group_ends(total, stats.bins)  # (b, M) group ends in each resampled multiset
-    off = np.arange(b)[:, None] * (n + 1.0)
+    off = np.arange(b)[:, None] * (total.max() + 1.0)  # rows may total more than n
     j = np.searchsorted((cw + off).ravel(), (pos + off).ravel(), side="left").reshape(b, -1)
     j -= (np.arange(b) * n)[:, None]
     rows = np.arange(b)[:, None]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from calbench.metrics.calibration import cece
-from calbench.metrics.equal_mass import cumulative, group_ends, group_sums
+from calbench.metrics.equal_mass import group_ends
 from calbench.metrics.registry import metric
 from calbench.metrics.stats import SampleStats, cached
 
@@ -25,39 +25,66 @@ TACE_THRESHOLD = 1e-3
 
 metric("sce", name="static calibration error", higher_is_better=False, percent=True, header="SCE",
        definition="Nixon et al.'s SCE: mean over classes of the equal-width ECE of p_ik (= cece)",
-       needs=("classwise",), default=False)(cece)
+       needs=("classwise",), default=False, binning="equal-width", scope="class-wise")(cece)
 
 
-def _class_orders(P: np.ndarray, labels: np.ndarray, threshold: float) -> list:
-    """Per class: (sample indices with p_ik > threshold sorted by (p, target), p, target)."""
-    out = []
-    for k in range(P.shape[1]):
-        idx = np.flatnonzero(P[:, k] > threshold)
-        p, t = P[idx, k], (labels[idx] == k).astype(np.float64)
-        order = np.lexsort((t, p))
-        out.append((idx[order], p[order], t[order]))
-    return out
+class ClassOrders:
+    """Every class's entries p_ik > threshold sorted ONCE by (p, target): `order[k, start[k]:]` are
+    their sample indices (the entries at or below the threshold sort first and are skipped), `gap`
+    the matching 1[y = k] - p_ik. One lexsort of the (K, n) transposed probabilities serves every
+    class, the point estimate and every bootstrap block (the counts then follow this fixed order)."""
+
+    def __init__(self, P: np.ndarray, labels: np.ndarray, threshold: float):
+        Pt = P.T
+        target = labels[None, :] == np.arange(P.shape[1])[:, None]
+        self.order = np.lexsort((target, Pt), axis=-1)
+        rows = np.arange(P.shape[1])[:, None]
+        p_sorted = Pt[rows, self.order]
+        self.gap = target[rows, self.order] - p_sorted
+        self.start = np.count_nonzero(p_sorted <= threshold, axis=1)
+
+    def classes(self):
+        """(sample indices, 1[y = k] - p) of each class's entries above the threshold, sorted."""
+        for k, lo in enumerate(self.start):
+            yield self.order[k, lo:], self.gap[k, lo:]
 
 
-def tace_of(orders: list, W: np.ndarray | None, bins: int) -> np.ndarray:
-    """TACE for each row of the counts W (None: every sample once), from _class_orders."""
-    b = 1 if W is None else W.shape[0]
-    total = np.zeros(b)
-    for idx, p, t in orders:
-        Wk = np.ones((1, idx.size)) if W is None else W[:, idx]
-        cums = cumulative(Wk, p, t)
-        n_k = cums[0][:, -1] if idx.size else np.zeros(b)
-        fc, fr = group_sums(cums, p, t, group_ends(n_k, bins))
-        total += np.abs(fc - fr).sum(axis=1) / np.maximum(n_k, 1.0)
-    return total / len(orders)
+def class_gap_sum(Wk: np.ndarray, gap: np.ndarray, bins: int) -> np.ndarray:
+    """sum_r |sum_{i in range r} w_i (1[y_i = k] - p_ik)| / N_k of one class for each row of its
+    counts Wk (b, n_k) in sorted order: the ranges are the equal-mass groups of each row's multiset
+    (equal_mass.py), found in ONE search over the cumulative counts of every row laid end to end
+    (a row's cumulative counts then start at the total of the rows before it)."""
+    b, m = Wk.shape
+    if m == 0:
+        return np.zeros(b)
+    flat = np.cumsum(Wk, axis=None)
+    totals = np.diff(flat[m - 1::m], prepend=0.0)
+    base = flat[m - 1::m] - totals
+    ends = group_ends(totals, bins) + base[:, None]
+    j = np.searchsorted(flat, ends.ravel(), side="left").reshape(b, bins)
+    j = np.clip(j - (np.arange(b) * m)[:, None], 0, m - 1)  # an end at a row's start may land before it
+    rows = np.arange(b)[:, None]
+    cum_gap = np.cumsum(Wk * gap, axis=1)
+    excess = flat.reshape(b, m)[rows, j] - ends
+    prefix = cum_gap[rows, j] - excess * gap[j]
+    return np.abs(np.diff(prefix, axis=1, prepend=0.0)).sum(axis=1) / np.maximum(totals, 1.0)
+
+
+def tace_of(orders: ClassOrders, W: np.ndarray | None, bins: int) -> np.ndarray:
+    """TACE for each row of the counts W (None: every sample once)."""
+    total = np.zeros(1 if W is None else W.shape[0])
+    for idx, gap in orders.classes():
+        Wk = np.ones((1, idx.size)) if W is None else np.take(W, idx, axis=1)
+        total += class_gap_sum(Wk, gap, bins)
+    return total / orders.order.shape[0]
 
 
 @metric("tace", name="thresholded adaptive calibration error", higher_is_better=False, percent=True,
         header="TACE", definition="per class, entries p_ik > 1e-3 in M equal-mass ranges; mean over classes",
-        needs=("probs",), default=False)
+        needs=("probs",), default=False, binning="equal-mass", scope="class-wise")
 def tace(stats: SampleStats, weights: np.ndarray | None):
     if weights is None:
-        return float(tace_of(_class_orders(stats.probs, stats.labels, TACE_THRESHOLD), None, stats.bins)[0])
-    orders = cached(stats, "tace", lambda: _class_orders(stats.sample("probs"), stats.sample("labels"),
-                                                         TACE_THRESHOLD))
+        return float(tace_of(ClassOrders(stats.probs, stats.labels, TACE_THRESHOLD), None, stats.bins)[0])
+    orders = cached(stats, "tace", lambda: ClassOrders(stats.sample("probs"), stats.sample("labels"),
+                                                       TACE_THRESHOLD))
     return tace_of(orders, weights, stats.bins)

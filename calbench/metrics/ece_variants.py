@@ -65,21 +65,24 @@ def _monotone(fc: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.all(np.diff(fc / sizes, axis=1) >= -MONOTONE_TOL, axis=1)
 
 
-def sweep(n: int, sums_at) -> np.ndarray:
+def sweep(totals: np.ndarray, sums_at) -> np.ndarray:
     """Roelofs et al. (2022, eq. 6): the largest b such that every b' <= b equal-mass groups have
-    non-decreasing accuracies; returns the L1 ECE at that b per row. sums_at(b, rows) gives the
-    (fc, fr, sizes) (rows, b) arrays of b groups."""
+    non-decreasing accuracies; returns the L1 ECE at that b per row. `totals` (rows,) is the size
+    of each row's multiset (n for the point estimate and a bootstrap row, less for a jackknife row),
+    which bounds its b (no group may be empty); sums_at(b, rows) gives the (fc, fr, sizes)
+    (rows, b) arrays of b groups."""
     fc, fr, sizes = sums_at(1, None)
     best = np.abs(fc - fr).sum(axis=1)
-    alive = np.arange(fc.shape[0])
-    for b in range(2, n + 1):
+    alive = np.flatnonzero(totals >= 2)
+    for b in range(2, int(totals.max(initial=0)) + 1):
         if alive.size == 0:
             break
         fc, fr, sizes = sums_at(b, alive)
         ok = _monotone(fc, sizes)
         alive = alive[ok]
         best[alive] = np.abs(fc[ok] - fr[ok]).sum(axis=1)
-    return best / n
+        alive = alive[totals[alive] > b]
+    return best / np.maximum(totals, 1.0)
 
 
 def _sweep_point(stats: SampleStats) -> float:
@@ -93,30 +96,39 @@ def _sweep_point(stats: SampleStats) -> float:
         ends = equal_mass_groups(n, b)
         return np.diff(cc[ends])[None], np.diff(cr[ends])[None], np.diff(ends)[None].astype(np.float64)
 
-    return float(sweep(n, sums_at)[0])
+    return float(sweep(np.array([float(n)]), sums_at)[0])
 
 
 def _sweep_weighted(stats: SampleStats, W: np.ndarray) -> np.ndarray:
+    """ECE_sweep of each count row of W (any totals): the same sweep over the resampled multisets,
+    their equal-mass groups cut with cumulative counts (equal_mass.py). A row whose drawn samples
+    all have the same correctness is monotone for every b, so its value is the b = total one,
+    sum_i w_i |c_i - r_i| / total, computed directly (as _sweep_point does)."""
     r, c = stats.sample("conf"), stats.sample("correct")
     if not sorted_samples(stats):
         order = adaptive_order(r, c)
         W, r, c = W[:, order], r[order], c[order]
-    n = W.shape[1]
-    cums = cumulative(W, r, c)
-    totals = cums[0][:, -1]
+    totals, hits = W.sum(axis=1), W @ c
+    uniform = (hits == 0) | (hits == totals)
+    out = (W @ np.abs(c - r)) / np.maximum(totals, 1.0)
+    rows = np.flatnonzero(~uniform)
+    if rows.size:
+        Wr = W[rows]
+        cums = cumulative(Wr, r, c)
 
-    def sums_at(b, rows):
-        rows = np.arange(W.shape[0]) if rows is None else rows
-        ends = group_ends(totals[rows], b)
-        fc, fr = group_sums(tuple(x[rows] for x in cums), r, c, ends)
-        return fc, fr, np.diff(ends, axis=1, prepend=0.0)
+        def sums_at(b, alive):
+            alive = np.arange(rows.size) if alive is None else alive
+            ends = group_ends(totals[rows][alive], b)
+            fc, fr = group_sums(tuple(x[alive] for x in cums), r, c, ends)
+            return fc, fr, np.diff(ends, axis=1, prepend=0.0)
 
-    return sweep(n, sums_at)
+        out[rows] = sweep(totals[rows], sums_at)
+    return out
 
 
 @metric("ece-sweep", name="monotonic sweep ECE", higher_is_better=False, percent=True, header="ECE-sweep",
         definition="equal-mass aece groups; the largest b keeping group accuracies monotone (Roelofs 2022)",
-        needs=("conf",), default=False, resample="explicit")
+        needs=("conf",), default=False, binning="equal-mass")
 def ece_sweep(stats: SampleStats, weights: np.ndarray | None):
     """ECE_sweep of Roelofs, Cain, Shlens & Mozer, "Mitigating Bias in Calibration Error Estimation"
     (AISTATS 2022): equal-mass bins (calbench's rank groups, ties by c), b raised from 1 while the

@@ -51,37 +51,48 @@ def _hist_matrix(r: np.ndarray, values: np.ndarray) -> scipy.sparse.csr_matrix:
 
 
 def _kernels(bw: np.ndarray) -> tuple[np.ndarray, int]:
-    """(b, 2L + 1) triweight kernels with standard deviation bw, sampled at the grid step."""
+    """(2L + 1, b) triweight kernels with standard deviation bw, sampled at the grid step (columns)."""
     support = 3.0 * bw
     L = int(np.floor(support.max() / KDE_STEP))
     u = np.arange(-L, L + 1) * KDE_STEP
-    z = np.clip(1.0 - (u[None, :] / support[:, None]) ** 2, 0.0, None)
-    return 35.0 / 32.0 * z ** 3 / support[:, None], L
+    z = np.clip(1.0 - (u[:, None] / support[None, :]) ** 2, 0.0, None)
+    return 35.0 / 32.0 * z ** 3 / support[None, :], L
 
 
-def _smooth(hist: np.ndarray, bw: np.ndarray) -> np.ndarray:
-    """Each row of hist (b, G) convolved with its own kernel ('same' alignment)."""
+# The estimate reads the densities only on the grid points in [0, 1] (KDE_SEL); every point outside
+# (0, 1) has density 0 and so never carries an integrand value into it.
+KDE_SEL = np.flatnonzero((KDE_GRID >= 0) & (KDE_GRID <= 1))
+KDE_INSIDE = ((KDE_GRID > 0) & (KDE_GRID < 1))[KDE_SEL]
+
+
+def _smooth(hists: np.ndarray, bw: np.ndarray) -> np.ndarray:
+    """Each column of hists (h, G, b) convolved with its own kernel ('same' alignment), on the grid
+    points of KDE_SEL only: the input is cut to those points +- the kernel's half width L (exactly
+    what they read), so the FFT is about half the grid's length."""
     ker, L = _kernels(bw)
-    G = hist.shape[1]
-    size = scipy.fft.next_fast_len(G + 2 * L, real=True)
-    full = scipy.fft.irfft(scipy.fft.rfft(hist, size, axis=1) * scipy.fft.rfft(ker, size, axis=1), size, axis=1)
-    return full[:, L:L + G]
+    G = hists.shape[1]
+    lo, hi = max(KDE_SEL[0] - L, 0), min(KDE_SEL[-1] + L + 1, G)
+    x = hists[:, lo:hi]
+    size = scipy.fft.next_fast_len(x.shape[1] + 2 * L, real=True)
+    spec = scipy.fft.rfft(x, size, axis=1) * scipy.fft.rfft(ker, size, axis=0)[None]
+    full = scipy.fft.irfft(spec, size, axis=1)
+    return full[:, KDE_SEL + L - lo]
 
 
 def kde_ece_from(h_all: np.ndarray, h_cor: np.ndarray, n: np.ndarray, n_c: np.ndarray, bw: np.ndarray) -> np.ndarray:
-    """The estimate of the module docstring for rows of grid histograms (all, correct)."""
-    s_all, s_cor = _smooth(h_all, bw), _smooth(h_cor, bw)
-    inside = (KDE_GRID > 0) & (KDE_GRID < 1)
-    p2 = np.where(inside, s_all / n[:, None], 0.0)
-    p1 = np.where(inside, s_cor / np.maximum(n_c, 1e-300)[:, None], 0.0)
+    """The estimate of the module docstring for columns of grid histograms (all, correct), (G, b) each."""
+    s_all, s_cor = _smooth(np.stack([h_all, h_cor]), bw)
+    inside = KDE_INSIDE[:, None]
+    p2 = np.where(inside, s_all / n[None, :], 0.0)
+    p1 = np.where(inside, s_cor / np.maximum(n_c, 1e-300)[None, :], 0.0)
     valid = np.maximum(p1, p2) > KDE_FLOOR
     with np.errstate(divide="ignore", invalid="ignore"):
-        acc = np.minimum(np.where(p2 > 0, (n_c / n)[:, None] * p1 / p2, 1.0), 1.0)
-    integrand = np.abs(KDE_GRID[None, :] - acc) * p2
-    last = np.maximum.accumulate(np.where(valid, np.arange(KDE_GRID.size), -1), axis=1)
-    carried = np.where(last >= 0, np.take_along_axis(integrand, np.maximum(last, 0), axis=1), 0.0)
-    sel = (KDE_GRID >= 0) & (KDE_GRID <= 1)
-    return np.trapezoid(carried[:, sel], KDE_GRID[sel], axis=1) / np.trapezoid(p2[:, sel], KDE_GRID[sel], axis=1)
+        acc = np.minimum(np.where(p2 > 0, (n_c / n)[None, :] * p1 / p2, 1.0), 1.0)
+    integrand = np.abs(KDE_GRID[KDE_SEL][:, None] - acc) * p2
+    last = np.maximum.accumulate(np.where(valid, np.arange(KDE_SEL.size)[:, None], -1), axis=0)
+    carried = np.where(last >= 0, np.take_along_axis(integrand, np.maximum(last, 0), axis=0), 0.0)
+    x = KDE_GRID[KDE_SEL]
+    return np.trapezoid(carried, x, axis=0) / np.trapezoid(p2, x, axis=0)
 
 
 def _moments(W: np.ndarray, r: np.ndarray, c: np.ndarray):
@@ -104,7 +115,7 @@ def kde_ece_weighted(r: np.ndarray, c: np.ndarray, W: np.ndarray, mats=None) -> 
         n, n_c, bw, s_all = _moments(w, r, c)
         point = s_all <= ZERO_SPREAD  # one confidence value: a point mass at it
         wt = np.ascontiguousarray(w.T)
-        vals = kde_ece_from(np.asarray(A_all @ wt).T, np.asarray(A_cor @ wt).T, n, n_c, np.where(point, 1.0, bw))
+        vals = kde_ece_from(np.asarray(A_all @ wt), np.asarray(A_cor @ wt), n, n_c, np.where(point, 1.0, bw))
         r0 = w @ r / n
         out[start:start + w.shape[0]] = np.where(point, np.abs(r0 - n_c / n), vals)
     return out
