@@ -119,7 +119,6 @@ def _parse_evaluate(value: Any, path: str, key: str) -> list[dict[str, Any]]:
     (calbench.shift.EVAL_SETS) run on a finished run's weights; not part of any run id."""
     from calbench.recipe.common import EVALUATE_KINDS
     from calbench.shift import EVAL_SETS, check_eval_root, eval_set_names
-
     from calbench.shift.storage import STORAGE_MODES
 
     if value is None:

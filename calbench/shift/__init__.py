@@ -27,7 +27,8 @@ registry, corrupt(x, name, severity, generator), generator_for(seed, family, sev
 Every set built with the same seed gives identical tensors; pass one fixed seed (e.g. 0) for every
 run of a comparison so that all models see the same corrupted images.
 
-Every module of this package registers its sets when imported (a new set is one module).
+Every module of this package registers its sets when imported (a new set is one module), except
+`storage`: how a run stores a set's predictions (float16 logits or compact top-label rows).
 """
 
 from __future__ import annotations

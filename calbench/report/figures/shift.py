@@ -1,8 +1,8 @@
 """ECE and accuracy against corruption severity per method, before and after temperature scaling
 (Ovadia et al., NeurIPS 2019, Figure 2 style): one figure per dataset / backbone, 2 x 2 panels
 (rows: accuracy, ECE; columns: no post-hoc, TS fitted on clean validation). Lines are means over
-seeds of the mean over corruptions at each severity (calbench.report.shift); bands are the
-seed-level percentile intervals (none with a single seed)."""
+seeds of the mean over corruptions at each severity (calbench.report.shift); bands are its two-level
+percentile intervals (seeds, then test samples; with a single seed, test samples only)."""
 
 from __future__ import annotations
 
