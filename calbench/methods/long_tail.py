@@ -24,6 +24,24 @@ from calbench.methods.common import cross_entropy
 from calbench.methods.registry import METHODS
 
 
+def cached_shift(method: Method, dtype: torch.dtype, scale: float, normalise: bool) -> torch.Tensor:
+    """scale * log(counts [/ sum counts]) in `dtype`, recomputed only when the counts change.
+
+    The loss is called every step, the counts once per run: recomputing the shift (five small ops)
+    each step cost as much as the cross-entropy itself at B = 128, K = 200. The key holds the
+    buffer's identity and `_version`, which set_class_counts, load_state_dict and `.to()` move.
+    """
+    counts = method.class_counts
+    key = (id(counts), counts._version, dtype, scale, normalise)
+    cache = getattr(method, "_shift_cache", None)
+    if cache is None or cache[0] != key or cache[1] is not counts:
+        checked = checked_counts(counts, method.name)
+        shift = torch.log(checked / checked.sum()) if normalise else torch.log(checked)
+        cache = (key, counts, (shift if scale == 1.0 else scale * shift).to(dtype))
+        method._shift_cache = cache
+    return cache[2]
+
+
 def checked_counts(counts: torch.Tensor, method: str) -> torch.Tensor:
     """The (K,) train counts with empty classes counted as 1; an error if they were never given."""
     if not bool((counts > 0).any()):
@@ -45,9 +63,7 @@ class LogitAdjustment(Method):
     def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         if self.tau == 0.0:
             return cross_entropy(logits, targets)        # the limit, exactly
-        counts = checked_counts(self.class_counts, self.name)
-        shift = self.tau * torch.log(counts / counts.sum())
-        return cross_entropy(logits + shift.to(logits.dtype), targets)
+        return cross_entropy(logits + cached_shift(self, logits.dtype, self.tau, True), targets)
 
 
 @METHODS.register("balanced-softmax", description="Balanced softmax: CE(logits + log class counts); needs the train class counts.",
@@ -61,5 +77,4 @@ class BalancedSoftmax(Method):
         super().__init__(num_classes, ignore_index)
 
     def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
-        log_counts = torch.log(checked_counts(self.class_counts, self.name))
-        return cross_entropy(logits + log_counts.to(logits.dtype), targets)
+        return cross_entropy(logits + cached_shift(self, logits.dtype, 1.0, False), targets)

@@ -14,31 +14,12 @@
  * The gradient is written to `grad` and sum_i loss_i / n to `*loss`, summed in row order after
  * the (OpenMP) row loop so that it does not depend on the thread count. Returns 0, or 1 if a
  * target is out of range, 2 if memory ran out. NaN logits give a NaN loss, as in PyTorch.
- * exp is a branch-free polynomial (Cody-Waite reduction, Cephes coefficients; at most 1 ulp
- * from exp over [-87, 0] in float32) so that the row loops vectorise; float64 uses libm's exp.
+ * exp is softmax_rows.h's branch-free polynomial (at most 1 ulp from exp over [-87, 0] in
+ * float32) so that the row loops vectorise; float64 uses libm's exp.
  */
-#include <math.h>
-#include <stdint.h>
 #include <stdlib.h>
 
-static inline float exp_f32(float v) {
-    /* Called with v <= 0; below -87.3 the result is 0 (a softmax term under 1e-38). */
-    float t = v < -87.3f ? -87.3f : v;
-    float nf = (float)(int32_t)(t * 1.44269504088896341f - 0.5f);  /* floor-ish, t <= 0 */
-    float r = t - nf * 0.693359375f + nf * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union { float f; int32_t i; } scale;
-    scale.i = ((int32_t)nf + 127) << 23;
-    return v < -87.3f ? 0.0f : p * scale.f;
-}
-
-static inline double exp_f64(double v) { return exp(v); }
+#include "softmax_rows.h"  /* exp_f32 / exp_f64 and row_max_f32 / row_max_f64 */
 
 /* One penalty: its slope P'_k(d) * scale and its value P_k(d), for d = M - x (branch-free). */
 #define HINGE_TERMS(T)                                                                  \
@@ -74,7 +55,7 @@ static inline double exp_f64(double v) { return exp(v); }
             if (xi[j] == mx) { gi[j] += share; --left; }                               \
     }
 
-#define DEFINE_KERNEL(NAME, T, EXP)                                                     \
+#define DEFINE_KERNEL(NAME, SUF, T, EXP)                                                     \
 int NAME(const T *x, const int64_t *y, int64_t n, int64_t k, int kind, T margin,      \
          const T *a, const T *b, const T *half_inv_b, T *grad, T *loss) {             \
     const T inv_n = (T)(1.0 / (double)n), c = (T)(1.0 / (double)k), inv_m = (T)1 / margin; \
@@ -85,9 +66,7 @@ int NAME(const T *x, const int64_t *y, int64_t n, int64_t k, int kind, T margin,
     for (int64_t i = 0; i < n; ++i) {                                                  \
         const T *xi = x + i * k;                                                       \
         T *gi = grad + i * k;                                                          \
-        T mx = xi[0];                                                                  \
-        _Pragma("omp simd reduction(max:mx)")                                          \
-        for (int64_t j = 0; j < k; ++j) mx = xi[j] > mx ? xi[j] : mx;                  \
+        const T mx = row_max_##SUF(xi, k);                                             \
         T s = 0, ties = 0, pen = 0, slope_sum = 0;                                     \
         if (kind == 0) ROW_PASSES(T, EXP, HINGE_TERMS) else ROW_PASSES(T, EXP, PHR_TERMS) \
         const int64_t t = y[i];                                                        \
@@ -102,5 +81,5 @@ int NAME(const T *x, const int64_t *y, int64_t n, int64_t k, int kind, T margin,
     return bad ? 1 : 0;                                                                \
 }
 
-DEFINE_KERNEL(calbench_ce_distance_f32, float, exp_f32)
-DEFINE_KERNEL(calbench_ce_distance_f64, double, exp_f64)
+DEFINE_KERNEL(calbench_ce_distance_f32, f32, float, exp_f32)
+DEFINE_KERNEL(calbench_ce_distance_f64, f64, double, exp_f64)
