@@ -19,8 +19,9 @@ paper's printed equation could not be checked here against it:
   gradient;
 - normalisers N for the positive and N (K - 1) for the negative sum, whatever the number of
   ties.
-For margin >= 0 (every published setting) calbench computes the value and gradient in one fused
-autograd function (about 2x cross-entropy instead of 6x); a negative margin takes plain autograd.
+For margin >= 0 (every published setting) calbench computes the value and gradient in one C
+kernel call on the CPU (row_losses.py; about cross-entropy's cost instead of 6x), elsewhere in one
+fused autograd function; a negative margin takes plain autograd.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ Where calbench and the authors' code differ:
   0.91 (calbench) against 0.90 (authors' code).
 - the MDCA code loops over the K classes in Python; calbench takes one (K,) mean per batch (same
   value, O(N K)).
-On the CPU, MDCA on "ce" or "ls" and DCA run as one C kernel (row_losses.py: the softmax, the base
-loss, the batch means and the analytic gradient in two passes over the rows, about 1.3x
-cross-entropy where autograd through the nine ops cost 3x); "fl" and other devices use autograd.
+On the CPU, MDCA (on each base) and DCA run as one C kernel (row_losses.py: the softmax, the base
+loss, the batch means and the analytic gradient in two passes over the rows, about 1.2x
+cross-entropy where autograd through the nine ops cost 3x); other devices use autograd.
 """
 
 from __future__ import annotations
@@ -73,11 +73,10 @@ class MDCA(Method):
     def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         if self.beta == 0.0:
             return self.base_loss.loss_rows(logits, targets)   # the limit, exactly
-        if self.base != "fl":
-            alpha = self.base_loss.alpha if self.base == "ls" else 0.0
-            fused = row_losses.mdca(logits, targets, self.beta, alpha)
-            if fused is not None:                        # the C kernel (row_losses.py)
-                return fused
+        fused = row_losses.mdca(logits, targets, self.beta, getattr(self.base_loss, "alpha", 0.0),
+                                getattr(self.base_loss, "gamma", 0.0))
+        if fused is not None:                            # the C kernel (row_losses.py)
+            return fused
         return self.base_loss.loss_rows(logits, targets) + self.beta * mdca_penalty(logits, targets)
 
 

@@ -27,10 +27,11 @@
  *   grad = w (p - e_y) - 2 cn d + 2 cp over 1[x = M]. params = {w, margin, cn, cp}.
  *
  * calbench_batch_penalty: a base loss plus a penalty on batch means (two passes over the rows).
- * kind 4, MDCA on CE or label smoothing (alpha = 0: CE): L = (1/n) sum_i [(1 - alpha)(-log p_iy)
- *   + (alpha/k) sum_k -log p_ik] + (beta/k) sum_k |m_k - f_k|, m = mean_i p_i, f the target
- *   frequencies; grad_i = (p_i - q_i)/n + p_i (.) (g - <g, p_i>), g_k = beta sign(m_k - f_k)/(k n)
- *   (sign(0) = 0, as abs's sub-gradient), q_i = (1 - alpha) e_y + alpha / k.
+ * kind 4, MDCA on CE, label smoothing (alpha > 0) or focal loss (gamma > 0): L = (1/n) sum_i B_i
+ *   + (beta/k) sum_k |m_k - f_k|, m = mean_i p_i, f the target frequencies, B_i = (1 - alpha)
+ *   (-log p_iy) + (alpha/k) sum_k -log p_ik, or kind 1's focal row with one bin of this gamma;
+ *   grad_i = u_i p_i - v_i e_y - alpha/(k n) + p_i (.) (g - <g, p_i>), g_k = beta sign(m_k - f_k)
+ *   / (k n) (sign(0) = 0, as abs's sub-gradient); u = 1/n, v = (1 - alpha)/n, or u = v = -G_i/n.
  * kind 5, DCA: L = (1/n) sum_i -log p_iy + beta |mean_i c_i - mean_i 1[a_i = y_i]|, c_i = p_ia,
  *   a_i the first class of the row's largest e (torch.max's index); the accuracy is piecewise
  *   constant, so grad_i = (p_i - e_y)/n + (beta/n) sign(.) c_i (e_a - p_i).
@@ -170,12 +171,12 @@ int calbench_row_losses_##SUF(const T *x, const int64_t *y, const int64_t *y2, i
 /* Pass 1 of the batch penalties: softmax rows into grad (p), row values, per-row statistics. */
 #define DEFINE_BATCH_PENALTY(SUF, T)                                                      \
 int calbench_batch_penalty_##SUF(const T *x, const int64_t *y, int64_t n, int64_t k, int kind, \
-                                 double beta, double alpha, T *grad, T *loss) {           \
-    double *stat = malloc((size_t)(2 * n + 2 * k) * sizeof(double));                     \
+                                 double beta, double alpha, double gamma, T *grad, T *loss) { \
+    double *stat = malloc((size_t)(3 * n + 2 * k) * sizeof(double));                     \
     int64_t *arg = malloc((size_t)n * sizeof(int64_t));                                   \
     T *sg = malloc((size_t)k * sizeof(T));                                                \
     if (stat == NULL || arg == NULL || sg == NULL) { free(stat); free(arg); free(sg); return 2; } \
-    double *row_loss = stat, *conf = stat + n, *col = stat + 2 * n, *freq = col + k;      \
+    double *row_loss = stat, *conf = stat + n, *u = stat + 2 * n, *col = stat + 3 * n, *freq = col + k; \
     int64_t bad = 0;                                                                      \
     _Pragma("omp parallel for schedule(static) reduction(+:bad) if (n * k >= 32768)")     \
     for (int64_t i = 0; i < n; ++i) {                                                     \
@@ -196,6 +197,9 @@ int calbench_batch_penalty_##SUF(const T *x, const int64_t *y, int64_t n, int64_
         const double log_s = log((double)s), lp = (double)(xi[t] - mx) - log_s;          \
         const double uniform = alpha > 0 ? -((double)sum_x / (double)k - log_s) : 0.0;    \
         row_loss[i] = -(1.0 - alpha) * lp + alpha * uniform;                              \
+        u[i] = 1.0 / (double)n;                                                           \
+        if (gamma > 0)                                                                    \
+            u[i] = -focal_row(lp, 1.0, NULL, &gamma, 1, 0.0, &row_loss[i]) / (double)n;    \
         arg[i] = a < k ? a : 0;                                                           \
         conf[i] = (double)gi[arg[i]];                                                     \
     }                                                                                     \
@@ -203,7 +207,7 @@ int calbench_batch_penalty_##SUF(const T *x, const int64_t *y, int64_t n, int64_
     double total = 0.0;                                                                   \
     for (int64_t i = 0; i < n; ++i) total += row_loss[i];                                 \
     total /= (double)n;                                                                   \
-    total += kind == 4 ? mdca_finish_##SUF(grad, y, n, k, beta, alpha, col, freq, sg)     \
+    total += kind == 4 ? mdca_finish_##SUF(grad, y, n, k, beta, alpha, gamma, u, col, freq, sg) \
                        : dca_finish_##SUF(grad, y, n, k, beta, conf, arg);                \
     free(stat); free(arg); free(sg);                                                      \
     *loss = (T)total;                                                                     \
@@ -213,7 +217,8 @@ int calbench_batch_penalty_##SUF(const T *x, const int64_t *y, int64_t n, int64_
 /* Pass 2 of MDCA: the column means, the penalty, and the gradient written over p. */
 #define DEFINE_MDCA_FINISH(SUF, T)                                                        \
 static double mdca_finish_##SUF(T *grad, const int64_t *y, int64_t n, int64_t k, double beta, \
-                                double alpha, double *col, double *freq, T *sg) {         \
+                                double alpha, double gamma, const double *u, double *col, \
+                                double *freq, T *sg) {                                    \
     for (int64_t j = 0; j < k; ++j) { col[j] = 0.0; freq[j] = 0.0; }                      \
     for (int64_t i = 0; i < n; ++i) {                                                     \
         const T *gi = grad + i * k;                                                       \
@@ -227,16 +232,16 @@ static double mdca_finish_##SUF(T *grad, const int64_t *y, int64_t n, int64_t k,
         penalty += fabs(d);                                                               \
         sg[j] = (T)((d > 0 ? beta : d < 0 ? -beta : 0.0) / ((double)k * (double)n));      \
     }                                                                                     \
-    const T inv_n = (T)(1.0 / (double)n), smooth = (T)(alpha / ((double)k * (double)n));   \
-    const T hit = (T)((1.0 - alpha) / (double)n);                                         \
+    const T smooth = (T)(alpha / ((double)k * (double)n));                                \
     _Pragma("omp parallel for schedule(static) if (n * k >= 32768)")                      \
     for (int64_t i = 0; i < n; ++i) {                                                     \
         T *gi = grad + i * k;                                                             \
+        const T ui = (T)u[i], hit = (T)(gamma > 0 ? u[i] : (1.0 - alpha) / (double)n);    \
         T dot = 0;                                                                        \
         _Pragma("omp simd reduction(+:dot)")                                              \
         for (int64_t j = 0; j < k; ++j) dot += sg[j] * gi[j];                             \
         _Pragma("omp simd")                                                               \
-        for (int64_t j = 0; j < k; ++j) gi[j] = gi[j] * (inv_n + sg[j] - dot) - smooth;   \
+        for (int64_t j = 0; j < k; ++j) gi[j] = gi[j] * (ui + sg[j] - dot) - smooth;      \
         gi[y[i]] -= hit;                                                                  \
     }                                                                                     \
     return beta * penalty / (double)k;                                                    \

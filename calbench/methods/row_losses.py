@@ -30,7 +30,7 @@ _NO_ARRAY = torch.zeros(1, dtype=torch.float64)
 _P, _I, _D, _K = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
 _SIGNATURES = {
     "row_losses": [_P, _P, _P, _I, _I, _K, _P, _P, _P, _P, _P],
-    "batch_penalty": [_P, _P, _I, _I, _K, _D, _D, _P, _P],
+    "batch_penalty": [_P, _P, _I, _I, _K, _D, _D, _D, _P, _P],
     "rank_mixup": [_P, _P, _P, _P, _I, _I, _I, _K, _D, _D, _P, _P],
 }
 
@@ -126,25 +126,29 @@ def ce_plus_acls(logits, targets, margin: float, neg_c: float, pos_c: float):
     return _rows(logits, targets, ACLS, [1.0 / logits.shape[0], margin, neg_c, pos_c])
 
 
-def _batch(logits, targets, kind, beta: float, alpha: float):
+def _batch(logits, targets, kind, beta: float, alpha: float, gamma: float):
     kernel = kernel_for(logits)
     if kernel is None:
         return None
     t = _index(targets)
     n, k = logits.shape
     fn = kernel.batch_penalty
-    return _NativeLoss.apply(logits, lambda x, grad, loss: fn(x, t.data_ptr(), n, k, kind, beta, alpha, grad, loss))
+
+    def call(x, grad, loss):
+        return fn(x, t.data_ptr(), n, k, kind, beta, alpha, gamma, grad, loss)
+    return _NativeLoss.apply(logits, call)
 
 
-def mdca(logits, targets, beta: float, alpha: float = 0.0):
-    """mean_i [(1 - alpha) CE_i + alpha mean_k(-log p_ik)] + beta (1/K) sum_k |mean_i p_ik - freq_k|
-    (MDCA on CE, or on label smoothing with alpha > 0); or None."""
-    return _batch(logits, targets, MDCA, float(beta), float(alpha))
+def mdca(logits, targets, beta: float, alpha: float = 0.0, gamma: float = 0.0):
+    """mean_i B_i + beta (1/K) sum_k |mean_i p_ik - freq_k|, B_i cross-entropy, label smoothing
+    (1 - alpha) CE_i + alpha mean_k(-log p_ik) for alpha > 0, or focal loss
+    -max(1 - p_y, 1e-6)^gamma log p_y for gamma > 0 (MDCA on "ce", "ls", "fl"); or None."""
+    return _batch(logits, targets, MDCA, float(beta), float(alpha), float(gamma))
 
 
 def dca(logits, targets, beta: float):
     """CE + beta |mean_i max_k p_ik - accuracy|; or None."""
-    return _batch(logits, targets, DCA, float(beta), 0.0)
+    return _batch(logits, targets, DCA, float(beta), 0.0, 0.0)
 
 
 def rank_mixup(logits, targets, ctx: dict, kind: int, weight: float, margin: float = 0.0):

@@ -13,7 +13,8 @@ from calbench.methods import native, row_losses
 from . import harness
 
 FUSED = ["mdca", "dca", "rankmixup", "rankmixup-mrl", "dual-focal"]
-HPARAMS = {"mdca": [{}, {"base": "ls", "alpha": 0.2, "beta": 3.0}, {"beta": 0.5}],
+HPARAMS = {"mdca": [{}, {"base": "ls", "alpha": 0.2, "beta": 3.0}, {"beta": 0.5}, {"base": "fl", "gamma": 2.0},
+                    {"base": "fl", "gamma": 0.5, "beta": 2.0}],
            "dca": [{}, {"beta": 10.0}],
            "rankmixup": [{}, {"copies": 1, "alpha": 0.5}, {"copies": 4, "weight": 1.0}],
            "rankmixup-mrl": [{}, {"margin": 0.5, "weight": 1.0}],
