@@ -159,3 +159,12 @@ def test_the_build_key_covers_the_headers(tmp_path, monkeypatch):
     first = native.build(source, compiler, native.FLAGS)
     (tmp_path / "tiny.h").write_text("#define ANSWER 43\n")
     assert native.build(source, compiler, native.FLAGS) != first
+
+
+def test_a_failing_native_build_falls_back_to_the_portable_flags(tmp_path, monkeypatch):
+    monkeypatch.setenv("CALBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "NATIVE", ["-mno-such-option-calbench"])
+    monkeypatch.setattr(native, "_native_target", lambda compiler: "a CPU")
+    lib = native.load.__wrapped__("row_losses")
+    assert lib is not None and hasattr(lib, "calbench_rank_mixup_f32")
+    assert len(list((tmp_path / "kernels").iterdir())) == 1       # only the portable build
