@@ -88,7 +88,7 @@ class AdaFocal(Method):
     def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         if not bool(self.gammas.any()):
             return cross_entropy(logits, targets)        # every gamma 0: the limit, exactly
-        if row_losses.kernel_for(logits) is not None:    # the C kernel (row_losses.py), one pass
+        if row_losses.kernel_for(logits, targets.shape[0]) is not None:   # the C kernel (row_losses.py)
             inner, gammas = self._kernel_arrays(logits.dtype)
             return row_losses.binned_focal(logits, targets, inner, gammas)
         log_py = target_log_prob(F.log_softmax(logits, dim=1), targets)

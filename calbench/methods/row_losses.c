@@ -173,7 +173,7 @@ int calbench_row_losses_##SUF(const T *x, const int64_t *y, const int64_t *y2, i
 int calbench_batch_penalty_##SUF(const T *x, const int64_t *y, int64_t n, int64_t k, int kind, \
                                  double beta, double alpha, double gamma, T *grad, T *loss) { \
     double *stat = malloc((size_t)(3 * n + 2 * k) * sizeof(double));                     \
-    int64_t *arg = malloc((size_t)n * sizeof(int64_t));                                   \
+    int64_t *arg = malloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t));                     \
     T *sg = malloc((size_t)k * sizeof(T));                                                \
     if (stat == NULL || arg == NULL || sg == NULL) { free(stat); free(arg); free(sg); return 2; } \
     double *row_loss = stat, *conf = stat + n, *u = stat + 2 * n, *col = stat + 3 * n, *freq = col + k; \

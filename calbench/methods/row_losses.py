@@ -52,9 +52,11 @@ def _kernels() -> dict:
     return kernels
 
 
-def kernel_for(logits: torch.Tensor):
-    """The C functions for these logits, or None (see the module docstring)."""
-    if logits.device.type != "cpu":
+def kernel_for(logits: torch.Tensor, rows: int | None = None):
+    """The C functions for these logits, or None (see the module docstring). With `rows` (the
+    targets' count), None also when the logits do not have that many rows: the PyTorch path then
+    raises its own error, where the kernel would read past the targets."""
+    if logits.device.type != "cpu" or logits.dim() != 2 or (rows is not None and logits.shape[0] != rows):
         return None
     return _kernels().get(logits.dtype)
 
@@ -88,8 +90,8 @@ def _index(values: torch.Tensor) -> torch.Tensor:
 
 
 def _rows(logits, targets, kind, params, partners=None, edges=_NO_ARRAY, gammas=_NO_ARRAY):
-    kernel = kernel_for(logits)
-    if kernel is None:
+    kernel = kernel_for(logits, targets.shape[0])
+    if kernel is None or (partners is not None and partners.shape[0] != logits.shape[0] - int(params[0])):
         return None
     t = _index(targets)
     z = t if partners is None else _index(partners)
@@ -127,7 +129,7 @@ def ce_plus_acls(logits, targets, margin: float, neg_c: float, pos_c: float):
 
 
 def _batch(logits, targets, kind, beta: float, alpha: float, gamma: float):
-    kernel = kernel_for(logits)
+    kernel = kernel_for(logits, targets.shape[0])
     if kernel is None:
         return None
     t = _index(targets)
@@ -154,9 +156,10 @@ def dca(logits, targets, beta: float):
 def rank_mixup(logits, targets, ctx: dict, kind: int, weight: float, margin: float = 0.0):
     """CE on the n clean rows + weight x M-NDCG (kind NDCG) or MRL (kind MRL) ranking term over
     [clean; copy 1; ...; copy M] rows, from ctx's lam (M,) and perm (M, n); or None."""
-    kernel = kernel_for(logits)
+    kernel = kernel_for(logits, targets.shape[0])
     perm, lam = ctx["perm"], ctx["lam"]
-    if kernel is None or perm.device.type != "cpu":
+    if kernel is None or perm.device.type != "cpu" or perm.dim() != 2 or lam.numel() != perm.shape[0] \
+            or logits.shape[0] != perm.numel() + perm.shape[1]:
         return None
     t, pi = _index(targets), _index(perm)
     lam = lam.to(torch.float64).contiguous()

@@ -168,3 +168,10 @@ def test_a_failing_native_build_falls_back_to_the_portable_flags(tmp_path, monke
     lib = native.load.__wrapped__("row_losses")
     assert lib is not None and hasattr(lib, "calbench_rank_mixup_f32")
     assert len(list((tmp_path / "kernels").iterdir())) == 1       # only the portable build
+
+
+@pytest.mark.parametrize("name", ["mdca", "dca", "dual-focal"])
+def test_fewer_targets_than_rows_never_reach_the_kernel(name):
+    method = harness.build(name, 5)
+    with pytest.raises((ValueError, RuntimeError)):                # PyTorch's own shape error
+        method.loss(torch.randn(4, 5, requires_grad=True), torch.tensor([0, 1, 2]))
