@@ -117,8 +117,18 @@ class _Bandwidth:
         self.gather = _reflect(np.arange(c - khi, G + c - klo), G)  # (G - 1 + L,) grid positions
         self.L, self.size = L, scipy.fft.next_fast_len(G + 2 * L - 2, real=True)
         self.fker = scipy.fft.rfft(ker, self.size)
+        self.klo, self.ker = klo, ker
         u = np.bincount(self.inds, 1.0 - self.res, G) + np.bincount(self.inds + 1, self.res, G)
         self.u = np.bincount(self.gather, np.convolve(u, ker[::-1]), G)
+
+    @functools.cached_property
+    def full_fker(self) -> np.ndarray:
+        """The spectrum of the kernel zero-padded to the whole grid at the shared layout of
+        _full_layout(points): the same convolution (the zeros add nothing) on a spectrum of the
+        residual histogram that every bandwidth of this grid shares."""
+        ker = np.zeros(self.points)
+        ker[self.klo:self.klo + self.ker.shape[0]] = self.ker
+        return scipy.fft.rfft(ker, _full_layout(self.points)[1])
 
     def smooth(self, h: np.ndarray) -> np.ndarray:
         """relplot's reflected Gaussian smoothing of each row of h (G points)."""
@@ -126,13 +136,24 @@ class _Bandwidth:
         full = scipy.fft.irfft(scipy.fft.rfft(x, self.size, axis=1) * self.fker, self.size, axis=1)
         return full[:, self.L - 1: self.L - 1 + self.points]
 
-    def abs_mass(self, h_res: np.ndarray) -> np.ndarray:
-        """sum_t |ys_t|: the smoothed residuals interpolated onto the mesh."""
-        y = self.smooth(h_res)
+    def mesh_abs_mass(self, y: np.ndarray) -> np.ndarray:
+        """sum_t |ys_t|: the smoothed residuals y (rows of G points) interpolated onto the mesh."""
         return np.abs(y[:, self.inds] * (1 - self.res) + y[:, self.inds + 1] * self.res).sum(axis=1)
 
 
-@functools.lru_cache(maxsize=512)
+SMECE_SHARED_GRID = 1001  # the grid of every bandwidth >= 0.01: its residual spectra are shared
+
+
+@functools.lru_cache(maxsize=8)
+def _full_layout(G: int) -> tuple[np.ndarray, int]:
+    """The reflected gather of the untruncated kernel (klo = 0, khi = G - 1) and its FFT size: the
+    linear convolution spans 3G - 2 points, but a circular one of 2G - 1 or more leaves the G kept
+    ones (G - 1 .. 2G - 2) free of wrapped terms."""
+    c = G // 2
+    return _reflect(np.arange(c - (G - 1), G + c), G), scipy.fft.next_fast_len(2 * G - 1, real=True)
+
+
+@functools.lru_cache(maxsize=4096)  # bisection midpoints are dyadic: the same few recur across runs
 def _bandwidth(sigma: float) -> _Bandwidth:
     return _Bandwidth(sigma)
 
@@ -147,6 +168,9 @@ class _SmoothECE:
         self.b = 1 if W is None else W.shape[0]
         self.hist_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.values: dict[float, np.ndarray] = {}
+        self.spectra: np.ndarray | None = None  # rfft of each row's residual histogram (shared grid)
+        self.have = np.zeros(self.b, dtype=bool)
+        self.stacked: np.ndarray | None = None
 
     def hists(self, points: int):
         if points not in self.hist_cache:
@@ -157,30 +181,76 @@ class _SmoothECE:
     def _known(self, sigma: float) -> np.ndarray:
         return self.values.setdefault(sigma, np.full(self.b, np.nan))
 
+    def smoothed(self, bw: _Bandwidth, rows: np.ndarray) -> np.ndarray:
+        """bw.smooth of the residual histograms of `rows`; on the shared grid from spectra computed
+        once per row (only the inverse FFT depends on the bandwidth)."""
+        G = bw.points
+        h_res = self.hists(G)[0]
+        if G != SMECE_SHARED_GRID:
+            return bw.smooth(h_res[rows])
+        gather, size = _full_layout(G)
+        if self.spectra is None:
+            self.spectra = np.empty((self.b, size // 2 + 1), dtype=np.complex128)
+        new = rows[~self.have[rows]]
+        if new.size:
+            self.spectra[new] = scipy.fft.rfft(h_res[new][:, gather], size, axis=1)
+            self.have[new] = True
+        return scipy.fft.irfft(self.spectra[rows] * bw.full_fker, size, axis=1)[:, G - 1: 2 * G - 1]
+
     def at(self, sigma: float, rows: np.ndarray) -> np.ndarray:
         """relplot.metrics.smooth_ece(f, y, sigma) for the given weight rows."""
         known, bw = self._known(sigma), _bandwidth(sigma)
         todo = rows[np.isnan(known[rows])]
         if todo.size:
-            h_res, h_one = self.hists(bw.points)
-            dens = h_one[todo] @ bw.u + bw.T * SMECE_DENS_EPS
-            known[todo] = bw.abs_mass(h_res[todo]) / dens
+            dens = self.hists(bw.points)[1][todo] @ bw.u + bw.T * SMECE_DENS_EPS
+            known[todo] = bw.mesh_abs_mass(self.smoothed(bw, todo)) / dens
         return known[rows]
 
-    def exceeds(self, sigma: float, rows: np.ndarray) -> np.ndarray:
-        """sigma < smooth_ece(sigma) for each row; rows the bounds settle (with a 1e-9 relative margin,
-        far above the rounding of either side) are decided without a convolution."""
-        if sigma < SMECE_EPS:
-            return np.ones(rows.shape[0], dtype=bool)
-        bw = _bandwidth(sigma)
-        h_res, h_one = self.hists(bw.points)
-        dens = h_one[rows] @ bw.u + bw.T * SMECE_DENS_EPS
-        low = np.abs(h_res[rows] @ bw.u) / dens
-        high = np.abs(h_res[rows]) @ bw.u / dens
-        ok = low > sigma * (1 + SMECE_MARGIN)
-        open_ = ~ok & (high >= sigma * (1 - SMECE_MARGIN))
-        if open_.any():
-            ok[open_] = sigma < self.at(sigma, rows[open_])
+    def _stacked(self) -> np.ndarray:
+        """(3b, G) rows h_one, h_res, |h_res| of every weight row on the shared grid."""
+        if self.stacked is None:
+            h_res, h_one = self.hists(SMECE_SHARED_GRID)
+            self.stacked = np.stack([h_one, h_res, np.abs(h_res)], axis=1).reshape(3 * self.b, -1)
+        return self.stacked
+
+    def masses(self, sig: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(3, len(rows)): u . h_one, u . h_res and u . |h_res| of each row at its own bandwidth
+        sig[i] (the density's sum and both bounds of _Bandwidth). Rows on the shared grid get all
+        their bandwidths' u from ONE matrix product (b rows x distinct bandwidths)."""
+        out = np.empty((3, rows.size))
+        uniq, inv = np.unique(sig[rows], return_inverse=True)
+        bws = [_bandwidth(float(v)) for v in uniq]
+        shared = np.array([bw.points == SMECE_SHARED_GRID for bw in bws])
+        if shared.any():
+            U = np.stack([bw.u for bw, sh in zip(bws, shared) if sh], axis=1)
+            prod = (self._stacked() @ U).reshape(self.b, 3, -1)
+            at = np.flatnonzero(shared[inv])
+            out[:, at] = prod[rows[at], :, (np.cumsum(shared) - 1)[inv[at]]].T
+        for j in np.flatnonzero(~shared):
+            at = np.flatnonzero(inv == j)
+            h_res, h_one = self.hists(bws[j].points)
+            u, r = bws[j].u, rows[at]
+            out[:, at] = h_one[r] @ u, h_res[r] @ u, np.abs(h_res[r]) @ u
+        out[0] += np.array([bw.T for bw in bws])[inv] * SMECE_DENS_EPS
+        return out
+
+    def exceeds(self, sig: np.ndarray) -> np.ndarray:
+        """sig[i] < smooth_ece(sig[i]) for each row i; below SMECE_EPS always; rows the bounds settle
+        (with a 1e-9 relative margin, far above the rounding of either side) are decided without a
+        convolution, the others by smooth_ece itself."""
+        ok = np.ones(self.b, dtype=bool)
+        rows = np.flatnonzero(sig >= SMECE_EPS)
+        if rows.size == 0:
+            return ok
+        dens, signed, absolute = self.masses(sig, rows)
+        s = sig[rows]
+        low_ok = np.abs(signed) / dens > s * (1 + SMECE_MARGIN)
+        open_ = ~low_ok & (absolute / dens >= s * (1 - SMECE_MARGIN))
+        ok[rows] = low_ok
+        undecided = rows[open_]
+        for v in np.unique(sig[undecided]):
+            part = undecided[sig[undecided] == v]
+            ok[part] = v < self.at(float(v), part)
         return ok
 
     def by_sigma(self, sig: np.ndarray, fn) -> np.ndarray:
@@ -203,11 +273,11 @@ def smece(stats: SampleStats, weights: np.ndarray | None):
     relplot takes; most are settled by bounds (_SmoothECE.exceeds), and smooth_ece at the chosen
     bandwidth is usually known from the last decision at it."""
     ev = _SmoothECE(stats, weights)
-    accept1 = ev.by_sigma(np.ones(ev.b), ev.exceeds)
+    accept1 = ev.exceeds(np.ones(ev.b))
     start, end = np.ones(ev.b), np.zeros(ev.b)
     for _ in range(SMECE_REFINE):
         mid = (start + end) / 2
-        ok = ev.by_sigma(mid, ev.exceeds)
+        ok = ev.exceeds(mid)
         end = np.where(ok, mid, end)
         start = np.where(ok, start, mid)
     out = ev.by_sigma(np.where(accept1, 1.0, start), ev.at)
