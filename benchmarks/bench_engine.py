@@ -14,12 +14,24 @@ Both train with one torch thread (CALBENCH_THREADS=1 for calbench; `--jobs 1` al
 the run every core). Rounds alternate (a, b, a, b, ...) so that a load change on the machine hits both; the best round
 of each is compared. `--matrix` also times `calbench run recipes/quickstart.yaml` once, in a
 fresh folder (minutes).
+
+`--against REV` (e.g. `--against 12b6a3b`) times the whole 66-run quickstart of REV's own
+recipes/quickstart.yaml (like with like: a later quickstart may evaluate more sets) with REV's code
+and with this checkout's code, rounds interleaved (REV, current, REV, ...), each in a fresh results
+folder, with the same environment (CALBENCH_THREADS unset: both use their default jobs and
+threads), and prints both best walls and the speed-up. REV is checked out with `git worktree add`
+into a temporary folder (removed afterwards, also on error) and run as `python -m calbench.cli`
+from that folder with PYTHONPATH pointing at it, in this virtual environment.
+
+    python benchmarks/bench_engine.py --against 12b6a3b --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,9 +93,9 @@ with torch.no_grad():
 '''
 
 
-def _timed(cmd: list[str], cwd: Path) -> float:
+def _timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    env = {**os.environ, "CALBENCH_THREADS": "1"}     # one torch thread, as the hand loop sets
+    env = env or {**os.environ, "CALBENCH_THREADS": "1"}     # one torch thread, as the hand loop sets
     done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
@@ -134,14 +146,60 @@ def matrix_seconds() -> float:
                        "--results", tmp], REPO)
 
 
+@contextlib.contextmanager
+def worktree(rev: str):
+    """A detached `git worktree` of `rev` in a temporary folder, removed on the way out."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-engine-rev-"))
+    path = tmp / "tree"
+    done = subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=REPO,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        sys.exit(f"bench_engine: git worktree add {rev} failed: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=REPO, capture_output=True)
+
+
+def _matrix_env(code: Path) -> dict[str, str]:
+    """The environment of a whole-quickstart timing: `code` first on the path, default threads."""
+    env = {k: v for k, v in os.environ.items() if k != "CALBENCH_THREADS"}
+    return {**env, "PYTHONPATH": os.pathsep.join([str(code)] + [p for p in [env.get("PYTHONPATH")] if p])}
+
+
+def against(rev: str, rounds: int) -> tuple[float, float]:
+    """(best wall of REV's code, best wall of this checkout's) on REV's quickstart, interleaved."""
+    with worktree(rev) as tree, tempfile.TemporaryDirectory(prefix="bench-engine-against-") as tmp:
+        recipe = tree / "recipes" / "quickstart.yaml"
+        walls: dict[str, list[float]] = {"rev": [], "current": []}
+        for r in range(rounds):
+            for name, code in (("rev", tree), ("current", REPO)):
+                results = Path(tmp) / f"{name}{r}"
+                walls[name].append(_timed([sys.executable, "-m", "calbench.cli", "run", str(recipe),
+                                           "--results", str(results)], code, _matrix_env(code)))
+                shutil.rmtree(results, ignore_errors=True)
+            print(f"round {r + 1}: {rev} {walls['rev'][-1]:.1f} s, current {walls['current'][-1]:.1f} s "
+                  f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    return min(walls["rev"]), min(walls["current"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=textwrap.dedent(__doc__).splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of each (best is kept)")
     parser.add_argument("--matrix", action="store_true", help="also time the whole quickstart once")
+    parser.add_argument("--against", default=None, metavar="REV",
+                        help="also time REV's 66-run quickstart with REV's code and with this code")
     args = parser.parse_args()
     run, hand = compare(max(1, args.rounds))
     print(f"one quickstart run: calbench {run:.2f} s, hand-written loop {hand:.2f} s, ratio {run / hand:.2f}x "
           f"(target <= 1.2x)")
+    if args.against:
+        old, new = against(args.against, max(1, args.rounds))
+        print(f"quickstart of {args.against} (66 runs): {args.against} {old:.1f} s, current {new:.1f} s, "
+              f"{old / new:.2f}x faster (target >= 1.5x)")
     if args.matrix:
         print(f"quickstart (66 runs): {matrix_seconds():.1f} s")
 

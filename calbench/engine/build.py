@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from calbench.engine.batches import Split, class_counts
+from calbench.engine.optim_step import StepFunctions
 from calbench.specs import RunSpec, TrainConfig
 
 META_SALT = 7919  # the meta-validation carve-out's seed offset (fixed: part of every such run's results)
@@ -44,6 +45,7 @@ class RunParts:
     val_confusion: torch.Tensor
     train_class_counts: torch.Tensor | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    stepper: Any = None     # calbench.engine.optim_step.StepFunctions of `optimizer`
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -126,4 +128,5 @@ def build_run(spec: RunSpec, dev: torch.device, dist) -> RunParts:
                     meta_idx=meta_idx, splits=splits, optimizer=optimizer,
                     scheduler=make_scheduler(optimizer, cfg),
                     sampler=dist.train_sampler(train_idx.tolist(), spec.seed) if dist is not None else None,
-                    val_confusion=torch.zeros(n_confusion, dtype=torch.int64), train_class_counts=counts)
+                    val_confusion=torch.zeros(n_confusion, dtype=torch.int64), train_class_counts=counts,
+                    stepper=StepFunctions(optimizer))

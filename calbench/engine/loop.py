@@ -41,10 +41,19 @@ def check_finite(loss: torch.Tensor, epoch: int) -> None:
         raise NonFiniteLoss(epoch, value)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, device: torch.device | None = None) -> None:
+    """Seed python's, numpy's and torch's global generators with `seed`.
+
+    A CPU run in a process where CUDA was never initialised seeds torch's CPU generator alone:
+    `torch.manual_seed` would also queue a lazy CUDA seeding, recording a stack trace each time
+    (about a millisecond, every epoch), for a CUDA generator the run never uses. The CPU stream
+    is the same either way (`torch.manual_seed` ends with the same `default_generator` call)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    if device is not None and device.type == "cpu" and not torch.cuda.is_initialized():
+        torch.default_generator.manual_seed(int(seed))
+    else:
+        torch.manual_seed(seed)
 
 
 def epoch_generators(seed: int, epoch: int) -> tuple[torch.Generator, torch.Generator]:
@@ -91,17 +100,26 @@ def _meta_step(parts: RunParts, meta_batches, features: torch.Tensor, y: torch.T
 
 
 def _step(parts: RunParts, loss: torch.Tensor) -> None:
-    parts.optimizer.zero_grad(set_to_none=True)
+    """Gradients cleared, backward, clipping, the optimizer's step (calbench.engine.optim_step:
+    the same arithmetic as zero_grad(set_to_none=True) and step(), without their wrappers)."""
+    stepper = parts.stepper
+    if stepper is not None:
+        stepper.zero_grad()
+    else:
+        parts.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if parts.cfg.grad_clip > 0:
         nn.utils.clip_grad_norm_(parts.model.parameters(), parts.cfg.grad_clip)
-    parts.optimizer.step()
+    if stepper is not None:
+        stepper.step()
+    else:
+        parts.optimizer.step()
 
 
 def train_one_epoch(parts: RunParts, epoch: int) -> tuple[float, float]:
     """Train one epoch; returns (its learning rate, mean training loss over its samples)."""
     seed = parts.spec.seed
-    seed_everything(seed * 100_003 + epoch)   # torch, numpy and random: resumable
+    seed_everything(seed * 100_003 + epoch, parts.dev)   # torch, numpy and random: resumable
     gen, mixing = epoch_generators(seed, epoch)
     order = epoch_order(parts, epoch, gen)
     method, dev, cfg = parts.method, parts.dev, parts.cfg

@@ -123,7 +123,7 @@ def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None
     _check_world(spec, dist)
     dev = torch.device(device)
     configure_threads(dev, threads)
-    seed_everything(spec.seed)
+    seed_everything(spec.seed, dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed input sizes: let cuDNN pick its fastest kernels
     parts = build_run(spec, dev, dist)

@@ -8,6 +8,7 @@ with status "failed" and the reason, and the status string is returned.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import platform
 import subprocess
@@ -23,7 +24,10 @@ from calbench.runner.store import (is_done, json_safe, run_dir, save_npz_atomic,
                                    write_jsonl_atomic)
 
 
+@functools.lru_cache(maxsize=None)
 def git_revision() -> str | None:
+    """The checkout's commit, read once per process (a `git` subprocess per run cost tens of
+    milliseconds; the code a process runs is the code it imported when it started)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
                              capture_output=True, text=True, timeout=5)
