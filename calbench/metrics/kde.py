@@ -29,7 +29,7 @@ from calbench.metrics.stats import SampleStats, cached, weighted
 KDE_GRID = np.linspace(-0.6, 1.6, 2 ** 14)
 KDE_STEP = KDE_GRID[1] - KDE_GRID[0]
 KDE_FLOOR = 1e-6
-ROWS_AT_ONCE = 32
+ROWS_AT_ONCE = 64
 ZERO_SPREAD = 1e-9
 
 
@@ -48,6 +48,11 @@ def _hist_matrix(r: np.ndarray, values: np.ndarray) -> scipy.sparse.csr_matrix:
     cols = np.tile(np.arange(r.size), 4)
     return scipy.sparse.csr_matrix((np.concatenate([(1 - frac) * v, frac * v]), (np.concatenate([j, j + 1]), cols)),
                                    shape=(KDE_GRID.size, r.size))
+
+
+def _hist_matrices(r: np.ndarray, c: np.ndarray) -> scipy.sparse.csr_matrix:
+    """(2G, n): the histogram matrix of all samples over that of the correct ones (one product)."""
+    return scipy.sparse.vstack([_hist_matrix(r, np.ones_like(r)), _hist_matrix(r, c)]).tocsr()
 
 
 def _kernels(bw: np.ndarray) -> tuple[np.ndarray, int]:
@@ -79,9 +84,10 @@ def _smooth(hists: np.ndarray, bw: np.ndarray) -> np.ndarray:
     return full[:, KDE_SEL + L - lo]
 
 
-def kde_ece_from(h_all: np.ndarray, h_cor: np.ndarray, n: np.ndarray, n_c: np.ndarray, bw: np.ndarray) -> np.ndarray:
-    """The estimate of the module docstring for columns of grid histograms (all, correct), (G, b) each."""
-    s_all, s_cor = _smooth(np.stack([h_all, h_cor]), bw)
+def kde_ece_from(hists: np.ndarray, n: np.ndarray, n_c: np.ndarray, bw: np.ndarray) -> np.ndarray:
+    """The estimate of the module docstring for columns of grid histograms hists (2, G, b): of all
+    samples and of the correct ones."""
+    s_all, s_cor = _smooth(hists, bw)
     inside = KDE_INSIDE[:, None]
     p2 = np.where(inside, s_all / n[None, :], 0.0)
     p1 = np.where(inside, s_cor / np.maximum(n_c, 1e-300)[None, :], 0.0)
@@ -108,14 +114,15 @@ def _moments(W: np.ndarray, r: np.ndarray, c: np.ndarray):
 
 def kde_ece_weighted(r: np.ndarray, c: np.ndarray, W: np.ndarray, mats=None) -> np.ndarray:
     """KDE-ECE of each row of the counts W (b, n) over the samples (r, c)."""
-    A_all, A_cor = mats if mats is not None else (_hist_matrix(r, np.ones_like(r)), _hist_matrix(r, c))
+    A = mats if mats is not None else _hist_matrices(r, c)
     out = np.empty(W.shape[0])
     for start in range(0, W.shape[0], ROWS_AT_ONCE):
         w = W[start:start + ROWS_AT_ONCE]
         n, n_c, bw, s_all = _moments(w, r, c)
         point = s_all <= ZERO_SPREAD  # one confidence value: a point mass at it
         wt = np.ascontiguousarray(w.T)
-        vals = kde_ece_from(np.asarray(A_all @ wt), np.asarray(A_cor @ wt), n, n_c, np.where(point, 1.0, bw))
+        hists = np.asarray(A @ wt).reshape(2, KDE_GRID.size, -1)
+        vals = kde_ece_from(hists, n, n_c, np.where(point, 1.0, bw))
         r0 = w @ r / n
         out[start:start + w.shape[0]] = np.where(point, np.abs(r0 - n_c / n), vals)
     return out
@@ -129,6 +136,6 @@ def kde_ece(stats: SampleStats, weights: np.ndarray | None):
         r, c = np.concatenate([x[0] for x in stats.conf_chunks()]), np.concatenate([x[1] for x in stats.conf_chunks()])
         return float(kde_ece_weighted(r, c, np.ones((1, r.size)))[0])
     r, c = stats.sample("conf"), stats.sample("correct")
-    mats = cached(stats, "kde", lambda: (_hist_matrix(r, np.ones_like(r)), _hist_matrix(r, c)))
+    mats = cached(stats, "kde", lambda: _hist_matrices(r, c))
     weighted(stats, weights)
     return kde_ece_weighted(r, c, weights, mats)
