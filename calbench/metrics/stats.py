@@ -106,38 +106,88 @@ def collect(prep: Prepared, bins: int, needs: frozenset, keep_samples: bool = Fa
     return st
 
 
-def _softmax_parts(x, top, y):
+NARROW = 16  # up to this many classes, row maxima are taken column by column (row_top)
+
+
+def row_top(x: np.ndarray, with_sums: bool = False):
+    """Row maxima of a (rows, K) block by K - 1 elementwise maxima over its column views: numpy's
+    axis-1 reductions (max, argmax) pay a per-row cost that dominates rows of a few classes, while
+    an elementwise maximum over a column is one vectorised loop. NaN propagates as in x.max(axis=1).
+    with_sums: also the row sums of inputs.row_sums (same order), in the same loop over the columns."""
+    top = x[:, 0].copy()
+    sums = x[:, 0].astype(x.dtype if x.dtype.kind == "f" else np.float64) if with_sums else None
+    for j in range(1, x.shape[1]):
+        col = x[:, j]
+        np.maximum(top, col, out=top)
+        if with_sums:
+            sums += col
+    return top, sums
+
+
+def label_scores(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x[i, y_i] for each row, by one take on the flattened block."""
+    return np.take(x.reshape(-1), np.arange(len(y)) * x.shape[1] + y)
+
+
+def first_max_is_label(x: np.ndarray, y: np.ndarray, top: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """c_i = 1[argmax_k x_ik = y_i] without an argmax, with numpy's tie rule (the FIRST maximal
+    index): the label attains the row maximum; the few rows where another class attains it too
+    (exact ties) are decided by argmax itself. For K <= NARROW (the count fits a uint8)."""
+    correct = xy == top
+    count = np.zeros(len(y), np.uint8)
+    for j in range(x.shape[1]):
+        count += x[:, j] == top
+    tied = np.flatnonzero((count > 1) & correct)
+    if tied.size:
+        correct[tied] = x[tied].argmax(axis=1) == y[tied]
+    return correct
+
+
+def _top(x: np.ndarray, y: np.ndarray, need_pred: bool, with_sums: bool):
+    """(pred or None, row maximum, x[i, y_i] or None, row sums or None) of a block: argmax for wide
+    rows or when the predicted class itself is needed; column-wise maxima for narrow rows (row_top),
+    which also take the row sums the probability check needs (with_sums)."""
+    if need_pred or x.shape[1] > NARROW:
+        pred = x.argmax(axis=1)
+        return pred, label_scores(x, pred), None, None
+    top, sums = row_top(x, with_sums)
+    return None, top, label_scores(x, y), sums
+
+
+def _softmax_parts(x, top, xy):
     """float64 exp(x - max) in place of a fresh copy, its row sums s, and x_y - max."""
     e = x.astype(np.float64)
     top64 = top.astype(np.float64)
     e -= top64[:, None]
-    zy = e[np.arange(e.shape[0]), y].copy()
+    zy = xy.astype(np.float64) - top64
     np.exp(e, out=e)
     return e, e.sum(axis=1), zy
 
 
 def _block(prep: Prepared, st: SampleStats, needs, start: int, stop: int, check_values: bool) -> None:
     x, y = prep.scores[start:stop], prep.labels[start:stop]
-    ar = np.arange(stop - start)
-    pred = x.argmax(axis=1)
-    top = x[ar, pred]
-    if check_values:
-        check_block(prep.kind, x, top, start)
     keep = st.samples is not None
+    check_sums = check_values and prep.kind == "probs"
+    pred, top, xy, sums = _top(x, y, keep or st.confusion is not None, check_sums)
+    if check_values:
+        check_block(prep.kind, x, top, start, sums)
+    want_nll = "nll" in needs or keep
+    if xy is None and (want_nll or prep.kind == "logits"):
+        xy = label_scores(x, y)
     full = bool(needs & {"brier", "classwise", "probs"}) or keep  # every probability in float64
-    p = None
+    p = nll = None
     if prep.kind == "logits":
-        p, s, zy = _softmax_parts(x, top, y)
+        p, s, zy = _softmax_parts(x, top, xy)
         conf = 1.0 / s
-        nll = np.log(s) - zy if ("nll" in needs or keep) else None
+        nll = np.log(s) - zy if want_nll else None
         if full:
             p /= s[:, None]
     else:
         conf = top.astype(np.float64)
-        nll = -np.log(np.maximum(x[ar, y].astype(np.float64), TINY)) if ("nll" in needs or keep) else None
+        nll = -np.log(np.maximum(xy.astype(np.float64), TINY)) if want_nll else None
         if full:
             p = np.array(x, dtype=np.float64)
-    correct = pred == y
+    correct = pred == y if pred is not None else first_max_is_label(x, y, top, xy)
     _accumulate(st, needs, start, stop, y, pred, conf, correct, nll, p if full else None)
 
 
@@ -146,17 +196,18 @@ def _accumulate(st, needs, start, stop, y, pred, conf, correct, nll, p) -> None:
     st.totals["correct"] += float(np.count_nonzero(correct))
     if st.key is not None:
         st.key[start:stop] = pack(conf, correct)
-    if st.binned is not None:
-        b = bin_index(conf, M)
-        st.binned[0] += np.bincount(b, minlength=M)
-        st.binned[1] += np.bincount(b, weights=correct.astype(np.float64), minlength=M)
+    b = bin_index(conf, M) if st.binned is not None or st.shot_binned is not None else None
+    if st.binned is not None:  # one count per (bin, c) cell gives the count and sum c of each bin
+        cells = np.bincount(2 * b + correct, minlength=2 * M).reshape(M, 2)
+        st.binned[0] += cells[:, 0] + cells[:, 1]
+        st.binned[1] += cells[:, 1]
         st.binned[2] += np.bincount(b, weights=conf, minlength=M)
     if nll is not None:
         st.totals["nll"] += float(nll.sum())
     if st.confusion is not None:
         st.confusion += np.bincount(y * k + pred, minlength=k * k)
     if st.shot_binned is not None:
-        cell = st.shot_of_class[y] * M + bin_index(conf, M)
+        cell = st.shot_of_class[y] * M + b
         for j, v in enumerate((None, correct.astype(np.float64), conf)):
             st.shot_binned[:, j] += np.bincount(cell, weights=v, minlength=3 * M).reshape(3, M)
     if p is not None:
@@ -167,24 +218,35 @@ def _accumulate(st, needs, start, stop, y, pred, conf, correct, nll, p) -> None:
 
 
 def _classwise_and_brier(st, needs, start, stop, y, p) -> None:
-    """p is the block's float64 probabilities; it is turned into p - onehot(y) here."""
+    """p is the block's float64 probabilities; it is turned into p - onehot(y) here. Classwise
+    sums: only the entries above the first bin need a bin index (a boolean mask picks them and,
+    from a broadcast column index, their class: no integer division of flat positions)."""
     M, k = st.bins, st.num_classes
-    ar = np.arange(stop - start)
+    at_label = np.arange(stop - start) * k + y  # flat position of p[i, y_i]
     if st.samples is not None and "probs" in st.samples:
         st.samples["probs"][start:stop] = p
     if st.probs is not None:
         st.probs[start:stop] = p
-    if st.cece_sums is not None:  # only the entries above the first bin need a bin index
-        flat = np.flatnonzero(p > bin_edges(M)[1])
-        cells = (flat % k) * M + bin_index(p.ravel()[flat], M)
-    p[ar, y] -= 1.0
+    if st.cece_sums is not None:
+        above = p > bin_edges(M)[1]
+        cells = np.broadcast_to(np.arange(k) * M, p.shape)[above] + bin_index(p[above], M)
+    flat = p.reshape(-1)
+    flat[at_label] = flat[at_label] - 1.0
     brier = np.einsum("ij,ij->i", p, p)
     st.totals["brier"] += float(brier.sum())
     if st.samples is not None:
         st.samples["brier"][start:stop] = brier
     if st.cece_sums is not None:
-        st.cece_sums += np.bincount(cells, weights=p.ravel()[flat], minlength=k * M)
-        st.cache["class_total"] += p.sum(axis=0)
+        st.cece_sums += np.bincount(cells, weights=p[above], minlength=k * M)
+        st.cache["class_total"] += column_sums(p)
+
+
+def column_sums(p: np.ndarray) -> np.ndarray:
+    """p.sum(axis=0); for few classes one reduction per column view (numpy's axis-0 reduction of a
+    narrow C-order array steps row by row)."""
+    if p.shape[1] > NARROW:
+        return p.sum(axis=0)
+    return np.array([p[:, j].sum() for j in range(p.shape[1])])
 
 
 def _finish(st: SampleStats, needs) -> None:
