@@ -6,9 +6,9 @@ conjugate gradients preconditioned with the exact 2 x 2 (w_k, b_k) blocks of the
 exact Hessian-vector products (`DiagonalAffineProblem`), then backtracks until the Armijo condition
 holds. Why: L-BFGS from the identity needed ~200 evaluations at 10,000 x 1,000 (each O(N K)); the
 Hessian at the optimum is badly conditioned (a class with few labels has a nearly flat bias), which
-Newton absorbs and L-BFGS does not, so the fit takes ~10-20 evaluations. Everything is float64, in
-blocks of rows with torch (vectorised exp, the caller's thread setting); the stopping rule is the
-max-abs gradient <= 1e-7, tighter than the 1e-5 of the former L-BFGS-B fit.
+Newton absorbs and L-BFGS does not, so the fit takes ~10-20 evaluations. Everything is float64
+numpy, in cache-sized blocks of rows; the stopping rule is the max-abs gradient <= 1e-7, tighter
+than the 1e-5 of the former L-BFGS-B fit.
 `ms-odir` starts from the same fit with its bias penalty (`fit_diagonal_affine`).
 """
 
@@ -31,57 +31,57 @@ class DiagonalAffineProblem:
     times a vector at the last evaluated point (`hessian_times`, from its stored probabilities).
 
     With p the softmax row, d/dz NLL = p - onehot and d2/dz2 = diag(p) - p p^T; dz_ik/dw_k = z_ik,
-    dz_ik/db_k = 1, so the (w_k, b_k) block is mean_i (p_ik - p_ik^2) [[z^2, z], [z, 1]]."""
+    dz_ik/db_k = 1, so the (w_k, b_k) block is mean_i (p_ik - p_ik^2) [[z^2, z], [z, 1]].
+    numpy ufuncs on blocks of rows, in place: single-threaded SIMD exp, no thread pool (on a shared
+    machine torch's OpenMP made the same fit 10x slower with 2 threads than with 1)."""
 
     def __init__(self, logits: np.ndarray, labels: np.ndarray, bias_penalty: float = 0.0) -> None:
-        import torch
-
-        self.torch = torch
-        self.x = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float64))
+        self.x = np.ascontiguousarray(logits, dtype=np.float64)
         n, k = self.x.shape
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        self.true_logit = self.x[torch.arange(n), self.labels]
-        self.counts = torch.bincount(self.labels, minlength=k).double()
-        self.true_logit_sums = torch.zeros(k, dtype=torch.float64).index_add_(0, self.labels, self.true_logit)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.true_logit = self.x[np.arange(n), self.labels]
+        self.counts = np.bincount(self.labels, minlength=k).astype(np.float64)
+        self.true_logit_sums = np.bincount(self.labels, weights=self.true_logit, minlength=k)
         self.bias_penalty = bias_penalty
-        self.probs = torch.empty_like(self.x)
-        self.scratch = torch.empty(min(CHUNK_ROWS, n), k, dtype=torch.float64)
+        self.probs = np.empty_like(self.x)
+        self.scratch = np.empty((min(CHUNK_ROWS, n), k))
 
-    def evaluate(self, w, b):
+    def evaluate(self, w: np.ndarray, b: np.ndarray):
         """(value, (grad_w, grad_b), (h_ww, h_wb, h_bb)) at (w, b); keeps the probabilities."""
         n, k = self.x.shape
-        sums = self.torch.zeros(5, k, dtype=self.torch.float64)  # p, p z, q, q z, q z^2 with q = p - p^2
+        sums = np.zeros((5, k))  # p, p z, q, q z, q z^2 with q = p - p^2
         log_partition = 0.0
         for start in range(0, n, CHUNK_ROWS):
             x, p = self.x[start:start + CHUNK_ROWS], self.probs[start:start + CHUNK_ROWS]
             q = self.scratch[: len(x)]
-            self.torch.addcmul(b, x, w, out=p)
-            top = p.amax(1, keepdim=True)
-            p.sub_(top).exp_()
-            total = p.sum(1, keepdim=True)
-            log_partition += float(top.sum() + total.log().sum())
-            p.div_(total)
-            sums[0] += p.sum(0)
-            sums[1] += (p * x).sum(0)
-            self.torch.addcmul(p, p, p, value=-1.0, out=q)
-            sums[2] += q.sum(0)
-            sums[3] += q.mul_(x).sum(0)
-            sums[4] += q.mul_(x).sum(0)
+            np.add(np.multiply(x, w, out=p), b, out=p)
+            top = p.max(axis=1, keepdims=True)
+            np.exp(np.subtract(p, top, out=p), out=p)
+            total = p.sum(axis=1, keepdims=True)
+            log_partition += float(top.sum() + np.log(total).sum())
+            p /= total
+            sums[0] += p.sum(axis=0)
+            sums[1] += np.multiply(p, x, out=q).sum(axis=0)
+            np.subtract(p, np.multiply(p, p, out=q), out=q)
+            sums[2] += q.sum(axis=0)
+            sums[3] += (q := np.multiply(q, x, out=q)).sum(axis=0)
+            sums[4] += np.multiply(q, x, out=q).sum(axis=0)
         true = float((self.true_logit * w[self.labels] + b[self.labels]).sum())
         value = (log_partition - true) / n + self.bias_penalty * float(b @ b)
         grad = ((sums[1] - self.true_logit_sums) / n, (sums[0] - self.counts) / n + 2.0 * self.bias_penalty * b)
         return value, grad, (sums[4] / n, sums[3] / n, sums[2] / n + 2.0 * self.bias_penalty)
 
-    def hessian_times(self, vw, vb):
+    def hessian_times(self, vw: np.ndarray, vb: np.ndarray):
         """(H v)_w, (H v)_b at the last evaluated point: per row u = p * dz - p (p . dz), dz = v_w z + v_b."""
         n, k = self.x.shape
-        out_w, out_b = self.torch.zeros(k, dtype=self.torch.float64), self.torch.zeros(k, dtype=self.torch.float64)
+        out_w, out_b = np.zeros(k), np.zeros(k)
         for start in range(0, n, CHUNK_ROWS):
             x, p = self.x[start:start + CHUNK_ROWS], self.probs[start:start + CHUNK_ROWS]
-            u = self.torch.addcmul(vb, x, vw, out=self.scratch[: len(x)]).mul_(p)
-            u.addcmul_(p, u.sum(1, keepdim=True), value=-1.0)
-            out_b += u.sum(0)
-            out_w += u.mul_(x).sum(0)
+            u = self.scratch[: len(x)]
+            np.multiply(np.add(np.multiply(x, vw, out=u), vb, out=u), p, out=u)
+            u -= p * u.sum(axis=1, keepdims=True)
+            out_b += u.sum(axis=0)
+            out_w += np.multiply(u, x, out=u).sum(axis=0)
         return out_w / n, out_b / n + 2.0 * self.bias_penalty * vb
 
 
@@ -99,11 +99,11 @@ def newton_direction(problem: DiagonalAffineProblem, grad, blocks):
     """d with H d ~ -g by preconditioned conjugate gradients, to relative residual min(0.1, sqrt|g|)
     (an inexact Newton step: loose far away, tight near the optimum, hence fast local convergence)."""
     rw, rb = -grad[0], -grad[1]
-    dw, db = rw * 0.0, rb * 0.0
+    dw, db = np.zeros_like(rw), np.zeros_like(rb)
     zw, zb = block_solve(blocks, rw, rb)
-    pw, pb = zw.clone(), zb.clone()
+    pw, pb = zw.copy(), zb.copy()
     rz = float(rw @ zw + rb @ zb)
-    target = min(0.1, float(rz) ** 0.25) ** 2 * rz
+    target = min(0.1, rz ** 0.25) ** 2 * rz
     for _ in range(MAX_CG_STEPS):
         hw, hb = problem.hessian_times(pw, pb)
         curvature = float(pw @ hw + pb @ hb)
@@ -116,7 +116,7 @@ def newton_direction(problem: DiagonalAffineProblem, grad, blocks):
         if rz_next <= target:
             break
         pw, pb, rz = zw + (rz_next / rz) * pw, zb + (rz_next / rz) * pb, rz_next
-    return (dw, db) if float(dw.abs().sum() + db.abs().sum()) > 0 else (zw, zb)
+    return (dw, db) if np.any(dw) or np.any(db) else (zw, zb)
 
 
 def fit_diagonal_affine(logits: np.ndarray, labels: np.ndarray, bias_penalty: float = 0.0,
@@ -124,14 +124,12 @@ def fit_diagonal_affine(logits: np.ndarray, labels: np.ndarray, bias_penalty: fl
     """(w, b) minimising the `DiagonalAffineProblem` from the identity (w = 1, b = 0): Newton-CG
     steps with Armijo backtracking until max |gradient| <= gtol, no step decreases the value, or
     `max_steps`. Without a bias penalty softmax ignores a shift of b, so b is returned centred."""
-    import torch
-
     problem = DiagonalAffineProblem(logits, labels, bias_penalty)
     k = problem.x.shape[1]
-    w, b = torch.ones(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+    w, b = np.ones(k), np.zeros(k)
     value, grad, blocks = problem.evaluate(w, b)
     for _ in range(max_steps):
-        if max(float(grad[0].abs().max()), float(grad[1].abs().max())) <= gtol:
+        if max(np.abs(grad[0]).max(), np.abs(grad[1]).max()) <= gtol:
             break
         dw, db = newton_direction(problem, grad, blocks)
         slope, step = float(grad[0] @ dw + grad[1] @ db), 1.0
@@ -144,9 +142,7 @@ def fit_diagonal_affine(logits: np.ndarray, labels: np.ndarray, bias_penalty: fl
             break
         w, b = w + step * dw, b + step * db
         value, grad, blocks = trial
-    if bias_penalty == 0.0:
-        b = b - b.mean()
-    return w.numpy().copy(), b.numpy().copy()
+    return w, (b - b.mean() if bias_penalty == 0.0 else b)
 
 
 @POSTHOC.register("vs", description="Vector scaling: per-class scale and bias minimising validation NLL.",
