@@ -152,7 +152,7 @@ def _add_run_copies(sums, s: int, sets, resamplers, groups, drawn, rng) -> None:
     """Every drawn copy of run s: per size n, one index resample shared by the run's sets of that size
     (calbench.metrics.bootstrap.add_copies draws it), each set's statistics added to the means of the
     aggregates it belongs to."""
-    from calbench.metrics.bootstrap import add_copies
+    from calbench.metrics.bootstrap import add_copies, counts_from_indices
 
     member = defaultdict(list)
     for agg, idx in groups.items():
@@ -162,10 +162,11 @@ def _add_run_copies(sums, s: int, sets, resamplers, groups, drawn, rng) -> None:
     for n in sorted({sets[i].n for i in member}):
         same = [i for i in member if sets[i].n == n]
 
-        def stats_of_indices(idx, same=same):
+        def stats_of_indices(idx, same=same, n=n):
             out = {key: np.zeros(idx.shape[0]) for key in sums}
+            counts = counts_from_indices(idx, n)      # once for every set: each reads it in its own order
             for i in same:
-                values = resamplers[i].stats_of_indices(idx)
+                values = resamplers[i].stats(counts[:, resamplers[i].order])
                 for agg in member[i]:
                     for k in boot:
                         out[(agg, k)] += values[k] / len(groups[agg])
