@@ -170,18 +170,32 @@ def _matrix_env(code: Path) -> dict[str, str]:
     return {**env, "PYTHONPATH": os.pathsep.join([str(code)] + [p for p in [env.get("PYTHONPATH")] if p])}
 
 
+def _cpu_of_children() -> float:
+    """User + system seconds of every finished child process so far (workers included: the
+    command joins them before it exits)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def against(rev: str, rounds: int) -> tuple[float, float]:
-    """(best wall of REV's code, best wall of this checkout's) on REV's quickstart, interleaved."""
+    """(best wall of REV's code, best wall of this checkout's) on REV's quickstart, interleaved.
+    Each round also prints the CPU seconds of each command (less sensitive to a loaded machine)."""
     with worktree(rev) as tree, tempfile.TemporaryDirectory(prefix="bench-engine-against-") as tmp:
         recipe = tree / "recipes" / "quickstart.yaml"
         walls: dict[str, list[float]] = {"rev": [], "current": []}
         for r in range(rounds):
+            cpu = {}
             for name, code in (("rev", tree), ("current", REPO)):
                 results = Path(tmp) / f"{name}{r}"
+                before = _cpu_of_children()
                 walls[name].append(_timed([sys.executable, "-m", "calbench.cli", "run", str(recipe),
                                            "--results", str(results)], code, _matrix_env(code)))
+                cpu[name] = _cpu_of_children() - before
                 shutil.rmtree(results, ignore_errors=True)
-            print(f"round {r + 1}: {rev} {walls['rev'][-1]:.1f} s, current {walls['current'][-1]:.1f} s "
+            print(f"round {r + 1}: {rev} {walls['rev'][-1]:.1f} s wall ({cpu['rev']:.1f} s CPU), current "
+                  f"{walls['current'][-1]:.1f} s wall ({cpu['current']:.1f} s CPU) "
                   f"(load {os.getloadavg()[0]:.2f})", flush=True)
     return min(walls["rev"]), min(walls["current"])
 
