@@ -86,10 +86,10 @@ class AdaFocal(Method):
         self.register_buffer("gammas", torch.full((self.num_bins,), float(gamma_initial), dtype=torch.float64))
 
     def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
-        if not bool(self.gammas.any()):
+        inner, gammas, active = self._kernel_arrays(logits.dtype)
+        if not active:
             return cross_entropy(logits, targets)        # every gamma 0: the limit, exactly
         if row_losses.kernel_for(logits, targets.shape[0]) is not None:   # the C kernel (row_losses.py)
-            inner, gammas = self._kernel_arrays(logits.dtype)
             return row_losses.binned_focal(logits, targets, inner, gammas)
         log_py = target_log_prob(F.log_softmax(logits, dim=1), targets)
         with torch.no_grad():
@@ -99,12 +99,17 @@ class AdaFocal(Method):
 
     def _kernel_arrays(self, dtype):
         """(inner edges, gammas) rounded to `dtype` as the PyTorch path compares and raises with
-        them; cached until end_epoch or load_state_dict changes a buffer (its _version moves)."""
-        key = (dtype, self.edges._version, self.gammas._version, id(self.edges), id(self.gammas))
-        if getattr(self, "_kernel_cache", (None,))[0] != key:
-            arrays = (self.edges[1:-1].to(dtype).double(), self.gammas.to(dtype).double())
-            self._kernel_cache = (key, arrays)
-        return self._kernel_cache[1]
+        them, contiguous float64, and whether any gamma is nonzero; cached until end_epoch or
+        load_state_dict changes a buffer (its _version moves) or `.to()` replaces one (the entry
+        holds the buffers, so their ids are not reused while cached)."""
+        edges, gammas = self.edges, self.gammas
+        key = (dtype, edges._version, gammas._version, id(edges), id(gammas))
+        cache = self.__dict__.get("_kernel_cache")
+        if cache is None or cache[0] != key:
+            arrays = (edges[1:-1].to(dtype).double().contiguous(), gammas.to(dtype).double().contiguous(),
+                      bool(gammas.any()))
+            cache = self._kernel_cache = (key, arrays, edges, gammas)
+        return cache[1]
 
     @torch.no_grad()
     def end_epoch(self, val_logits, val_targets, epoch: int) -> None:

@@ -69,12 +69,13 @@ class MDCA(Method):
         self.beta, self.base = float(beta), base
         options = {"fl": {"gamma": float(gamma)}, "ls": {"alpha": float(alpha)}}.get(base, {})
         self.base_loss = METHODS.get(base)(num_classes, ignore_index=ignore_index, **options)
+        # the kernel's base: label smoothing's alpha, focal's gamma (0, 0: cross-entropy)
+        self.kernel_base = (options.get("alpha", 0.0), options.get("gamma", 0.0))
 
     def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
         if self.beta == 0.0:
             return self.base_loss.loss_rows(logits, targets)   # the limit, exactly
-        fused = row_losses.mdca(logits, targets, self.beta, getattr(self.base_loss, "alpha", 0.0),
-                                getattr(self.base_loss, "gamma", 0.0))
+        fused = row_losses.mdca(logits, targets, self.beta, *self.kernel_base)
         if fused is not None:                            # the C kernel (row_losses.py)
             return fused
         return self.base_loss.loss_rows(logits, targets) + self.beta * mdca_penalty(logits, targets)
