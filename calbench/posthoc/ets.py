@@ -25,17 +25,50 @@ LOSSES = ("mse", "nll")
 T_BOUNDS = (0.05, 5.0)  # the authors' search interval for T
 
 
+BLOCK_ROWS = 256  # rows per block of the N x K passes: the block stays in cache, nothing N x K is allocated
+
+
+def row_blocks(logits: np.ndarray, labels: np.ndarray):
+    """(logits, labels) of consecutive blocks of BLOCK_ROWS rows."""
+    for start in range(0, len(labels), BLOCK_ROWS):
+        yield logits[start:start + BLOCK_ROWS], labels[start:start + BLOCK_ROWS]
+
+
+def softmax_rows(scaled: np.ndarray) -> np.ndarray:
+    """softmax of each row, in place (max subtracted first)."""
+    np.exp(scaled - scaled.max(axis=1, keepdims=True), out=scaled)
+    scaled /= scaled.sum(axis=1, keepdims=True)
+    return scaled
+
+
 def mse_and_grad_beta(beta: float, logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Mean over N x K entries of (softmax(beta z) - onehot)^2 and its derivative in beta, from
-    d p_k / d beta = p_k (z_k - sum_j p_j z_j)."""
+    d p_k / d beta = p_k (z_k - sum_j p_j z_j), accumulated over blocks of rows."""
     n, k = logits.shape
-    rows = np.arange(n)
-    p = softmax(beta * logits, axis=1)
-    centred = logits - (p * logits).sum(axis=1, keepdims=True)
-    p_true = p[rows, labels]
-    value = ((p * p).sum() - 2.0 * p_true.sum() + n) / (n * k)
-    grad = (2.0 * (p * p * centred).sum() - 2.0 * (p_true * centred[rows, labels]).sum()) / (n * k)
-    return float(value), float(grad)
+    squares = trues = grad = 0.0
+    for z, y in row_blocks(logits, labels):
+        p = softmax_rows(beta * z)
+        rows = np.arange(len(y))
+        mean_z = (p * z).sum(axis=1)
+        p_true, squared = p[rows, y], p * p
+        squares += float(squared.sum())
+        trues += float(p_true.sum())
+        grad += float((squared * z).sum() - squared.sum(axis=1) @ mean_z - p_true @ (z[rows, y] - mean_z))
+    return (squares - 2.0 * trues + n) / (n * k), 2.0 * grad / (n * k)
+
+
+def mse_gram(logits: np.ndarray, labels: np.ndarray, temperature: float) -> np.ndarray:
+    """3 x 3 Gram matrix, over N x K entries divided by N K, of the members' residuals
+    (softmax(z / T), softmax(z), 1 / K) - onehot, accumulated over blocks of rows."""
+    n, k = logits.shape
+    gram = np.zeros((3, 3))
+    for z, y in row_blocks(logits, labels):
+        residuals = [softmax_rows(z / temperature), softmax_rows(z.copy()), np.full(z.shape, 1.0 / k)]
+        rows = np.arange(len(y))
+        for r in residuals:
+            r[rows, y] -= 1.0
+        gram += [[float(np.vdot(a, b)) for b in residuals] for a in residuals]
+    return gram / (n * k)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, loss: str) -> float:
@@ -53,21 +86,17 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, loss: str) -> float:
     return float(np.exp(result.x[0]))
 
 
-def fit_weights(members: list[np.ndarray], labels: np.ndarray, loss: str) -> np.ndarray:
-    """Simplex weights of the member probability matrices minimising the mixture's MSE or NLL
-    (SLSQP from (1, 0, 0) as the authors, with analytic gradients)."""
-    n, k = members[0].shape
-    rows = np.arange(n)
+def fit_weights(logits: np.ndarray, labels: np.ndarray, temperature: float, loss: str) -> np.ndarray:
+    """Simplex weights of the members minimising the mixture's MSE (a quadratic form in w with
+    `mse_gram`) or NLL (SLSQP from (1, 0, 0) as the authors, with analytic gradients)."""
     if loss == "mse":
-        residuals = [m.copy() for m in members]
-        for r in residuals:
-            r[rows, labels] -= 1.0
-        gram = np.array([[float((a * b).sum()) for b in residuals] for a in residuals]) / (n * k)
+        gram = mse_gram(logits, labels, temperature)
 
         def objective(w):
             return float(w @ gram @ w), 2.0 * gram @ w
     else:
-        true = np.stack([m[rows, labels] for m in members], axis=1)
+        rows = np.arange(len(labels))
+        true = np.stack([m[rows, labels] for m in members_of(logits, temperature)], axis=1)
 
         def objective(w):
             mixed = np.maximum(true @ w, 1e-300)
@@ -78,6 +107,12 @@ def fit_weights(members: list[np.ndarray], labels: np.ndarray, loss: str) -> np.
                       bounds=[(0.0, 1.0)] * 3, constraints=[constraint], tol=1e-12, options={"maxiter": 500})
     weights = np.clip(result.x, 0.0, 1.0)
     return weights / weights.sum()
+
+
+def members_of(logits: np.ndarray, temperature: float) -> list[np.ndarray]:
+    """The three member probability matrices: softmax(z / T), softmax(z), uniform."""
+    uniform = np.full(logits.shape, 1.0 / logits.shape[1])
+    return [softmax(logits / temperature, axis=1), softmax(logits, axis=1), uniform]
 
 
 @POSTHOC.register("ets", description="Ensemble temperature scaling: TS, uncalibrated and uniform mixed.",
@@ -104,11 +139,7 @@ class EnsembleTemperatureScaling(Calibrator):
         if logits.shape[0] == 0:
             return
         self.temperature = fit_temperature(logits, labels, self.loss)
-        self.weights = fit_weights(self.members(logits), labels, self.loss)
-
-    def members(self, logits: np.ndarray) -> list[np.ndarray]:
-        uniform = np.full(logits.shape, 1.0 / logits.shape[1])
-        return [softmax(logits / self.temperature, axis=1), softmax(logits, axis=1), uniform]
+        self.weights = fit_weights(logits, labels, self.temperature, self.loss)
 
     def transform_array(self, logits: np.ndarray) -> np.ndarray:
         check_classes(self.classes, logits, "ets")

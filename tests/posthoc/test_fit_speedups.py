@@ -2,7 +2,7 @@
 objective, from the identity): the new solution's objective is never worse than the former one's by
 more than 1e-6 (relative) on seeded problems, the Newton pieces (Hessian-vector product, 2 x 2
 blocks) equal finite differences / a dense Hessian, and the buffered objective of ms-odir equals the
-numpy reference `odir_objective`."""
+numpy reference `odir_objective`; ets and irm block/pooled passes equal the full-array formulas."""
 
 from __future__ import annotations
 
@@ -124,3 +124,39 @@ def test_buffered_odir_objective_equals_the_plain_reference(k):
     value_ref, grad_ref = odir_objective(theta, logits, labels, 0.3, 0.2)
     assert value == pytest.approx(value_ref, rel=1e-12)
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-10, atol=1e-15)
+
+
+def test_ets_block_passes_equal_the_full_array_formulas():
+    """ets's blockwise MSE, its beta-derivative and the members' Gram matrix against the plain
+    N x K formulas (the derivative also against central differences)."""
+    from scipy.special import softmax
+
+    from calbench.posthoc.ets import mse_and_grad_beta, mse_gram
+
+    logits, labels = problem(700, 30, 10, 2.0)  # 700 rows: several blocks and a short last one
+    onehot = np.eye(30)[labels]
+
+    def mse(beta):
+        return float(((softmax(beta * logits, axis=1) - onehot) ** 2).mean())
+
+    value, grad = mse_and_grad_beta(0.7, logits, labels)
+    assert value == pytest.approx(mse(0.7), rel=1e-12)
+    assert grad == pytest.approx((mse(0.7 + 1e-6) - mse(0.7 - 1e-6)) / 2e-6, rel=1e-6)
+    residuals = [softmax(logits / 1.8, axis=1) - onehot, softmax(logits, axis=1) - onehot, 1.0 / 30 - onehot]
+    full = np.array([[float((a * b).mean()) for b in residuals] for a in residuals])
+    np.testing.assert_allclose(mse_gram(logits, labels, 1.8), full, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n, k, seed", [(300, 2, 11), (500, 7, 12), (2000, 40, 13)])
+def test_irm_pooled_fit_equals_isotonic_on_the_pooled_pairs(n, k, seed):
+    from calbench.posthoc.hb import probabilities
+    from calbench.posthoc.irm import pooled_thresholds
+    from calbench.posthoc.isotonic import isotonic_thresholds
+
+    logits, labels = problem(n, k, seed)
+    logits[:50] = np.round(logits[:50])  # tied scores
+    probs = probabilities(logits)
+    x, y = pooled_thresholds(probs, labels)
+    x_ref, y_ref = isotonic_thresholds(probs.ravel(), np.eye(k)[labels].ravel())
+    np.testing.assert_array_equal(x, x_ref)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-15)
