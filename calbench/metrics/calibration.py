@@ -66,11 +66,12 @@ def adaptive_order(conf: np.ndarray, correct: np.ndarray) -> np.ndarray:
 def _aece_point(stats: SampleStats) -> float:
     """Partition the packed (r, c) keys at the group ends (no full sort): the integer order of a key
     is the order by (r, then c), so each segment holds exactly the samples adaptive_order puts in
-    that group, ties across a boundary included. Each group's sums come from its own segment."""
+    that group, ties across a boundary included. Each group's sums come from its own segment.
+    A key another metric sorted (stats.sorted_key) needs no partition."""
     n, key = stats.n, stats.key
     ends = equal_mass_groups(n, stats.bins)
     kth = np.unique(ends[(ends > 0) & (ends < n)])
-    if kth.size:
+    if kth.size and not stats.cache.get("key_sorted"):  # a sorted key is already partitioned
         key.partition(kth)
     gap = 0.0
     for lo, hi in zip(ends[:-1], ends[1:]):

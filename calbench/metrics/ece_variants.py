@@ -15,7 +15,7 @@ from calbench.metrics.binning import equal_mass_groups
 from calbench.metrics.calibration import _bin_sums, adaptive_order
 from calbench.metrics.equal_mass import cumulative, group_ends, group_sums
 from calbench.metrics.registry import metric
-from calbench.metrics.stats import SampleStats, sorted_samples, unpack
+from calbench.metrics.stats import SampleStats, sorted_key, sorted_samples, unpack
 
 
 def squared_l2_from_sums(count, sum_c, sum_r, total) -> np.ndarray:
@@ -86,7 +86,7 @@ def sweep(totals: np.ndarray, sums_at) -> np.ndarray:
 
 
 def _sweep_point(stats: SampleStats) -> float:
-    r, c = unpack(np.sort(stats.key))  # order by (r, then c): the equal-mass rule of aece
+    r, c = unpack(sorted_key(stats))  # order by (r, then c): the equal-mass rule of aece
     n = stats.n
     if np.all(c == c[0]):  # every b is monotone: b = n, each sample its own group
         return float(np.abs(c - r).sum() / n)

@@ -14,7 +14,7 @@ import numpy as np
 
 from calbench.metrics.calibration import adaptive_order
 from calbench.metrics.registry import metric
-from calbench.metrics.stats import SampleStats, sorted_samples, unpack, weighted
+from calbench.metrics.stats import SampleStats, sorted_key, sorted_samples, unpack, weighted
 
 
 def tie_ends(r_sorted: np.ndarray) -> np.ndarray:
@@ -26,7 +26,7 @@ def tie_ends(r_sorted: np.ndarray) -> np.ndarray:
         definition="max over sorted confidences of |cumsum(r_i - c_i)| / N (Gupta et al. 2021)", needs=("conf",))
 def ks(stats: SampleStats, weights: np.ndarray | None):
     if weights is None:
-        r, c = unpack(np.sort(stats.key))
+        r, c = unpack(sorted_key(stats))
         return float(np.abs(np.cumsum(r - c)[tie_ends(r)]).max() / stats.n)
     r, c = stats.sample("conf"), stats.sample("correct")
     W = weights

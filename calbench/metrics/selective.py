@@ -23,18 +23,13 @@ import numpy as np
 from calbench.metrics.calibration import adaptive_order
 from calbench.metrics.ks import tie_ends
 from calbench.metrics.registry import metric
-from calbench.metrics.stats import SampleStats, sorted_samples, unpack, weighted
+from calbench.metrics.stats import SampleStats, cached, sorted_key, sorted_samples, unpack, weighted
 
 
 def run_sums(stats: SampleStats, weights: np.ndarray | None):
     """(count, errors) of each run of equal confidence, in DECREASING confidence: (b, G) arrays."""
-    if weights is None:
-        r, c = unpack(np.sort(stats.key))
-        ends = tie_ends(r)
-        starts = np.concatenate([[0], ends[:-1] + 1])
-        count = np.diff(np.concatenate([[-1], ends]))[None].astype(np.float64)
-        errors = np.add.reduceat(1.0 - c, starts)[None]
-        return count[:, ::-1], errors[:, ::-1]
+    if weights is None:  # shared by every selective metric of the call
+        return cached(stats, "point_runs", lambda: _point_runs(stats))
     w = weighted(stats, weights)
     if "runs" not in w:
         r, c, W = stats.sample("conf"), stats.sample("correct"), weights
@@ -47,24 +42,46 @@ def run_sums(stats: SampleStats, weights: np.ndarray | None):
     return w["runs"]
 
 
+def _point_runs(stats: SampleStats):
+    r, c = unpack(sorted_key(stats))
+    ends = tie_ends(r)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    count = np.diff(np.concatenate([[-1], ends]))[None].astype(np.float64)
+    errors = np.add.reduceat(1.0 - c, starts)[None]
+    return count[:, ::-1], errors[:, ::-1]
+
+
 def _value(out: np.ndarray, weights):
     """A float for the point estimate (one row), the (b,) row values for weights."""
     return float(out[0]) if weights is None else out
 
 
-def _harmonic(m: np.ndarray) -> np.ndarray:
-    """H(m) = sum_{j <= m} 1/j at the integer counts m (bootstrap counts are integers): a table."""
-    idx = np.rint(m).astype(np.int64)
-    table = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, int(idx.max()) + 1))])
-    return table[idx]
+def _harmonic_gap(K: np.ndarray, K0: np.ndarray) -> np.ndarray:
+    """H(K) - H(K0), H(m) = sum_{j <= m} 1/j, at integer counts (bootstrap counts are integers):
+    one table of H, built in place (one n-long array)."""
+    hi = np.rint(K).astype(np.int64)
+    table = np.arange(int(hi.max()) + 1, dtype=np.float64)
+    np.reciprocal(table[1:], out=table[1:])
+    np.cumsum(table, out=table)  # table[0] = 0 (the reciprocal skips it)
+    gap = table[hi]
+    del hi
+    gap -= table[np.rint(K0).astype(np.int64)]
+    return gap
 
 
 def aurc_of(count: np.ndarray, errors: np.ndarray) -> np.ndarray:
-    """sum over runs of sum_{k in run} e(k)/k, with e linear in the run: a (H(K) - H(K0)) + slope n."""
-    K, E = np.cumsum(count, axis=1), np.cumsum(errors, axis=1)
-    K0, E0 = K - count, E - errors
+    """sum over runs of sum_{k in run} e(k)/k, with e linear in the run: a (H(K) - H(K0)) + slope n
+    with a = E0 - K0 slope; in place where possible, so that only a few run-long arrays coexist."""
+    K, a = np.cumsum(count, axis=1), np.cumsum(errors, axis=1)
     slope = np.divide(errors, count, out=np.zeros_like(errors), where=count > 0)
-    part = (E0 - K0 * slope) * (_harmonic(K) - _harmonic(K0)) + slope * count
+    K0 = K - count
+    a -= errors  # E0
+    a -= K0 * slope
+    part = _harmonic_gap(K, K0)
+    del K0
+    part *= a
+    del a
+    part += slope * count
     return part.sum(axis=1) / K[:, -1]
 
 

@@ -261,6 +261,16 @@ def _finish(st: SampleStats, needs) -> None:
         s["correct"] = (s["pred"] == s["labels"]).astype(np.float64)
 
 
+def sorted_key(stats: SampleStats) -> np.ndarray:
+    """stats.key sorted in place (the order by (r, then c)), once for every metric of the call that
+    reads the confidences in order (ks, the risk-coverage metrics, the sweep): no copy, no re-sort.
+    Point estimates depend only on the multiset of (r_i, c_i), so reordering the key is safe."""
+    if not stats.cache.get("key_sorted"):
+        stats.key.sort()
+        stats.cache["key_sorted"] = True
+    return stats.key
+
+
 def weighted(stats: SampleStats, W: np.ndarray) -> dict:
     """Per-weights scratch shared by the metrics of one bootstrap block: the transposed counts
     "Wt" (n, b) in C order (sparse @ dense wants it) and the resample sizes "total" (b,). Kept for

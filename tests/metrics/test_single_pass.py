@@ -97,3 +97,21 @@ def test_pass_still_rejects_bad_probabilities(k):
     bad[42] *= 1.01
     with pytest.raises(InputError, match="row 42"):
         compute_metrics(labels, probs=bad, keys=("ece",))
+
+
+def test_metrics_of_the_sorted_key_agree_alone_and_together():
+    # aece partitions the shared key, ks / aurc / the sweep sort it in place once (stats.sorted_key):
+    # every confidence-order metric must give the same value alone, together, and in reverse order
+    from calbench.metrics import METRICS
+
+    rng = np.random.default_rng(3)
+    probs = tied_probs(3000, 5, rng, np.float32)
+    labels = rng.integers(0, 5, 3000)
+    keys = [k for k in METRICS.names() if "conf" in METRICS.get(k).needs and not METRICS.get(k).segmentation_only]
+    assert {"aece", "ks", "aurc", "e-aurc"} <= set(keys)
+    together = compute_metrics(labels, probs=probs, keys=keys)
+    backwards = compute_metrics(labels, probs=probs, keys=keys[::-1])
+    for key in keys:
+        alone = compute_metrics(labels, probs=probs, keys=(key,))[key]
+        assert together[key] == pytest.approx(alone, abs=1e-12), key
+        assert backwards[key] == pytest.approx(alone, abs=1e-12), key
