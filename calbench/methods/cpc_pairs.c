@@ -1,25 +1,109 @@
-/* CPC's binary exclusion pair sum with its gradient, one pass over the unordered pairs of each row
- * (calbench/methods/penalties.py, `_NativePairSum`; compiled and loaded by calbench/methods/native.py).
+/* CPC's two penalty sums with their gradients, O(K log K) per row (calbench/methods/penalties.py,
+ * `_NativePenalties`; compiled and loaded by calbench/methods/native.py). For row i with label y:
+ *   BD_i = sum_{k != y} log sigmoid(l_y - l_k)                         (K terms, direct)
+ *   S_i  = sum_{j != k, both != y} log sigmoid(v_j - v_k)              (the exclusion pair sum)
+ * Let s_0 <= ... <= s_{m-1} be the m = K - 1 logits other than l_y, sorted. Pairing (j, k) with
+ * (k, j), a = s_k - s_j >= 0 and u = exp(-a) in (0, 1] for j < k:
+ *   S_i = sum_{j < k} [log sigmoid(a) + log sigmoid(-a)] = -sum_{j < k} a  -  2 sum_{j < k} log(1 + u_jk).
+ * (a) sum_{j < k} (s_k - s_j) = sum_k (2k - m + 1) s_k: exact, in double.
+ * (b) log(1 + u) is analytic on [0, 1] (nearest singularity u = -1), so the polynomial
+ *     log(1 + u) ~= sum_{n=1}^{d} c_n u^n (u times the interpolant of log(1 + u) / u at the d
+ *     Chebyshev points of [0, 1]: a pair far apart contributes exactly 0) converges like
+ *     (3 + sqrt 8)^-d. u_jk^n = exp(-n (s_k - s_j)) factors, so sum_{j<k} u_jk^n = sum_k P_k^(n) with
+ *     P_0 = 0, P_k^(n) = r_k^n (P_{k-1}^(n) + 1), r_k = exp(-(s_k - s_{k-1})) in [0, 1]:
+ *     one exp per element, powers by multiplication, every factor <= 1 (no overflow; an underflow
+ *     to 0 only drops a term below 1e-38), P_k^(n) <= k.
+ * (c) dS_i/dv_q = -sum_{p != q} sign(v_q - v_p) tanh(|v_q - v_p| / 2), tanh(a / 2) = 1 - 2 g(u),
+ *     g(u) = u / (1 + u) ~= sum_{n=1}^{d} b_n u^n (same construction and convergence). At sorted
+ *     position k the k pairs below give k - 2 sum_n b_n P_k^(n), the m - 1 - k pairs above
+ *     -((m - 1 - k) - 2 sum_n b_n Q_k^(n)) with Q_{m-1} = 0, Q_k^(n) = r_{k+1}^n (Q_{k+1}^(n) + 1):
+ *       dS_i/ds_k = -(2k - m + 1) + 2 sum_n b_n (P_k^(n) - Q_k^(n)).
+ *     A tie (u = 1) contributes 1 - 2 g(1) = 0 either way, so the order of tied logits does not
+ *     matter; dS/dl_y = 0. The gradient goes back through the sort permutation.
+ * Degrees (max error of the polynomials over u in [0, 1], coefficients rounded to double, measured
+ * at 2001 points in 60-digit arithmetic): float32 d = 11, log(1 + u) 4.5e-10, g 3.8e-9 (a pair's
+ * value is >= 2 log 2 and its tanh comes out to 7.6e-9 absolute: below float32 rounding);
+ * float64 d = 22, 2.8e-17 and 6.4e-17 (below float64 rounding). The recursions, and r_k (by a
+ * double exp polynomial), run in double for float32 logits too: in float, the P_k of a tight
+ * cluster of logits (r_k ~ 1, P_k ~ k) pick up rounding like eps k^2. Measured against a float64
+ * direct pair sum at K = 1000: float32 S to 2e-13 relative and dS to 3e-8 (K - 1) absolute (the
+ * exact float32 pair loop this replaced: 9e-9 and 1.8e-6 (K - 1)); float64 2e-16 and 7e-16 (K - 1).
  *
- * For row i with label y and the other logits v (the K - 1 entries k != y):
- *   S_i = sum_{j != k, both != y} log sigmoid(v_j - v_k)
- *       = sum_{j < k} [log sigmoid(a) + log sigmoid(-a)] = sum_{j < k} (-|a| - 2 log(1 + e^{-|a|})),
- *   dS_i/dv_m = -sum_k tanh((v_m - v_k) / 2),  tanh(|a| / 2) = (1 - e^{-|a|}) / (1 + e^{-|a|}),
- * with a = v_j - v_k: each unordered pair is visited once (half the ordered pairs) with one exp,
- * and its tanh goes to both ends with opposite signs; dS/dl_y = 0. No exact form cheaper than the
- * K (K - 1) / 2 pairs exists (penalties.py, `_PairSum`). The row value is summed in double; S =
- * sum_i S_i in row order after the (OpenMP) row loop, independent of the thread count.
- * float32: exp is the polynomial of margin_penalty.c, log(1 + e) = 2 atanh(e / (2 + e)) by its
- * odd series (one division per pair serves it and the tanh) (7 terms: z <= 1/3, truncation below 2e-8 relative), so the inner loop vectorises;
- * the inner sums run in float over at most K terms of size <= 1 (|a| + 2 log(1 + e) per pair for
- * the value), then go to double. float64: libm's exp, log1p and expm1.
+ * Sorting (O(m) for spread-out rows): counting sort into 2m equal-width buckets over [min, max];
+ * when no bucket holds more than WINDOW + 1 values, an element's rank is its bucket-order position
+ * corrected by the WINDOW neighbours on either side (branch-free: whatever lies further away is in
+ * another bucket); otherwise insertion sort, after a qsort of any bucket of more than CROWDED
+ * values, so clustered rows stay O(m log m). Keys are the float bit patterns (made unsigned-
+ * monotone) with the position in the low 32 bits; float64 rows are then fixed up by their exact
+ * values (only logits that round to the same float can be out of order).
+ * The recursions run LANES rows in lockstep (one SIMD lane per row; every row has the same m), so
+ * each lane does the same operations and a row's result does not depend on its neighbours. The
+ * sums over rows are taken in row order after the (OpenMP) loop over row groups: independent of
+ * the thread count. BD in float32: exp by a polynomial (below), log(1 + e) = 2 atanh(e / (2 + e)) by its odd
+ * series (7 terms, z <= 1/3: truncation below 2e-8 relative); float64: libm's exp and log1p.
+ * A row with a non-finite logit gets NaN sums and NaN gradients (as the pair formula gives).
  * Returns 0, 1 if a label is out of range, 2 if memory ran out.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
-static inline float exp_f32(float v) {
+#define LANES 16
+#define CROWDED 48
+#define WINDOW 7   /* buckets of at most WINDOW + 1 values are ranked branch-free */
+
+/* The recursions are compiled for AVX-512, AVX2 + FMA and baseline x86-64, chosen at load time. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define WIDE_SIMD __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define WIDE_SIMD
+#endif
+/* Helpers are inlined into the target clones, so that they use the clone's registers too. */
+#define INLINE static inline __attribute__((always_inline))
+
+/* LANES values in one SIMD vector (GCC / Clang vector extension, lowered to the target's widest
+ * registers: one zmm for AVX-512, two ymm for AVX2, four xmm for SSE2): LANES rows in the
+ * recursions, LANES consecutive logits of a row elsewhere. */
+typedef float vec_f32 __attribute__((vector_size(LANES * sizeof(float))));
+typedef double vec_f64 __attribute__((vector_size(LANES * sizeof(double))));
+
+typedef int32_t vec_i32 __attribute__((vector_size(LANES * sizeof(int32_t))));
+typedef int64_t vec_i64 __attribute__((vector_size(LANES * sizeof(int64_t))));
+
+INLINE vec_f32 select_f32(vec_i32 mask, vec_f32 a, vec_f32 b) {
+    return (vec_f32)((mask & (vec_i32)a) | (~mask & (vec_i32)b));
+}
+
+INLINE vec_f64 select_f64(vec_i64 mask, vec_f64 a, vec_f64 b) {
+    return (vec_f64)((mask & (vec_i64)a) | (~mask & (vec_i64)b));
+}
+
+/* c_n and b_n of log(1 + u) ~= sum_n c_n u^n and u / (1 + u) ~= sum_n b_n u^n; entry n - 1 is u^n. */
+static const double LOG1P_11[11] = {
+    9.9999999915568227e-1, -4.9999979491391229e-1, 3.3332497543526519e-1, -2.4986496459409927e-1,
+    1.9885820285008451e-1, -1.6087623009295731e-1, 1.2377995867871511e-1, -8.1880409235828432e-2,
+    4.1006573693958392e-2, -1.3187826565578387e-2, 1.9866965936534607e-3};
+static const double SIGMOID_11[11] = {
+    9.9999999241483699e-1, -9.9999815680538966e-1, 9.9992473242749648e-1, -9.9877931213236279e-1,
+    9.896159497712933e-1, -9.4685359208630235e-1, 8.2245400609360138e-1, -5.9005917511822595e-1,
+    3.1118537794777544e-1, -1.0339705848743976e-1, 1.5907239767298425e-2};
+static const double LOG1P_22[22] = {
+    1.0, -4.9999999999999834e-1, 3.3333333333306461e-1, -2.4999999998264811e-1,
+    1.9999999940349815e-1, -1.6666665403691092e-1, 1.428569630956731e-1, -1.2499817769513954e-1,
+    1.1109740896460193e-1, -9.9921278217600168e-2, 9.0555675155907331e-2, -8.207163680437429e-2,
+    7.3290152555349544e-2, -6.2887546707831463e-2, 5.007742395391704e-2, -3.5530525401441245e-2,
+    2.1511022653356974e-2, -1.061469636358553e-2, 4.047809893467512e-3, -1.1093809681700343e-3,
+    1.9330794553431146e-4, -1.6020216725538193e-5};
+static const double SIGMOID_22[22] = {
+    9.9999999999999997e-1, -9.9999999999997212e-1, 9.9999999999548879e-1, -9.9999999970855543e-1,
+    9.9999998997331633e-1, -9.999997874803432e-1, 9.9999697098717136e-1, -9.9996923936209483e-1,
+    9.9976818508028997e-1, -9.986643576507731e-1, 9.9398180550240152e-1, -9.7841383991820512e-1,
+    9.3746332175107981e-1, -8.5178223758601761e-1, 7.0898043064424729e-1, -5.1989114145238589e-1,
+    3.2241482733669193e-1, -1.61899320675807e-1, 6.2532578457163943e-2, -1.7301628940854161e-2,
+    3.0364833241718455e-3, -2.5304027701432046e-4};
+
+INLINE float exp_f32(float v) {
     /* Called with v <= 0 (Cody-Waite reduction, Cephes polynomial, at most 1 ulp over [-87, 0]). */
     float t = v < -87.3f ? -87.3f : v;
     float nf = (float)(int32_t)(t * 1.44269504088896341f - 0.5f);
@@ -36,11 +120,125 @@ static inline float exp_f32(float v) {
     return v < -87.3f ? 0.0f : p * scale.f;
 }
 
-/* 2 (z + z^3/3 + ... + z^13/13) = log((1 + z) / (1 - z)) for z in [0, 1/3]. */
-static inline float atanh_series_f32(float z) {
-    const float z2 = z * z;
-    float s = 1.0f / 13.0f;
-    s = s * z2 + 1.0f / 11.0f;
+/* exp_f32 on every lane. */
+INLINE vec_f32 exp_vec_f32(vec_f32 v) {
+    const vec_i32 under = v < -87.3f;
+    const vec_f32 zero = {0}, t = select_f32(under, zero - 87.3f, v);
+    const vec_f32 nf = __builtin_convertvector(__builtin_convertvector(t * 1.44269504088896341f - 0.5f, vec_i32), vec_f32);
+    const vec_f32 r = t - nf * 0.693359375f + nf * 2.12194440e-4f;
+    vec_f32 p = zero + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const vec_i32 scale = (__builtin_convertvector(nf, vec_i32) + 127) << 23;
+    return select_f32(under, zero, p * (vec_f32)scale);
+}
+
+/* exp(v) for v <= 0 on every lane, in double: 2^n exp(r) with n = round(v / log 2) and
+ * |r| <= log(2) / 2 (log 2 split in two, fdlibm's constants), exp(r) by its Taylor polynomial to
+ * r^13 (truncation below 4e-18 relative); 0 below -708. */
+INLINE vec_f64 exp_vec_f64(vec_f64 v) {
+    const vec_i64 under = v < -708.0;
+    const vec_f64 zero = {0}, t = select_f64(under, zero - 708.0, v);
+    const vec_i64 n = __builtin_convertvector(t * 1.4426950408889634 - 0.5, vec_i64);
+    const vec_f64 nf = __builtin_convertvector(n, vec_f64);
+    const vec_f64 r = (t - nf * 6.93147180369123816490e-01) - nf * 1.90821492927058770002e-10;
+    static const double inverse_factorial[14] = {
+        1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
+        1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0};
+    vec_f64 p = zero + inverse_factorial[13];
+    for (int j = 12; j >= 0; --j) p = p * r + inverse_factorial[j];
+    const vec_i64 scale = (n + 1023) << 52;
+    return select_f64(under, zero, p * (vec_f64)scale);
+}
+
+
+/* ---- sorting ---- */
+
+/* The unsigned order of the key is the order of v (the float's bits, sign-flipped), ties broken by
+ * the position q kept in the low 32 bits. */
+static inline uint64_t order_key(float v, int64_t q) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    u ^= (uint32_t)((int32_t)u >> 31) | 0x80000000u;
+    return ((uint64_t)u << 32) | (uint64_t)q;
+}
+
+static int by_key(const void *a, const void *b) {
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Insertion sort of src[0..m) into dst (few inversions expected), after a qsort of every bucket
+ * (ends in start[]) that holds more than CROWDED keys. */
+static void insertion_sort(uint64_t *src, uint64_t *dst, const int32_t *start, int64_t nb, int64_t m) {
+    for (int64_t b = 0, begin = 0; b < nb; begin = start[b++])
+        if (start[b] - begin > CROWDED) qsort(src + begin, (size_t)(start[b] - begin), sizeof(uint64_t), by_key);
+    for (int64_t j = 0; j < m; ++j) {
+        const uint64_t x = src[j];
+        int64_t p = j;
+        while (p > 0 && dst[p - 1] > x) { dst[p] = dst[p - 1]; --p; }
+        dst[p] = x;
+    }
+}
+
+/* key[0..m) = the keys of the finite floats v[0..m), ascending (see the header). Scratch:
+ * pad m + 2 WINDOW keys, rank m int32, start 2m + 1 int32. */
+INLINE void sort_keys(const float *v, int64_t m, uint64_t *key, uint64_t *pad, int32_t *rank, int32_t *start) {
+    const vec_f32 zero = {0};
+    vec_f32 lo_v = zero + v[0], hi_v = lo_v, block;
+    int64_t q0 = 0;
+    for (; q0 + LANES <= m; q0 += LANES) {
+        memcpy(&block, v + q0, sizeof block);
+        lo_v = select_f32(block < lo_v, block, lo_v);
+        hi_v = select_f32(block > hi_v, block, hi_v);
+    }
+    float lo = v[0], hi = v[0];
+    for (int l = 0; l < LANES; ++l) { lo = lo_v[l] < lo ? lo_v[l] : lo; hi = hi_v[l] > hi ? hi_v[l] : hi; }
+    for (; q0 < m; ++q0) { lo = v[q0] < lo ? v[q0] : lo; hi = v[q0] > hi ? v[q0] : hi; }
+    _Pragma("omp simd")
+    for (int64_t q = 0; q < m; ++q) key[q] = order_key(v[q], q);
+    if (hi == lo) return;                                  /* all equal: positions are the order */
+    const int64_t nb = 2 * m;
+    const double scale = (double)nb / ((double)hi - (double)lo);
+    _Pragma("omp simd")
+    for (int64_t q = 0; q < m; ++q) {
+        const int32_t b = (int32_t)(((double)v[q] - (double)lo) * scale);
+        rank[q] = b < nb ? b : (int32_t)nb - 1;
+    }
+    memset(start, 0, (size_t)nb * sizeof(int32_t));
+    for (int64_t q = 0; q < m; ++q) start[rank[q]] += 1;
+    int32_t most = 0, run = 0;
+    for (int64_t b = 0; b < nb; ++b) {                     /* counts -> starts (exclusive prefix) */
+        const int32_t count = start[b];
+        start[b] = run;
+        run += count;
+        most = count > most ? count : most;
+    }
+    uint64_t *w = pad + WINDOW;
+    for (int64_t q = 0; q < m; ++q) w[start[rank[q]]++] = key[q];   /* start[b]: now bucket b's end */
+    if (most > WINDOW + 1) { insertion_sort(w, key, start, nb, m); return; }
+    for (int d = 1; d <= WINDOW; ++d) { w[-d] = 0; w[m - 1 + d] = UINT64_MAX; }
+    _Pragma("omp simd")
+    for (int64_t q = 0; q < m; ++q) {
+        int32_t r = (int32_t)q - WINDOW;
+        for (int d = -WINDOW; d <= WINDOW; ++d) r += w[q + d] < w[q];
+        rank[q] = r;
+    }
+    for (int64_t q = 0; q < m; ++q) key[rank[q]] = w[q];
+}
+
+/* ---- binary discrimination ---- */
+
+#define FLUSH_BD 8
+
+/* 2 (z + z^3/3 + ... + z^13/13) = log((1 + z) / (1 - z)) for z in [0, 1/3], on every lane. */
+INLINE vec_f32 atanh_series_f32(vec_f32 z) {
+    const vec_f32 z2 = z * z;
+    vec_f32 s = z2 * (1.0f / 13.0f) + 1.0f / 11.0f;
     s = s * z2 + 1.0f / 9.0f;
     s = s * z2 + 1.0f / 7.0f;
     s = s * z2 + 1.0f / 5.0f;
@@ -49,56 +247,264 @@ static inline float atanh_series_f32(float z) {
     return 2.0f * z * s;
 }
 
-/* One pair term: its value |a| + 2 log(1 + e^{-|a|}) (= -[log s(a) + log s(-a)]) and sign(a) tanh(|a|/2). */
-#define PAIR_F32                                                                          \
-    const float a = vj - v[q], aa = fabsf(a), e = exp_f32(-aa);                          \
-    const float u = 1.0f + e, inv = 1.0f / (u * (u + 1.0f));  /* one division for both: */ \
-    const float t = (1.0f - e) * (u + 1.0f) * inv;             /* (1 - e) / (1 + e)     */ \
-    const float z = e * u * inv;                               /* e / (2 + e)           */ \
-    const float value = aa + 2.0f * atanh_series_f32(z), signed_t = a >= 0 ? t : -t;
-#define PAIR_F64                                                                          \
-    const double a = vj - v[q], aa = fabs(a), e = exp(-aa);                              \
-    const double t = -expm1(-aa) / (1.0 + e);                                            \
-    const double value = aa + 2.0 * log1p(e), signed_t = a >= 0 ? t : -t;
-
-#define DEFINE_KERNEL(NAME, T, PAIR)                                                      \
-int NAME(const T *x, const int64_t *y, int64_t n, int64_t k, T *grad, double *total) {   \
-    double *row_sum = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));                  \
-    if (row_sum == NULL) return 2;                                                       \
-    int64_t bad = 0, oom = 0;                                                            \
-    _Pragma("omp parallel for schedule(dynamic, 1) reduction(+:bad, oom) if (n * k * k >= (1 << 16))") \
-    for (int64_t i = 0; i < n; ++i) {                                                    \
-        const T *xi = x + i * k;                                                         \
-        T *gi = grad + i * k;                                                            \
-        const int64_t label = y[i], m = k - 1;                                           \
-        row_sum[i] = 0.0;                                                                \
-        if (label < 0 || label >= k) { bad += 1; continue; }                             \
-        T *v = malloc((size_t)(2 * (m > 0 ? m : 1)) * sizeof(T));                        \
-        if (v == NULL) { oom += 1; continue; }                                           \
-        T *gv = v + m;                                                                   \
-        for (int64_t j = 0, c = 0; j < k; ++j) if (j != label) { v[c] = xi[j]; gv[c] = 0; ++c; } \
-        double sum = 0.0;                                                                \
-        for (int64_t j = 0; j < m; ++j) {                                                \
-            const T vj = v[j];                                                           \
-            T val = 0, g = 0;                                                            \
-            _Pragma("omp simd reduction(+:val, g)")                                     \
-            for (int64_t q = j + 1; q < m; ++q) {                                       \
-                PAIR                                                                     \
-                val += value; g += signed_t; gv[q] += signed_t;                          \
-            }                                                                            \
-            sum -= (double)val;                                                          \
-            gv[j] -= g;                                                                  \
-        }                                                                                \
-        for (int64_t j = 0, c = 0; j < k; ++j) gi[j] = j == label ? (T)0 : gv[c++];      \
-        row_sum[i] = sum;                                                                \
-        free(v);                                                                         \
-    }                                                                                    \
-    double s = 0.0;                                                                      \
-    for (int64_t i = 0; i < n; ++i) s += row_sum[i];                                     \
-    free(row_sum);                                                                       \
-    *total = s;                                                                          \
-    return oom ? 2 : bad ? 1 : 0;                                                        \
+/* One block of LANES logits x of a row with label logit ly: the terms where `other` is set go into
+ * the running sums, -w sigmoid(-a) (0 elsewhere) is returned. With a = l_y - l_k, e = exp(-|a|):
+ * log sigmoid(a) = min(a, 0) - log(1 + e), log(1 + e) = 2 atanh(e / (2 + e)) and
+ * sigmoid(-a) = (a >= 0 ? e : 1) / (1 + e), one division for both. */
+INLINE vec_f32 bd_block(vec_f32 x, float ly, float w, vec_i32 other, vec_f32 *sum, vec_f32 *to_label,
+                        vec_f32 *check) {
+    const vec_f32 zero = {0}, a = ly - x, e = exp_vec_f32(select_f32(a < 0, a, -a));
+    const vec_f32 u = 1.0f + e, inv = 1.0f / (u * (u + 1.0f));
+    const vec_f32 log_sig = select_f32(a < 0, a, zero) - atanh_series_f32(e * u * inv);
+    const vec_f32 sig_neg = select_f32(a >= 0, e, zero + 1.0f) * (u + 1.0f) * inv;
+    *check += x * 0.0f;                                    /* NaN if a logit is inf or NaN */
+    *sum += select_f32(other, log_sig, zero);
+    *to_label += select_f32(other, sig_neg, zero);
+    return select_f32(other, -w * sig_neg, zero);
 }
 
-DEFINE_KERNEL(calbench_cpc_pairs_f32, float, PAIR_F32)
-DEFINE_KERNEL(calbench_cpc_pairs_f64, double, PAIR_F64)
+/* Row i's BD_i (returned) and w dBD_i/dl into g: dBD/dl_k = -sigmoid(l_k - l_y) for k != y and
+ * dBD/dl_y = the sum of those sigmoids; *finite = 0 if a logit is inf or NaN. LANES logits at a
+ * time (the last block padded); per-lane sums in float over FLUSH_BD blocks, then in double. */
+INLINE double bd_f32(const float *xi, int64_t label, int64_t k, float w, float *g, int *finite) {
+    const float ly = xi[label];
+    const vec_f32 zero = {0};
+    vec_f64 sum = {0}, to_label = {0};
+    vec_f32 check = zero, part_sum = zero, part_to_label = zero, x, grad;
+    vec_i32 lane;
+    for (int l = 0; l < LANES; ++l) lane[l] = l;
+    const int64_t full = k / LANES * LANES;
+    for (int64_t j0 = 0; j0 < full; j0 += LANES) {
+        memcpy(&x, xi + j0, sizeof x);
+        grad = bd_block(x, ly, w, lane != (int32_t)(label - j0), &part_sum, &part_to_label, &check);
+        memcpy(g + j0, &grad, sizeof grad);
+        if ((j0 / LANES) % FLUSH_BD == FLUSH_BD - 1) {
+            sum += __builtin_convertvector(part_sum, vec_f64);
+            to_label += __builtin_convertvector(part_to_label, vec_f64);
+            part_sum = part_to_label = zero;
+        }
+    }
+    if (full < k) {
+        x = zero + ly;
+        for (int64_t j = full; j < k; ++j) x[j - full] = xi[j];
+        const vec_i32 other = (lane != (int32_t)(label - full)) & (lane < (int32_t)(k - full));
+        grad = bd_block(x, ly, w, other, &part_sum, &part_to_label, &check);
+        for (int64_t j = full; j < k; ++j) g[j] = grad[j - full];
+    }
+    sum += __builtin_convertvector(part_sum, vec_f64);
+    to_label += __builtin_convertvector(part_to_label, vec_f64);
+    double total = 0.0, label_grad = 0.0;
+    *finite = 1;
+    for (int l = 0; l < LANES; ++l) { total += sum[l]; label_grad += to_label[l]; *finite &= check[l] == 0.0f; }
+    g[label] = w * (float)label_grad;
+    return total;
+}
+
+INLINE double bd_f64(const double *xi, int64_t label, int64_t k, double w, double *g, int *finite) {
+    const double ly = xi[label];
+    double sum = 0.0, to_label = 0.0, check = 0.0;
+    for (int64_t j = 0; j < k; ++j) {
+        check += xi[j] * 0.0;
+        const double a = ly - xi[j], e = exp(-fabs(a)), sig_neg = (a >= 0 ? e : 1.0) / (1.0 + e);
+        if (j == label) continue;
+        sum += (a < 0 ? a : 0.0) - log1p(e);
+        to_label += sig_neg;
+        g[j] = -w * sig_neg;
+    }
+    g[label] = w * to_label;
+    *finite = check == 0.0;
+    return sum;
+}
+
+/* ---- the exclusion pair sum ---- */
+/* The recursions of (b) and (c) for LANES rows: r[k * LANES + l] = r_k of lane l (r_0 unused);
+ * out: g[k * LANES + l] = sum_n b_n (P_k^(n) - Q_k^(n)), value[l] = sum_n c_n sum_k P_k^(n).
+ * pw[n] = r_k^(n + 1) by a product tree (depth log2 D). */
+#define DEFINE_CHAINS(NAME, T, V, D, LOG1P, SIGMOID)                                          \
+static inline __attribute__((always_inline)) void NAME(const T *r, int64_t m, T *g, double *value) { \
+    V p[D], sum[D], pw[D], rk, acc, zero = {0};                                               \
+    for (int n = 0; n < D; ++n) p[n] = sum[n] = zero;                                         \
+    memcpy(g, &zero, sizeof(V));                                                              \
+    for (int64_t k = 1; k < m; ++k) {                                                         \
+        memcpy(&rk, r + k * LANES, sizeof(V));                                                \
+        pw[0] = rk;                                                                           \
+        for (int n = 1; n < D; ++n) pw[n] = pw[(n + 1) / 2 - 1] * pw[n - (n + 1) / 2];        \
+        acc = zero;                                                                           \
+        for (int n = 0; n < D; ++n) {                                                         \
+            p[n] = pw[n] * (p[n] + 1);                                                        \
+            acc += (T)SIGMOID[n] * p[n];                                                      \
+            sum[n] += p[n];                                                                   \
+        }                                                                                     \
+        memcpy(g + k * LANES, &acc, sizeof(V));                                               \
+    }                                                                                         \
+    for (int l = 0; l < LANES; ++l) {                                                         \
+        value[l] = 0.0;                                                                       \
+        for (int n = 0; n < D; ++n) value[l] += LOG1P[n] * sum[n][l];                         \
+    }                                                                                         \
+    for (int n = 0; n < D; ++n) p[n] = zero;                   /* now Q */                    \
+    for (int64_t k = m - 2; k >= 0; --k) {                                                    \
+        memcpy(&rk, r + (k + 1) * LANES, sizeof(V));                                          \
+        pw[0] = rk;                                                                           \
+        for (int n = 1; n < D; ++n) pw[n] = pw[(n + 1) / 2 - 1] * pw[n - (n + 1) / 2];        \
+        memcpy(&acc, g + k * LANES, sizeof(V));                                               \
+        for (int n = 0; n < D; ++n) {                                                         \
+            p[n] = pw[n] * (p[n] + 1);                                                        \
+            acc -= (T)SIGMOID[n] * p[n];                                                      \
+        }                                                                                     \
+        memcpy(g + k * LANES, &acc, sizeof(V));                                               \
+    }                                                                                         \
+}
+
+DEFINE_CHAINS(chains_f32, double, vec_f64, 11, LOG1P_11, SIGMOID_11)
+DEFINE_CHAINS(chains_f64, double, vec_f64, 22, LOG1P_22, SIGMOID_22)
+
+/* The floats that the sort keys are made of: float32 logits themselves; float64 ones rounded and
+ * saturated to the float range, a weak order of the values that exact_fix then makes strict. */
+INLINE const float *floats_f32(const float *v, float *vf, int64_t m) { (void)vf; (void)m; return v; }
+INLINE const float *floats_f64(const double *v, float *vf, int64_t m) {
+    for (int64_t q = 0; q < m; ++q) vf[q] = (float)(v[q] > 3.4e38 ? 3.4e38 : v[q] < -3.4e38 ? -3.4e38 : v[q]);
+    return vf;
+}
+
+/* out[q] = r_q = exp(-(s_q - s_{q-1})) for q >= 1 (out[0] unused), LANES at a time, in double. */
+INLINE void gaps(const double *s, int64_t m, double *out) {
+    out[0] = 0.0;
+    for (int64_t q0 = 1; q0 < m; q0 += LANES) {
+        const int64_t rest = m - q0 < LANES ? m - q0 : LANES;
+        vec_f64 hi = {0}, lo = {0};
+        if (rest == LANES) { memcpy(&hi, s + q0, sizeof hi); memcpy(&lo, s + q0 - 1, sizeof lo); }
+        else for (int l = 0; l < rest; ++l) { hi[l] = s[q0 + l]; lo[l] = s[q0 + l - 1]; }
+        const vec_f64 r = exp_vec_f64(lo - hi);
+        if (rest == LANES) memcpy(out + q0, &r, sizeof r);
+        else for (int l = 0; l < rest; ++l) out[q0 + l] = r[l];
+    }
+}
+
+/* (a): sum_q (2q - m + 1) s_q over the sorted s (4 interleaved sums, added in order). */
+INLINE double spread_of(const double *s, int64_t m) {
+    double acc[4] = {0.0, 0.0, 0.0, 0.0};
+    int64_t q = 0;
+    for (; q + 4 <= m; q += 4)
+        for (int j = 0; j < 4; ++j) acc[j] += (double)(2 * (q + j) - m + 1) * s[q + j];
+    for (; q < m; ++q) acc[0] += (double)(2 * q - m + 1) * s[q];
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+/* Float64: insertion passes by the exact values over keys sorted by their float roundings. */
+static void exact_fix(uint64_t *key, const double *v, int64_t m) {
+    for (int64_t j = 1; j < m; ++j) {
+        const uint64_t x = key[j];
+        const double vx = v[(uint32_t)x];
+        int64_t p = j;
+        while (p > 0 && v[(uint32_t)key[p - 1]] > vx) { key[p] = key[p - 1]; --p; }
+        key[p] = x;
+    }
+}
+
+/* Scratch of one group (bytes), carved in this order (each part stays aligned): key, pad
+ * (uint64); sv, rl, r, g (double); v (T); vf (float); rank, start, col (int32). */
+static size_t group_bytes(int64_t k, size_t t_size) {
+    const size_t mm = (size_t)(k > 1 ? k - 1 : 1);
+    return (2 * mm + 2 * WINDOW) * sizeof(uint64_t) + (2 * mm + 2 * LANES * mm) * sizeof(double)
+           + mm * t_size + mm * sizeof(float) + (mm + 2 * mm + 1 + LANES * mm) * sizeof(int32_t);
+}
+
+/* One group of LANES rows from `first`: BD_i and S_i into bd_row / be_row, gradients into gbd /
+ * gbe; returns the number of out-of-range labels. */
+#define DEFINE_GROUP(NAME, T, BD, CHAINS, FLOATS, FIX)                                  \
+WIDE_SIMD static int64_t NAME(const T *x, const int64_t *y, int64_t n, int64_t k, int64_t first, \
+                              double w_bd, double w_be, T *grad, double *bd_row, double *be_row, char *buf) { \
+    const int64_t m = k - 1, mm = m > 0 ? m : 1;                                              \
+    uint64_t *key = (uint64_t *)buf, *pad = key + mm;                                         \
+    double *sv = (double *)(pad + mm + 2 * WINDOW), *rl = sv + mm, *r = rl + mm, *g = r + LANES * mm; \
+    T *v = (T *)(g + LANES * mm);                                                             \
+    float *vf = (float *)(v + mm);                                                            \
+    int32_t *rank = (int32_t *)(vf + mm), *start = rank + mm, *col = start + 2 * mm + 1;      \
+    double spread[LANES], value[LANES];                                                       \
+    int64_t bad = 0;                                                                          \
+    for (int l = 0; l < LANES; ++l) {                                                         \
+        const int64_t i = first + l, label = i < n ? y[i] : -1;                               \
+        int finite = 0;                                                                       \
+        spread[l] = 0.0;                                                                      \
+        if (i < n && label >= 0 && label < k) {                                               \
+            const T *xi = x + i * k;                                                          \
+            bd_row[i] = BD(xi, label, k, (T)w_bd, grad + i * k, &finite);                     \
+            memcpy(v, xi, (size_t)label * sizeof(T));                                         \
+            memcpy(v + label, xi + label + 1, (size_t)(m - label) * sizeof(T));               \
+        } else if (i < n) {                                                                   \
+            bad += 1;                                                                         \
+            bd_row[i] = be_row[i] = 0.0;                                                      \
+        }                                                                                     \
+        if (!finite || m == 0) {                         /* a padding lane, or no pairs */   \
+            if (i < n && !finite) spread[l] = NAN;                                            \
+            for (int64_t q = 0; q < m; ++q) r[q * LANES + l] = 0;                             \
+            continue;                                                                         \
+        }                                                                                     \
+        sort_keys(FLOATS(v, vf, m), m, key, pad, rank, start);                                \
+        FIX                                                                                   \
+        for (int64_t q = 0; q < m; ++q) {                                                     \
+            const uint32_t c = (uint32_t)key[q];                                              \
+            col[l * mm + q] = (int32_t)(c + (c >= label));                                    \
+            sv[q] = (double)v[c];                                                             \
+        }                                                                                     \
+        spread[l] = spread_of(sv, m);                                                         \
+        gaps(sv, m, rl);                                                                      \
+        for (int64_t q = 1; q < m; ++q) r[q * LANES + l] = rl[q];                             \
+    }                                                                                         \
+    CHAINS(r, m, g, value);                                                                   \
+    for (int l = 0; l < LANES && first + l < n; ++l) {                                        \
+        const int64_t i = first + l;                                                          \
+        if (y[i] < 0 || y[i] >= k) continue;                                                  \
+        T *gi = grad + i * k;                                                                 \
+        be_row[i] = -spread[l] - 2.0 * value[l];                                              \
+        if (spread[l] != spread[l]) {                                                         \
+            for (int64_t j = 0; j < k; ++j) gi[j] = (T)NAN;                                   \
+            continue;                                                                         \
+        }                                                                                     \
+        for (int64_t q = 0; q < m; ++q)                                                       \
+            gi[col[l * mm + q]] += (T)(w_be * ((double)(-(2 * q - m + 1)) + 2.0 * g[q * LANES + l])); \
+    }                                                                                         \
+    return bad;                                                                               \
+}
+
+DEFINE_GROUP(group_f32, float, bd_f32, chains_f32, floats_f32, )
+DEFINE_GROUP(group_f64, double, bd_f64, chains_f64, floats_f64, exact_fix(key, v, m);)
+
+/* The scratch of one group: one buffer per thread, kept between calls (a fresh allocation of this
+ * size is an mmap, whose page faults cost more than the whole group). */
+static char *scratch(size_t bytes) {
+    static _Thread_local char *buf = NULL;
+    static _Thread_local size_t capacity = 0;
+    if (bytes > capacity) {
+        free(buf);
+        buf = malloc(bytes);
+        capacity = buf != NULL ? bytes : 0;
+    }
+    return buf;
+}
+
+/* For n rows of k logits: sums[0] = sum_i BD_i, sums[1] = sum_i S_i, and
+ * grad = w_bd dBD/dx + w_be dS/dx (the weights of the caller's loss, so one pass gives its gradient). */
+#define DEFINE_KERNEL(NAME, T, GROUP)                                                         \
+int NAME(const T *x, const int64_t *y, int64_t n, int64_t k, double w_bd, double w_be, T *grad, \
+         double *sums) {                                                                      \
+    double *rows = malloc((size_t)(2 * (n > 0 ? n : 1)) * sizeof(double));                   \
+    if (rows == NULL) return 2;                                                              \
+    const int64_t groups = (n + LANES - 1) / LANES;                                          \
+    int64_t bad = 0, oom = 0;                                                                \
+    _Pragma("omp parallel for schedule(dynamic, 1) reduction(+:bad, oom) if (n * k >= (1 << 14))") \
+    for (int64_t grp = 0; grp < groups; ++grp) {                                             \
+        char *buf = scratch(group_bytes(k, sizeof(T)));                                      \
+        if (buf == NULL) { oom += 1; continue; }                                             \
+        bad += GROUP(x, y, n, k, grp * LANES, w_bd, w_be, grad, rows, rows + n, buf);        \
+    }                                                                                        \
+    double bd = 0.0, be = 0.0;                                                               \
+    for (int64_t i = 0; i < n; ++i) { bd += rows[i]; be += rows[n + i]; }                    \
+    free(rows);                                                                              \
+    sums[0] = bd;                                                                            \
+    sums[1] = be;                                                                            \
+    return oom ? 2 : bad ? 1 : 0;                                                            \
+}
+
+DEFINE_KERNEL(calbench_cpc_penalties_f32, float, group_f32)
+DEFINE_KERNEL(calbench_cpc_penalties_f64, double, group_f64)

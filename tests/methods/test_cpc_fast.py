@@ -1,0 +1,160 @@
+"""CPC's O(K log K) C kernel (cpc_pairs.c) against a float64 direct sum over all ordered pairs.
+
+The kernel replaces the K^2 pair terms of the binary exclusion sum by a sort, a weighted sum and
+polynomial prefix recursions (derivation: `_NativePenalties` in calbench/methods/penalties.py);
+its value and gradient must equal the direct pair sum to float rounding, on every kind of row the
+sort and the recursions treat differently.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from calbench.methods import create_method, penalties
+
+pytestmark = pytest.mark.skipif(not penalties._pair_kernels(),
+                                reason="no C compiler: the kernel is optional, the PyTorch path is used")
+
+
+def direct_sums(logits, targets):
+    """(sum_i BD_i, sum_i S_i, dBD/dl, dS/dl) in float64 over all ordered pairs (docs/methods.md)."""
+    x = np.asarray(logits, dtype=np.float64)
+    n, k = x.shape
+    bd = pair = 0.0
+    g_bd, g_pair = np.zeros_like(x), np.zeros_like(x)
+    for i in range(n):
+        others = np.array([j for j in range(k) if j != targets[i]], dtype=np.int64)
+        v = x[i, others]
+        a = x[i, targets[i]] - v
+        bd += float(-np.logaddexp(0.0, -a).sum())
+        sig = np.exp(-np.logaddexp(0.0, a))                     # sigmoid(-a)
+        g_bd[i, others], g_bd[i, targets[i]] = -sig, sig.sum()
+        d = v[:, None] - v[None, :]
+        terms = -np.logaddexp(0.0, -d)
+        np.fill_diagonal(terms, 0.0)
+        pair += float(terms.sum())
+        g_pair[i, others] = -np.tanh(d / 2).sum(axis=1)
+    return bd, pair, g_bd, g_pair
+
+
+def kernel_sums(logits, targets):
+    """The kernel's (BD sum, S sum, dBD/dl, dS/dl), from two calls with unit weights."""
+    kernel = penalties._pair_kernels()[logits.dtype]
+    sums, g_bd = penalties.native_penalty_sums(logits, targets, kernel, 1.0, 0.0)
+    _, g_pair = penalties.native_penalty_sums(logits, targets, kernel, 0.0, 1.0)
+    return float(sums[0]), float(sums[1]), g_bd.double().numpy(), g_pair.double().numpy()
+
+
+TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
+
+
+def assert_matches(logits, targets, dtype):
+    """Sums to `TOLERANCE` relative; gradients to TOLERANCE x (K - 1) absolute (each gradient entry
+    sums K - 1 terms of size <= 1, so that is the relative precision of the entry's terms)."""
+    x = logits.to(dtype)
+    want = direct_sums(x.double().numpy(), targets.numpy())
+    got = kernel_sums(x, targets)
+    tol, k = TOLERANCE[dtype], x.shape[1]
+    assert got[0] == pytest.approx(want[0], rel=tol, abs=tol)
+    assert got[1] == pytest.approx(want[1], rel=tol, abs=tol)
+    np.testing.assert_allclose(got[2], want[2], rtol=0, atol=tol * max(k - 1, 1))
+    np.testing.assert_allclose(got[3], want[3], rtol=0, atol=tol * max(k - 1, 1))
+
+
+def special_rows(k, generator):
+    """37 rows (two full groups of 16 and a partial one): random, ties, +-1e4 spreads, all equal,
+    a tight cluster with far outliers (crowded buckets), and labels at either end of the order."""
+    x = torch.randn(37, k, generator=generator, dtype=torch.float64) * 5
+    y = torch.randint(0, k, (37,), generator=generator)
+    x[0] = 2.0                                                       # all equal
+    x[1] = torch.round(x[1])                                         # many ties
+    x[2, : k // 2 + 1] = x[2, 0]                                     # one big tie
+    x[3, ::2] = -1e4                                                 # spreads: r underflows to 0
+    x[4] = torch.where(torch.arange(k) % 3 == 0, 1e4, -1e4) + x[4] * 1e-3
+    x[5] = 1e-3 * torch.randn(k, generator=generator, dtype=torch.float64)
+    x[5, :2] = torch.tensor([-50.0, 80.0])                           # a cluster and two outliers
+    x[6] = torch.linspace(-3, 3, k, dtype=torch.float64) ** 3        # uneven density
+    y[7], y[8] = int(x[7].argmin()), int(x[8].argmax())              # label lowest / highest
+    return x, y
+
+
+@pytest.mark.parametrize("k", [3, 4, 10, 200, 1000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_equals_the_direct_pair_sum(k, dtype):
+    x, y = special_rows(k, torch.Generator().manual_seed(k))
+    assert_matches(x, y, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_row_and_no_pairs(dtype):
+    g = torch.Generator().manual_seed(1)
+    assert_matches(torch.randn(1, 50, generator=g, dtype=torch.float64), torch.tensor([7]), dtype)
+    two = torch.randn(5, 2, generator=g, dtype=torch.float64)             # K = 2: no pairs
+    assert_matches(two, torch.tensor([0, 1, 1, 0, 1]), dtype)
+    assert kernel_sums(two.to(dtype), torch.tensor([0, 1, 1, 0, 1]))[1] == 0.0
+
+
+def test_float64_values_that_round_to_the_same_float_are_ordered_exactly():
+    """Sort keys are floats: float64 logits 1e-12 apart share a key until the exact fix-up."""
+    g = torch.Generator().manual_seed(2)
+    x = 1.0 + 1e-12 * torch.randn(3, 300, generator=g, dtype=torch.float64)
+    x[1, ::7] += 3.0
+    assert_matches(x, torch.tensor([0, 150, 299]), torch.float64)
+
+
+def test_each_pair_term_to_float32_rounding():
+    """One pair per row (K = 3) over gaps 0 .. 30: the exact value is -a - 2 log(1 + e^-a) and
+    the gradient tanh(a / 2) on each end, so the polynomial degree shows directly: the float32
+    degree's error (7.6e-9 in tanh) is below float32 rounding, one of degree 8 (1.5e-6) is not."""
+    gaps = torch.linspace(0.0, 30.0, 3001, dtype=torch.float64)
+    x = torch.stack([torch.full_like(gaps, 0.5), -gaps / 2, gaps / 2], dim=1)   # label: column 0
+    y = torch.zeros(len(gaps), dtype=torch.int64)
+    for dtype, atol in ((torch.float32, 3e-7), (torch.float64, 1e-15)):
+        got = kernel_sums(x.to(dtype), y)
+        want = direct_sums(x.to(dtype).double().numpy(), y.numpy())
+        np.testing.assert_allclose(got[3], want[3], rtol=0, atol=atol)
+        assert got[1] == pytest.approx(want[1], rel=atol)
+
+
+def test_same_result_with_any_number_of_threads():
+    x, y = special_rows(500, torch.Generator().manual_seed(3))
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            kernel = penalties._pair_kernels()[torch.float32]
+            results.append(penalties.native_penalty_sums(x.float(), y, kernel, 0.7, 1.3))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_non_finite_rows_and_bad_targets():
+    x = torch.randn(4, 20, dtype=torch.float64)
+    x[1, 3] = float("nan")
+    x[2, 5] = float("inf")
+    kernel = penalties._pair_kernels()[torch.float64]
+    sums, grad = penalties.native_penalty_sums(x, torch.tensor([0, 1, 2, 3]), kernel, 1.0, 1.0)
+    assert torch.isnan(sums).all()
+    assert torch.isnan(grad[1]).all() and torch.isnan(grad[2]).all() and torch.isfinite(grad[[0, 3]]).all()
+    with pytest.raises(IndexError):
+        penalties.native_penalty_sums(x, torch.tensor([0, 1, 20, 3]), kernel, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_loss_and_gradient_equal_the_pytorch_path(dtype, monkeypatch):
+    """The whole cpc loss through the kernel equals the exact PyTorch fallback (`_PairSum`)."""
+    x, y = special_rows(300, torch.Generator().manual_seed(4))
+    x = x[:, :].clamp(-60, 60).to(dtype)                # the fallback's float32 logsigmoid needs finite gaps
+    method = create_method("cpc", 300, w_bd=0.7, w_be=2.5)
+    got_x = x.clone().requires_grad_(True)
+    got = method.loss(got_x, y)
+    got.backward()
+    monkeypatch.setattr(penalties, "_pair_kernels", lambda: {})
+    want_x = x.clone().requires_grad_(True)
+    want = method.loss(want_x, y)
+    want.backward()
+    tol = {"rtol": 1e-12, "atol": 1e-15} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-7}
+    torch.testing.assert_close(got.detach(), want.detach(), **tol)
+    torch.testing.assert_close(got_x.grad, want_x.grad, **tol)
