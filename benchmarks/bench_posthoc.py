@@ -2,6 +2,7 @@
 against two references timed in the same run on the same data.
 
     python benchmarks/bench_posthoc.py [--n 10000] [--k 1000] [--repeat 1] [--threads 1] [--only hb,ts]
+                                       [--set ms-odir.max_iter=5 ...]
 
 References: one scikit-learn `IsotonicRegression(out_of_bounds="clip")` fit on N scores (the
 probability of class 0), and calbench's `ts`. The table shows, per calibrator, the median fit time
@@ -9,6 +10,8 @@ over `--repeat` rounds (rounds are interleaved: each round fits every calibrator
 change on a shared machine hits all of them alike), its ratio to each reference, and the time of
 one transform of the same logits. The target in docs/methods.md is a fit under 5 s each on a 2-core
 machine. BLAS runs with `--threads` threads (threadpoolctl) so the figures compare like with like.
+`--set NAME.KEY=VALUE` fits NAME with a non-default hyper-parameter (e.g. a capped `max_iter` to time
+ms-odir's per-iteration cost); the header lists every override, since such a row is not the target's.
 """
 
 from __future__ import annotations
@@ -46,13 +49,29 @@ def sklearn_isotonic_reference(logits: np.ndarray, labels: np.ndarray):
     return lambda: IsotonicRegression(out_of_bounds="clip").fit(scores, targets)
 
 
-def one_round(names, logits, labels, reference) -> dict[str, tuple[float, float]]:
+def overrides(settings: list[str]) -> dict[str, dict]:
+    """{name: {key: value}} from NAME.KEY=VALUE strings (VALUE read as JSON, else kept as text)."""
+    import json
+
+    out: dict[str, dict] = {}
+    for setting in settings:
+        target, _, text = setting.partition("=")
+        name, _, key = target.rpartition(".")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        out.setdefault(name, {})[key] = value
+    return out
+
+
+def one_round(names, logits, labels, reference, hparams) -> dict[str, tuple[float, float]]:
     from calbench.posthoc import fit_calibrator
 
     times = {"sklearn-isotonic-1d": (seconds(reference), float("nan"))}
     for name in names:
         holder = {}
-        fit = seconds(lambda: holder.setdefault("c", fit_calibrator(name, logits, labels)))
+        fit = seconds(lambda: holder.setdefault("c", fit_calibrator(name, logits, labels, **hparams.get(name, {}))))
         times[name] = (fit, seconds(lambda: holder["c"].transform(logits)))
         print(f"  ({name}: fit {fit:.2f} s)", flush=True)  # progress: a slow fit shows while it runs
     return times
@@ -65,7 +84,10 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", default="", help="comma-separated calibrator names (default: every one)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME.KEY=VALUE",
+                        help="non-default hyper-parameter of one calibrator (repeatable; listed in the header)")
     args = parser.parse_args(argv)
+    hparams = overrides(args.set)
 
     from threadpoolctl import threadpool_limits
 
@@ -77,12 +99,12 @@ def main(argv=None) -> None:
     rounds = []
     with threadpool_limits(args.threads):
         for _ in range(args.repeat):
-            rounds.append(one_round(names, logits, labels, reference))
+            rounds.append(one_round(names, logits, labels, reference, hparams))
     median = {key: (statistics.median(r[key][0] for r in rounds), statistics.median(r[key][1] for r in rounds))
               for key in rounds[0]}
     iso, ts = median["sklearn-isotonic-1d"][0], median.get("ts", (float("nan"),))[0]
     print(f"fit on {args.n} x {args.k} float64 validation logits, {args.threads} BLAS thread(s), "
-          f"median of {args.repeat} round(s)")
+          f"median of {args.repeat} round(s)" + (f"; NON-DEFAULT: {', '.join(args.set)}" if args.set else ""))
     print(f"{'calibrator':<20}{'fit s':>9}{'/ sk-iso':>10}{'/ ts':>8}{'transform s':>13}  under 5 s")
     for key, (fit, transform) in median.items():
         print(f"{key:<20}{fit:>9.3f}{fit / iso:>10.1f}{fit / ts:>8.1f}{transform:>13.3f}  "
