@@ -333,8 +333,9 @@ def render_text(table: pd.DataFrame, split: str) -> str:
     if ood:
         note = "# means over seeds, seed-level percentile intervals; in = clean test set; AUROC/FPR95 in %"
     else:
-        note = ("# means over seeds of the mean over corruptions; two-level percentile intervals (seeds, then "
-                "test samples); percent metrics in %")
+        what = "the mean over corruptions" if split == "shift" else f"set {split}"
+        note = (f"# means over seeds of {what}; two-level percentile intervals (seeds, then test samples); "
+                "percent metrics in %")
     foot = (f"\n# * {', '.join(sorted(bare))}: {NO_INTERVAL} (the exact point value computed at evaluation "
             f"time from the full logits; compact rows cannot recompute it)" if bare else "")
     return note + "\n" + "\n".join(out) + foot + "\n"

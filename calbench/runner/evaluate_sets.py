@@ -16,7 +16,7 @@ and metrics.json stay byte-identical):
 
 Storage (calbench.shift.storage.choose_storage; `storage: full|compact|auto` in the recipe's
 `evaluate:` block, default auto): float16 logits, 2 bytes per class per sample (+ 8 for the label),
-unless that exceeds 2 GB / the run's number of sets; then compact rows (about 120 bytes per sample
+unless that exceeds 2 GB / the run's number of sets; then compact rows (112 bytes per sample
 with TS). Figures per run in docs/shift.md: 20 MB for the 95 generated digits sets, 190 MB for
 CIFAR-100-C in full; ImageNet-C would need 7.5 GB in full and is stored compact.
 """
