@@ -58,26 +58,28 @@ def _value(out: np.ndarray, weights):
 
 def _harmonic_gap(K: np.ndarray, K0: np.ndarray) -> np.ndarray:
     """H(K) - H(K0), H(m) = sum_{j <= m} 1/j, at integer counts (bootstrap counts are integers):
-    one table of H, built in place (one n-long array)."""
-    hi = np.rint(K).astype(np.int64)
-    table = np.arange(int(hi.max()) + 1, dtype=np.float64)
+    one table of H, built in place (one n-long array), and one index buffer for both lookups."""
+    idx = np.rint(K).astype(np.int64)
+    table = np.arange(int(idx.max()) + 1, dtype=np.float64)
     np.reciprocal(table[1:], out=table[1:])
     np.cumsum(table, out=table)  # table[0] = 0 (the reciprocal skips it)
-    gap = table[hi]
-    del hi
-    gap -= table[np.rint(K0).astype(np.int64)]
+    gap = table[idx]
+    idx[...] = np.rint(K0)
+    gap -= table[idx]
     return gap
 
 
 def aurc_of(count: np.ndarray, errors: np.ndarray) -> np.ndarray:
     """sum over runs of sum_{k in run} e(k)/k, with e linear in the run: a (H(K) - H(K0)) + slope n
-    with a = E0 - K0 slope; in place where possible, so that only a few run-long arrays coexist."""
-    K, a = np.cumsum(count, axis=1), np.cumsum(errors, axis=1)
-    slope = np.divide(errors, count, out=np.zeros_like(errors), where=count > 0)
+    with a = E0 - K0 slope; the harmonic table is dropped before a and slope exist and the rest is
+    in place, so that only a few run-long arrays coexist (peak memory of the default metrics)."""
+    K = np.cumsum(count, axis=1)
     K0 = K - count
+    part = _harmonic_gap(K, K0)
+    slope = np.divide(errors, count, out=np.zeros_like(errors), where=count > 0)
+    a = np.cumsum(errors, axis=1)
     a -= errors  # E0
     a -= K0 * slope
-    part = _harmonic_gap(K, K0)
     del K0
     part *= a
     del a
