@@ -12,7 +12,8 @@ the table shows the best (fastest) round, the least disturbed by other load. Rat
     per metric = calbench ece / mce / ece-l2 alone against torchmetrics l1 / max / l2 alone
     peak mem  = tracemalloc peak during calbench's all-metrics call / input bytes (probs + labels);
                 the input itself is allocated before tracing starts, so this is the extra memory.
---boot also times a B = 1000 bootstrap of every metric on 50,000 x 200.
+--boot also times a B = 1000 bootstrap of every metric on 50,000 x 200 (`calbench evaluate` as a whole
+process, against scipy.stats.bootstrap of ECE alone); --breakdown adds each metric's bootstrap alone.
 """
 
 from __future__ import annotations
@@ -175,12 +176,26 @@ def bootstrap_timing(B: int) -> None:
           f"{ours:.2f} s; scipy.stats.bootstrap of ECE alone: {theirs:.2f} s; ratio {ours / theirs:.2f}")
 
 
+def bootstrap_breakdown(B: int) -> None:
+    """Seconds of bootstrap_metrics(B) of each metric alone, in this process, on the same 50,000 x 200
+    logits as bootstrap_timing (where the whole-process figure goes; setup counted in each)."""
+    from calbench.metrics import bootstrap_metrics
+
+    probs, labels = synthetic(50_000, 200, seed=1)
+    logits = np.log(np.maximum(probs, 1e-30)).astype(np.float32)
+    for key in every_key(labels, logits):
+        t = time.perf_counter()
+        bootstrap_metrics(labels, logits=logits, B=B, keys=(key,))
+        print(f"  {key:>14}: {time.perf_counter() - t:7.2f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="1000000x100,10000000x10", help="comma-separated NxK")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--boot", action="store_true", help="also time a B = 1000 bootstrap")
     ap.add_argument("--B", type=int, default=1000)
+    ap.add_argument("--breakdown", action="store_true", help="with --boot: each metric's bootstrap alone")
     args = ap.parse_args()
     import torch
 
@@ -192,6 +207,8 @@ def main() -> None:
     print_table(rows)
     if args.boot:
         bootstrap_timing(args.B)
+        if args.breakdown:
+            bootstrap_breakdown(args.B)
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ def _sweep_weighted(stats: SampleStats, W: np.ndarray) -> np.ndarray:
 
 @metric("ece-sweep", name="monotonic sweep ECE", higher_is_better=False, percent=True, header="ECE-sweep",
         definition="equal-mass aece groups; the largest b keeping group accuracies monotone (Roelofs 2022)",
-        needs=("conf",), default=False, binning="equal-mass")
+        needs=("conf",), default=False, binning="equal-mass", scope="top-label")
 def ece_sweep(stats: SampleStats, weights: np.ndarray | None):
     """ECE_sweep of Roelofs, Cain, Shlens & Mozer, "Mitigating Bias in Calibration Error Estimation"
     (AISTATS 2022): equal-mass bins (calbench's rank groups, ties by c), b raised from 1 while the

@@ -170,3 +170,14 @@ def test_mmce_weights_are_the_exact_weighted_double_sum():
     kern = np.exp(-np.abs(r[:, None] - r[None, :]) / 0.4)
     want = np.einsum("bi,ij,bj->b", w * a, kern, w * a)
     np.testing.assert_allclose(mmce_squared_sum(r, w * a), want, rtol=1e-11)
+
+
+def test_class_wise_and_equal_mass_estimators_declare_their_conventions():
+    """tace, sce and ece-sweep carry their binning and scope into every stored convention record."""
+    from calbench.metrics import METRICS
+    from calbench.metrics.conventions import metric_conventions
+
+    conv = metric_conventions(("tace", "sce", "ece-sweep"), 15)
+    assert conv["binning"] == {"tace": "equal-mass", "sce": "equal-width", "ece-sweep": "equal-mass"}
+    assert conv["scope"] == {"tace": "class-wise", "sce": "class-wise", "ece-sweep": "top-label"}
+    assert METRICS.get("ece-sweep").resample == "weights"

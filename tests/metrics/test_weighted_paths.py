@@ -54,3 +54,10 @@ def test_weights_with_uneven_totals_and_ties(key):
     logits, labels = synth(400, 4, seed=8, scale=1.5)
     _check(key, np.round(logits, 1), labels, 4, seed=2)  # tied confidences across group ends
 
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_weights_with_uneven_totals_on_a_larger_set(key):
+    """Above the sizes where a weighted path switches method (sece's dense operator stops at 512)."""
+    logits, labels = synth(1200, 3, seed=9)
+    _check(key, logits, labels, 3, seed=3)
