@@ -219,26 +219,38 @@ def _accumulate(st, needs, start, stop, y, pred, conf, correct, nll, p) -> None:
 
 def _classwise_and_brier(st, needs, start, stop, y, p) -> None:
     """p is the block's float64 probabilities; it is turned into p - onehot(y) here. Classwise
-    sums: only the entries above the first bin need a bin index (a boolean mask picks them and,
-    from a broadcast column index, their class: no integer division of flat positions)."""
+    sums: only the entries above the first bin need a bin index; their flat positions index the
+    values and a periodic table of class cells (no integer division of positions, no boolean
+    gathers, which are slow when many entries qualify)."""
     M, k = st.bins, st.num_classes
     at_label = np.arange(stop - start) * k + y  # flat position of p[i, y_i]
     if st.samples is not None and "probs" in st.samples:
         st.samples["probs"][start:stop] = p
     if st.probs is not None:
         st.probs[start:stop] = p
-    if st.cece_sums is not None:
-        above = p > bin_edges(M)[1]
-        cells = np.broadcast_to(np.arange(k) * M, p.shape)[above] + bin_index(p[above], M)
     flat = p.reshape(-1)
+    if st.cece_sums is not None:
+        above = np.flatnonzero(flat > bin_edges(M)[1])
+        cells = np.take(_class_cells(st, flat.size), above) + bin_index(np.take(flat, above), M)
     flat[at_label] = flat[at_label] - 1.0
     brier = np.einsum("ij,ij->i", p, p)
     st.totals["brier"] += float(brier.sum())
     if st.samples is not None:
         st.samples["brier"][start:stop] = brier
     if st.cece_sums is not None:
-        st.cece_sums += np.bincount(cells, weights=p[above], minlength=k * M)
+        st.cece_sums += np.bincount(cells, weights=np.take(flat, above), minlength=k * M)
         st.cache["class_total"] += column_sums(p)
+
+
+def _class_cells(st: SampleStats, size: int) -> np.ndarray:
+    """k * M at every flat position of class k in a row-major block of `size` entries (cached; a
+    longer table serves a shorter block, the pattern repeats every row)."""
+    table = st.cache.get("class_cells")
+    if table is None or table.size < size:
+        k = st.num_classes
+        table = np.tile(np.arange(k) * st.bins, -(-size // k))
+        st.cache["class_cells"] = table
+    return table
 
 
 def column_sums(p: np.ndarray) -> np.ndarray:
@@ -253,6 +265,7 @@ def _finish(st: SampleStats, needs) -> None:
     if st.cece_sums is not None:  # the first bin's sum is the class total minus the other bins
         sums = st.cece_sums.reshape(st.num_classes, st.bins)
         sums[:, 0] = st.cache.pop("class_total") - sums[:, 1:].sum(axis=1)
+        st.cache.pop("class_cells", None)
         st.cece_sums = sums
     if st.confusion is not None:
         st.confusion = st.confusion.reshape(st.num_classes, st.num_classes)
