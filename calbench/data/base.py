@@ -48,14 +48,16 @@ DATASETS: Registry[DatasetFamily] = Registry("dataset")
 
 
 def dataset(name: str, *, description: str, task: Task, num_classes: int, layout: str,
-            check: Callable[..., None] | None = None, needs_root: bool = True):
+            check: Callable[..., None] | None = None, needs_root: bool = True, shot_thresholds=None):
     """Register build(root, seed, **options) -> DatasetBundle as dataset `name`. Its keyword options
     (with their defaults) are the dataset's options; task, num_classes and layout feed
-    `calbench list datasets`; check(root, **options) validates a root cheaply before anything trains."""
+    `calbench list datasets`; check(root, **options) validates a root cheaply before anything trains.
+    shot_thresholds: how the long-tail metrics split its classes by train count (None: OLTR's
+    >100 / 20-100 / <20; "terciles"; or (few_below, many_above)), docs/metrics.md."""
 
     def add(build: Callable[..., DatasetBundle]) -> Callable[..., DatasetBundle]:
         DATASETS.register(name, DatasetFamily(build, check, needs_root), description=description,
-                          task=task, num_classes=num_classes, layout=layout)
+                          task=task, num_classes=num_classes, layout=layout, shot_thresholds=shot_thresholds)
         return build
 
     return add

@@ -83,7 +83,7 @@ def build_digits(root=None, seed: int = 0) -> DatasetBundle:
 
 
 @dataset("digits-lt", description="digits with a long-tailed train split (imbalance_ratio)",
-         task="classification", num_classes=10, needs_root=False,
+         task="classification", num_classes=10, needs_root=False, shot_thresholds="terciles",
          layout=LAYOUT + " (long-tail train, balanced val/test)")
 def build_digits_lt(root=None, seed: int = 0, imbalance_ratio: float = 10.0) -> DatasetBundle:
     """Digits with a long-tailed train split; val/test balanced and disjoint from train."""

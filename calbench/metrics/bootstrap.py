@@ -231,10 +231,12 @@ def bootstrap_metrics(labels, *, logits=None, probs=None, B: int = 1000, seed: i
 
 def paired_bootstrap(labels, *, logits_a=None, probs_a=None, logits_b=None, probs_b=None, B: int = 1000,
                      seed: int = 0, ci: float = 0.95, keys=None, bins: int = 15,
-                     ignore_index: int | None = None, interval: str = DEFAULT_INTERVAL) -> dict:
+                     ignore_index: int | None = None, interval: str = DEFAULT_INTERVAL, class_counts=None,
+                     shot_thresholds=None) -> dict:
     """Paired difference a - b of two prediction sets on the same samples, both resampled with the
     same indices (and, for bca, jackknifed with the same groups). Returns {"point": {k: a - b},
-    "ci": {k: (lo, hi)}, "samples": {k: (B,)}, "a": {k: v}, "b": {k: v}, "interval", "B"}."""
+    "ci": {k: (lo, hi)}, "samples": {k: (B,)}, "a": {k: v}, "b": {k: v}, "interval", "B"}.
+    class_counts / shot_thresholds (the train counts both sets' models share) serve the long-tail keys."""
     _check(B, ci, interval)
     pa = prepare(labels, logits=logits_a, probs=probs_a, ignore_index=ignore_index)
     pb = prepare(labels, logits=logits_b, probs=probs_b, ignore_index=ignore_index)
@@ -242,7 +244,8 @@ def paired_bootstrap(labels, *, logits_a=None, probs_a=None, logits_b=None, prob
         raise InputError(f"shape mismatch: prediction sets a {pa.scores.shape} and b {pb.scores.shape}")
     keys = resolve_keys(keys, pa.segmentation)
     check_bins(bins)
-    ra, rb = Resampler(pa, int(bins), keys), Resampler(pb, int(bins), keys)
+    ra = Resampler(pa, int(bins), keys, class_counts, shot_thresholds)
+    rb = Resampler(pb, int(bins), keys, class_counts, shot_thresholds)
     a, b = ra.point, rb.point
     sa, sb = _samples([ra, rb], pa.n, int(B), seed)
     diff = {k: sa[k] - sb[k] for k in keys}
@@ -299,7 +302,8 @@ def seed_bootstrap(runs, *, B: int = 1000, seed: int = 0, ci: float = 0.95, keys
     runs; resample b draws S runs with replacement, each drawn copy gets its own resample of that
     run's test samples, and the statistic is the mean over the S copies.
 
-    runs: a sequence of mappings with "labels" and "logits" or "probs" (one per seed).
+    runs: a sequence of mappings with "labels" and "logits" or "probs" (one per seed), and optionally
+    "class_counts" / "shot_thresholds" (that run's train counts, for the long-tail keys).
     Generator stream, so that a report is reproducible: rng = default_rng(seed); first the drawn
     runs rng.integers(0, S, (B, S)); then, run by run, the test-sample indices of all its copies
     in (b, copy) order, rng.integers(0, n_s, (copies, n_s)) in blocks.
@@ -307,7 +311,8 @@ def seed_bootstrap(runs, *, B: int = 1000, seed: int = 0, ci: float = 0.95, keys
     """
     _check(B, ci, interval)
     check_bins(bins)
-    preps = prepare_runs(list(runs), ignore_index)
+    runs = list(runs)
+    preps = prepare_runs(runs, ignore_index)
     keys = resolve_keys(keys, preps[0].segmentation)
     S, B = len(preps), int(B)
     rng = np.random.default_rng(seed)
@@ -315,7 +320,7 @@ def seed_bootstrap(runs, *, B: int = 1000, seed: int = 0, ci: float = 0.95, keys
     sums = {k: np.zeros(B) for k in keys}
     per_run, jackknives = [], []
     for s, prep in enumerate(preps):
-        rs = Resampler(prep, int(bins), keys)
+        rs = Resampler(prep, int(bins), keys, runs[s].get("class_counts"), runs[s].get("shot_thresholds"))
         per_run.append(rs.point)
         add_copies(sums, rs.stats_of_indices, drawn, s, prep.n, rng)
         if interval == "bca":

@@ -111,7 +111,7 @@ def _register(group: int, name: str) -> None:
         lambda stats, weights: _group_acc(stats, weights, group))
     metric(f"ece-{name}", name=f"ECE on {name}-shot classes", higher_is_better=False, percent=True,
            header=f"ECE-{name}", definition=f"ece over test samples whose label is a {name}-shot class",
-           needs=("shots",), default=False)(
+           needs=("shots",), default=False, binning="equal-width", scope="top-label")(
         lambda stats, weights: _group_ece(stats, weights, group))
 
 

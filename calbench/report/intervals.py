@@ -20,6 +20,30 @@ from calbench.metrics.bootstrap import DEFAULT_INTERVAL, intervals_of, pooled_in
 from calbench.report.tidy import PosthocSpec, Results, Run, load_predictions
 
 
+def long_tail_options(pred: dict, keys) -> dict:
+    """{"class_counts", "shot_thresholds"} for the metrics' long-tail keys when the prediction carries
+    its run's train class counts (calbench.report.tidy.long_tail_inputs), else {}. The thresholds are
+    the dataset's own (its registry entry's `shot_thresholds`: digits-lt uses "terciles"; None: OLTR's
+    >100 / 20-100 / <20), looked up only when a requested key needs the shot groups, since that reads
+    the dataset registry (and imports torch)."""
+    if "class_counts" not in pred:
+        return {}
+    from calbench.metrics import METRICS
+
+    if not any("shots" in METRICS.get(k).needs for k in keys if k in METRICS):
+        return {}
+    return {"class_counts": pred["class_counts"], "shot_thresholds": dataset_shot_thresholds(pred.get("dataset"))}
+
+
+def dataset_shot_thresholds(dataset: str | None):
+    """The registered dataset's shot thresholds (None: OLTR's, or an unknown / unregistered name)."""
+    if dataset is None:
+        return None
+    from calbench.data import DATASETS
+
+    return DATASETS.entry(dataset).meta.get("shot_thresholds") if dataset in DATASETS else None
+
+
 def scores_of(pred: dict, suffix: str = "") -> dict:
     """{"logits<suffix>": ...} or {"probs<suffix>": ...}: the keyword calbench.metrics takes them under."""
     kind = "logits" if "logits" in pred else "probs"
@@ -61,15 +85,17 @@ def estimate_runs(preds: list[dict], *, keys, B: int = 1000, seed: int = 0, ci: 
     """Mean over runs with a sample-level (one run) or two-level (several runs) bootstrap interval."""
     keys = tuple(keys)
     if B <= 0:
-        per_run = [compute_metrics(p["labels"], **scores_of(p), bins=bins, keys=keys) for p in preds]
+        per_run = [compute_metrics(p["labels"], **scores_of(p), bins=bins, keys=keys, **long_tail_options(p, keys))
+                   for p in preds]
         point = {k: float(np.mean([r[k] for r in per_run])) for k in keys}
         return Estimate(point, None, len(preds), per_run=per_run, interval=interval)
     if len(preds) == 1:
         out = bootstrap_metrics(preds[0]["labels"], **scores_of(preds[0]), B=B, seed=seed, ci=ci, keys=keys,
-                                bins=bins, interval=interval)
+                                bins=bins, interval=interval, **long_tail_options(preds[0], keys))
         return Estimate(dict(out["point"]), dict(out["ci"]), 1, per_run=[dict(out["point"])], interval=interval,
                         B=B)
-    out = seed_bootstrap(preds, B=B, seed=seed, ci=ci, keys=keys, bins=bins, interval=interval)
+    runs = [p | long_tail_options(p, keys) for p in preds]
+    out = seed_bootstrap(runs, B=B, seed=seed, ci=ci, keys=keys, bins=bins, interval=interval)
     return Estimate(dict(out["point"]), dict(out["ci"]), len(preds), per_run=list(out["per_run"]),
                     interval=interval, B=B)
 
@@ -91,8 +117,8 @@ def paired_seed_bootstrap(pairs: list[tuple[dict, dict]], *, keys, B: int = 1000
     sums = {k: np.zeros(B) for k in keys}
     per_pair, jackknives = [], []
     for s, (a, b) in enumerate(pairs):
-        ra = Resampler(prepare(a["labels"], **scores_of(a)), int(bins), keys)
-        rb = Resampler(prepare(b["labels"], **scores_of(b)), int(bins), keys)
+        ra = Resampler(prepare(a["labels"], **scores_of(a)), int(bins), keys, **long_tail_options(a, keys))
+        rb = Resampler(prepare(b["labels"], **scores_of(b)), int(bins), keys, **long_tail_options(b, keys))
         per_pair.append({k: ra.point[k] - rb.point[k] for k in keys})
 
         def diff_of(idx, ra=ra, rb=rb):
@@ -124,15 +150,15 @@ def paired_difference(a: list[tuple[int, dict]], b: list[tuple[int, dict]], *, k
     if B <= 0:
         per = []
         for pa, pb in pairs:
-            ma = compute_metrics(pa["labels"], **scores_of(pa), bins=bins, keys=keys)
-            mb = compute_metrics(pb["labels"], **scores_of(pb), bins=bins, keys=keys)
+            ma = compute_metrics(pa["labels"], **scores_of(pa), bins=bins, keys=keys, **long_tail_options(pa, keys))
+            mb = compute_metrics(pb["labels"], **scores_of(pb), bins=bins, keys=keys, **long_tail_options(pb, keys))
             per.append({k: ma[k] - mb[k] for k in keys})
         return Estimate({k: float(np.mean([p[k] for p in per])) for k in keys}, None, len(per), seeds, per,
                         interval=interval)
     if len(pairs) == 1:
         pa, pb = pairs[0]
         out = paired_bootstrap(pa["labels"], **scores_of(pa, "_a"), **scores_of(pb, "_b"), B=B, seed=seed, ci=ci,
-                               keys=keys, bins=bins, interval=interval)
+                               keys=keys, bins=bins, interval=interval, **long_tail_options(pa, keys))
         return Estimate(dict(out["point"]), dict(out["ci"]), 1, seeds, [dict(out["point"])], interval=interval, B=B)
     est = paired_seed_bootstrap(pairs, keys=keys, B=B, seed=seed, ci=ci, bins=bins, interval=interval)
     est.seeds = seeds

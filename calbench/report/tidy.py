@@ -363,11 +363,27 @@ def load_predictions(run: Run, split: str = "test", posthoc: "str | PosthocSpec 
     according to the calibrator's output (see calibrated_predictions)."""
     if posthoc is None:
         arrays = read_predictions(run, (split,))
-        return {"labels": arrays[f"{split}_labels"], "logits": arrays[f"{split}_logits"]}
-    if split != "test":
+        pred = {"labels": arrays[f"{split}_labels"], "logits": arrays[f"{split}_logits"]}
+    elif split != "test":
         raise ValueError(f"post-hoc calibrators are fitted on val and applied to test, not to {split!r}")
-    labels, scores, kind = calibrated_predictions(run, posthoc)
-    return {"labels": labels, kind: scores}
+    else:
+        labels, scores, kind = calibrated_predictions(run, posthoc)
+        pred = {"labels": labels, kind: scores}
+    return pred | long_tail_inputs(run)
+
+
+def long_tail_inputs(run: Run) -> dict:
+    """{"class_counts", "dataset"} for the long-tail metrics (docs/metrics.md) when the run saved its
+    train class counts beside its predictions (`train_class_counts`), else {}. The dataset name lets
+    calbench.report.intervals.long_tail_options find the dataset's shot thresholds."""
+    try:
+        with np.load(run.run_dir / PREDICTIONS, allow_pickle=False) as data:
+            if "train_class_counts" not in data.files:
+                return {}
+            counts = np.asarray(data["train_class_counts"])
+    except _ARCHIVE_ERRORS:
+        return {}   # read_predictions above has checked the file; a damaged extra array only drops these
+    return {"class_counts": counts, "dataset": run.dataset}
 
 
 # --- post-hoc calibrators refitted at report time ----------------------------------------------
