@@ -43,11 +43,16 @@ def run_sums(stats: SampleStats, weights: np.ndarray | None):
 
 
 def _point_runs(stats: SampleStats):
+    """run_sums of the point estimate, from the sorted key, with few n-long arrays at a time."""
     r, c = unpack(sorted_key(stats))
     ends = tie_ends(r)
     starts = np.concatenate([[0], ends[:-1] + 1])
-    count = np.diff(np.concatenate([[-1], ends]))[None].astype(np.float64)
-    errors = np.add.reduceat(1.0 - c, starts)[None]
+    count = np.empty((1, ends.size))
+    count[0, 0] = ends[0] + 1
+    np.subtract(ends[1:], ends[:-1], out=count[0, 1:])
+    del ends
+    np.subtract(1.0, c, out=c)  # 1 - c_i: the errors
+    errors = np.add.reduceat(c, starts)[None]
     return count[:, ::-1], errors[:, ::-1]
 
 
@@ -56,35 +61,41 @@ def _value(out: np.ndarray, weights):
     return float(out[0]) if weights is None else out
 
 
-def _harmonic_gap(K: np.ndarray, K0: np.ndarray) -> np.ndarray:
-    """H(K) - H(K0), H(m) = sum_{j <= m} 1/j, at integer counts (bootstrap counts are integers):
-    one table of H, built in place (one n-long array), and one index buffer for both lookups."""
+def _harmonic_gap(K: np.ndarray) -> np.ndarray:
+    """H(K_g) - H(K_{g-1}) along each row (K_{-1} = 0), H(m) = sum_{j <= m} 1/j, at the integer
+    cumulative counts K of consecutive runs (bootstrap counts are integers, so K_g - count_g is
+    exactly K_{g-1}): one table of H built in place (one n-long array), dropped before the result."""
     idx = np.rint(K).astype(np.int64)
     table = np.arange(int(idx.max()) + 1, dtype=np.float64)
     np.reciprocal(table[1:], out=table[1:])
     np.cumsum(table, out=table)  # table[0] = 0 (the reciprocal skips it)
-    gap = table[idx]
-    idx[...] = np.rint(K0)
-    gap -= table[idx]
+    h = table[idx]
+    del idx, table
+    gap = np.empty_like(h)
+    gap[:, 0] = h[:, 0]
+    np.subtract(h[:, 1:], h[:, :-1], out=gap[:, 1:])
     return gap
 
 
 def aurc_of(count: np.ndarray, errors: np.ndarray) -> np.ndarray:
     """sum over runs of sum_{k in run} e(k)/k, with e linear in the run: a (H(K) - H(K0)) + slope n
     with a = E0 - K0 slope; the harmonic table is dropped before a and slope exist and the rest is
-    in place, so that only a few run-long arrays coexist (peak memory of the default metrics)."""
+    in place, so that at most six run-long arrays coexist (peak memory of the default metrics)."""
     K = np.cumsum(count, axis=1)
-    K0 = K - count
-    part = _harmonic_gap(K, K0)
+    total = K[:, -1].copy()
+    part = _harmonic_gap(K)
+    K -= count  # K0: the count before each run
     slope = np.divide(errors, count, out=np.zeros_like(errors), where=count > 0)
     a = np.cumsum(errors, axis=1)
     a -= errors  # E0
-    a -= K0 * slope
-    del K0
+    np.multiply(K, slope, out=K)
+    a -= K  # E0 - K0 slope
+    del K
     part *= a
     del a
-    part += slope * count
-    return part.sum(axis=1) / K[:, -1]
+    np.multiply(slope, count, out=slope)
+    part += slope
+    return part.sum(axis=1) / total
 
 
 @metric("aurc", name="area under the risk-coverage curve", higher_is_better=False, percent=True,

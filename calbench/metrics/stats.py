@@ -1,17 +1,20 @@
 """SampleStats: what every metric reads, produced by ONE chunked pass over the (n, K) scores.
 
 The pass validates each block (finite values; probabilities in [0, 1] summing to 1), takes the
-argmax, and computes only what the requested metrics need (their `needs`, see NEEDS): a float64
-copy of a block is made only when a metric needs every probability (logits always need one for the
-softmax normaliser; float32 probabilities with only confidence-based metrics need none), nll and
-brier are never computed unless asked for. Per-bin sums and totals are accumulated block by block,
-so no (n, K) float64 array ever exists. Conventions: docs/metrics.md.
+row maximum and whether the label is the (first) argmax (argmax itself for wide rows; for
+K <= NARROW an elementwise maximum over the columns, see row_top), and computes only what the
+requested metrics need (their `needs`, see NEEDS): a float64 copy of a block is made only when a
+metric needs every probability (logits always need one for the softmax normaliser; float32
+probabilities with only confidence-based metrics need none), nll and brier are never computed
+unless asked for. Per-bin sums and totals are accumulated block by block, so no (n, K) float64
+array ever exists. Conventions: docs/metrics.md.
 
 Point estimates read the accumulated sums and `key`, the confidence r_i and correctness c_i of each
 sample packed into one uint64 ((bits of r) << 1 | c; r >= 0, so the integer order is the order by
-(r, c)). A metric may reorder `key` in place (aece partitions it): every other point estimate depends
-only on the multiset of (r_i, c_i). With keep_samples=True (the bootstrap) the pass also keeps aligned
-per-sample arrays in `samples`, which the weighted (resampled) paths read.
+(r, c)). A metric may reorder `key` in place (aece partitions it; sorted_key sorts it once for
+every metric reading it in order): point estimates depend only on the multiset of (r_i, c_i).
+With keep_samples=True (the bootstrap) the pass also keeps aligned per-sample arrays in
+`samples`, which the weighted (resampled) paths read.
 """
 
 from __future__ import annotations

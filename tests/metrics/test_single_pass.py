@@ -115,3 +115,22 @@ def test_metrics_of_the_sorted_key_agree_alone_and_together():
         alone = compute_metrics(labels, probs=probs, keys=(key,))[key]
         assert together[key] == pytest.approx(alone, abs=1e-12), key
         assert backwards[key] == pytest.approx(alone, abs=1e-12), key
+
+
+def test_default_metrics_peak_memory_stays_below_the_input():
+    # the target of benchmarks/bench_metrics.py (10M x 10 float32): extra memory <= 1.2x the input;
+    # 2M x 10 keeps the test quick while the per-sample arrays still dominate the fixed buffers
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n, k = 2_000_000, 10
+    probs = rng.dirichlet(np.full(k, 0.3), n).astype(np.float32)
+    probs /= probs.sum(axis=1, keepdims=True)
+    labels = rng.integers(0, k, n)
+    tracemalloc.start()
+    try:
+        compute_metrics(labels, probs=probs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 1.2 * (probs.nbytes + labels.nbytes), peak / (probs.nbytes + labels.nbytes)
