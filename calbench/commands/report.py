@@ -296,7 +296,8 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
     if split is not None:
         from calbench.report.shift import split_text
 
-        return _emit(split_text(results_dir, recipe, split, fmt, posthoc=posthoc, B=B, ci=level, seed=seed), output)
+        return _emit(split_text(results_dir, recipe, split, fmt, posthoc=posthoc, B=B, ci=level, seed=seed,
+                                interval=interval), output)
     keys = parse_metrics(metrics)
     interval = resolve_interval(interval)
     specs, best = posthoc_request(posthoc)

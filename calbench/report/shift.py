@@ -176,8 +176,9 @@ def _add_run_copies(sums, s: int, sets, resamplers, groups, drawn, rng) -> None:
 
 
 def two_level(runs: list[list[SetPrediction]], keys, *, only: str | None, B: int, ci: float, seed: int,
-              bins: int = 15) -> dict[tuple[str, str], tuple[float, float, float, str]]:
-    """{(aggregate, key): (mean over runs, lo, hi, note)} of one cell: the two-level percentile interval
+              bins: int = 15, interval: str = "percentile") -> dict[tuple[str, str], tuple[float, float, float, str]]:
+    """{(aggregate, key): (mean over runs, lo, hi, note)} of one cell: the two-level interval (`interval`:
+    percentile or basic, see split_text)
     (module docstring) for every key all its sets can recompute; the mean of stored points and
     NO_INTERVAL for the others (compact storage)."""
     from calbench.metrics.bootstrap import intervals_of
@@ -199,12 +200,13 @@ def two_level(runs: list[list[SetPrediction]], keys, *, only: str | None, B: int
     for s, sets in enumerate(runs):
         _add_run_copies(sums, s, sets, resamplers[s], groups[s], drawn, rng)
     samples = {key: v / len(runs) for key, v in sums.items()}
-    for key, (lo, hi) in intervals_of(samples, {key: mean[key] for key in sums}, ci, "percentile").items():
+    for key, (lo, hi) in intervals_of(samples, {key: mean[key] for key in sums}, ci, interval).items():
         out[key] = (mean[key], lo, hi, "")
     return out
 
 
-def _shift_table(results: Results, split: str, posthoc, B: int, ci: float, seed: int) -> list[dict]:
+def _shift_table(results: Results, split: str, posthoc, B: int, ci: float, seed: int,
+                 interval: str = "percentile") -> list[dict]:
     from calbench.metrics import default_keys
 
     only = split if split.startswith("shift:") else None
@@ -219,7 +221,8 @@ def _shift_table(results: Results, split: str, posthoc, B: int, ci: float, seed:
     rows = []
     for (order, method, calibration, dataset, backbone), runs in cells.items():
         name = runs[0][0].family if only else "corruptions"
-        for (agg, key), (mean, lo, hi, note) in two_level(runs, keys, only=only, B=B, ci=ci, seed=seed).items():
+        for (agg, key), (mean, lo, hi, note) in two_level(runs, keys, only=only, B=B, ci=ci, seed=seed,
+                                                             interval=interval).items():
             rows.append({"order": order, "method": method, "calibration": calibration, "score": "",
                          "dataset": dataset, "backbone": backbone, "set": name, "severity": agg, "metric": key,
                          "seeds": len(runs), "mean": mean, "lo": lo, "hi": hi, "note": note})
@@ -259,16 +262,20 @@ def _run_ood_rows(run, posthoc, only: str | None) -> list[dict]:
     return rows
 
 
-def _interval(values: np.ndarray, B: int, ci: float, seed: int) -> tuple[float, float]:
+def _interval(values: np.ndarray, B: int, ci: float, seed: int, kind: str = "percentile") -> tuple[float, float]:
+    """Seed-level bootstrap interval of the mean of `values` (one per seed), percentile or basic."""
+    from calbench.metrics.bootstrap import interval
+
     if len(values) < 2 or B == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), (B, len(values)))].mean(axis=1)
-    return tuple(float(q) for q in np.quantile(means, [(1 - ci) / 2, (1 + ci) / 2]))
+    return tuple(float(q) for q in interval(means, float(values.mean()), ci, kind, None))
 
 
-def _ood_table(results: Results, split: str, posthoc, B: int, ci: float, seed: int) -> list[dict]:
-    """Seed-level percentile intervals of each OOD metric (one value per seed)."""
+def _ood_table(results: Results, split: str, posthoc, B: int, ci: float, seed: int,
+               interval: str = "percentile") -> list[dict]:
+    """Seed-level intervals (percentile or basic) of each OOD metric (one value per seed)."""
     only = split if split.startswith("ood:") else None
     found = []
     for run in results.runs:
@@ -281,17 +288,17 @@ def _ood_table(results: Results, split: str, posthoc, B: int, ci: float, seed: i
     rows = []
     for key, group in pd.DataFrame(found).groupby(keys, sort=False):
         values = group["value"].to_numpy(dtype=float)
-        lo, hi = _interval(values, B, ci, seed)
+        lo, hi = _interval(values, B, ci, seed, interval)
         rows.append({**dict(zip(keys, key)), "severity": "", "seeds": len(values), "mean": float(values.mean()),
                      "lo": lo, "hi": hi, "note": ""})
     return rows
 
 
 def split_table(results: Results, split: str, *, posthoc=("ts",), B: int = 1000, ci: float = 0.95,
-                seed: int = 0) -> pd.DataFrame:
+                seed: int = 0, interval: str = "percentile") -> pd.DataFrame:
     """The aggregated table of COLUMNS (see the module docstring for the conventions)."""
     ood = split == "ood" or split.startswith("ood:")
-    rows = (_ood_table if ood else _shift_table)(results, split, posthoc, B, ci, seed)
+    rows = (_ood_table if ood else _shift_table)(results, split, posthoc, B, ci, seed, interval)
     if not rows:
         raise InputError(f"{results.root / results.recipe}: no run has {split} evaluations "
                          f"(add `evaluate:` to the recipe's datasets and run it again)")
@@ -311,7 +318,7 @@ def _display(key: str, split: str) -> tuple[str, float]:
     return (SHIFT_KEYS[key] if split == "shift" else spec.header), 100.0 if spec.percent else 1.0
 
 
-def render_text(table: pd.DataFrame, split: str) -> str:
+def render_text(table: pd.DataFrame, split: str, interval: str = "percentile") -> str:
     """A plain table: one line per method x calibration (x score) x dataset x set x severity, metrics
     as columns; one footnote names the metrics shown without an interval (marked *)."""
     ood = split == "ood" or split.startswith("ood:")
@@ -331,10 +338,10 @@ def render_text(table: pd.DataFrame, split: str) -> str:
     for key, cells in lines.items():
         out.append("\t".join([str(v) for v in key] + [cells.get(k, "-") for k in keys]))
     if ood:
-        note = "# means over seeds, seed-level percentile intervals; in = clean test set; AUROC/FPR95 in %"
+        note = f"# means over seeds, seed-level {interval} intervals; in = clean test set; AUROC/FPR95 in %"
     else:
         what = "the mean over corruptions" if split == "shift" else f"set {split}"
-        note = (f"# means over seeds of {what}; two-level percentile intervals (seeds, then test samples); "
+        note = (f"# means over seeds of {what}; two-level {interval} intervals (seeds, then test samples); "
                 "percent metrics in %")
     foot = (f"\n# * {', '.join(sorted(bare))}: {NO_INTERVAL} (the exact point value computed at evaluation "
             f"time from the full logits; compact rows cannot recompute it)" if bare else "")
@@ -348,14 +355,24 @@ def parse_split(split: str) -> str:
     raise InputError(f"--split {split}: expected shift, ood or a set id such as shift:gaussian_noise:3")
 
 
+SPLIT_INTERVALS = ("percentile", "basic")
+
+
 def split_text(results_dir, recipe, split: str, fmt: str | None, *, posthoc=None, B: int = 1000,
-               ci: float = 0.95, seed: int = 0) -> str:
-    """The --split report as text (default) or the aggregated table as CSV (--csv)."""
+               ci: float = 0.95, seed: int = 0, interval: str | None = None) -> str:
+    """The --split report as text (default) or the aggregated table as CSV (--csv). interval: percentile
+    (None: the default) or basic; bca is refused (one line), since the shift and OOD aggregates have no
+    jackknife influence values to correct with."""
     from calbench.report.tidy import load_results
 
     split = parse_split(split)
+    interval = interval or "percentile"
+    if interval not in SPLIT_INTERVALS:
+        raise InputError(f"--interval {interval} is not available with --split (the shift and OOD aggregates "
+                         f"have no jackknife); use one of {', '.join(SPLIT_INTERVALS)}")
     names = tuple(p.strip().split(":")[0] for p in posthoc.split(",")) if isinstance(posthoc, str) else ("ts",)
-    table = split_table(load_results(results_dir, recipe), split, posthoc=names, B=B, ci=ci, seed=seed)
+    table = split_table(load_results(results_dir, recipe), split, posthoc=names, B=B, ci=ci, seed=seed,
+                        interval=interval)
     if fmt == "csv":
         return table.to_csv(index=False)
-    return render_text(table, split)
+    return render_text(table, split, interval)
