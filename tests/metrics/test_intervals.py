@@ -141,3 +141,21 @@ def test_evaluate_interval_metrics_and_conventions(tmp_path):
     bad = CliRunner().invoke(cli, ["evaluate", str(path), "--bootstrap", "5", "--interval", "nope"])
     assert bad.exit_code == 2 and "unknown interval 'nope'" in bad.output
 
+
+
+def test_footnote_coverage_is_the_study_result_in_the_docs():
+    """The coverage every footnote quotes (STUDY_COVERAGE) is the mean of the docs' study table."""
+    import re
+    from pathlib import Path
+
+    from calbench.metrics.bootstrap import STUDY_COVERAGE
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    start = doc.index("### Which interval covers")
+    rows = re.findall(r"^\| [\w-]+ \| [\d,]+ \| ([\d.]+)% \[[\d.]+\] \| ([\d.]+)% \[[\d.]+\] \| ([\d.]+)% \[[\d.]+\] \|$",
+                      doc[start:], flags=re.M)
+    assert len(rows) == 9
+    for i, kind in enumerate(("percentile", "basic", "bca")):
+        mean = sum(float(r[i]) for r in rows) / len(rows)
+        assert round(mean, 1) == round(100 * STUDY_COVERAGE[kind], 1), kind
+        assert f"{kind} {100 * STUDY_COVERAGE[kind]:.1f}%" in doc[start:]
