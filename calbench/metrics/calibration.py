@@ -13,7 +13,7 @@ import scipy.sparse
 from calbench.metrics.binning import bin_edges, bin_index, equal_mass_groups
 from calbench.metrics.equal_mass import group_ends
 from calbench.metrics.registry import metric
-from calbench.metrics.stats import SampleStats, cached, sorted_samples, unpack, weighted
+from calbench.metrics.stats import SampleStats, cached, sorted_key, sorted_samples, unpack, weighted
 
 
 def ece_from_sums(count, sum_c, sum_r, total=None) -> np.ndarray:
@@ -64,15 +64,14 @@ def adaptive_order(conf: np.ndarray, correct: np.ndarray) -> np.ndarray:
 
 
 def _aece_point(stats: SampleStats) -> float:
-    """Partition the packed (r, c) keys at the group ends (no full sort): the integer order of a key
-    is the order by (r, then c), so each segment holds exactly the samples adaptive_order puts in
-    that group, ties across a boundary included. Each group's sums come from its own segment.
-    A key another metric sorted (stats.sorted_key) needs no partition."""
-    n, key = stats.n, stats.key
+    """Cut the packed (r, c) keys, sorted in place (stats.sorted_key), at the group ends: the integer
+    order of a key is the order by (r, then c), so each segment holds exactly the samples
+    adaptive_order puts in that group, ties across a boundary included. Each group's sums come from
+    its own segment. A full in-place sort, not a partition at the group ranks: numpy's vectorised
+    uint64 sort took 0.07 s for 10M keys here against 0.22 s for partition at 14 ranks, and ks and the
+    selective metrics of the same call reuse the sorted key."""
+    n, key = stats.n, sorted_key(stats)
     ends = equal_mass_groups(n, stats.bins)
-    kth = np.unique(ends[(ends > 0) & (ends < n)])
-    if kth.size and not stats.cache.get("key_sorted"):  # a sorted key is already partitioned
-        key.partition(kth)
     gap = 0.0
     for lo, hi in zip(ends[:-1], ends[1:]):
         r, c = unpack(key[lo:hi])

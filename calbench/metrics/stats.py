@@ -11,8 +11,8 @@ array ever exists. Conventions: docs/metrics.md.
 
 Point estimates read the accumulated sums and `key`, the confidence r_i and correctness c_i of each
 sample packed into one uint64 ((bits of r) << 1 | c; r >= 0, so the integer order is the order by
-(r, c)). A metric may reorder `key` in place (aece partitions it; sorted_key sorts it once for
-every metric reading it in order): point estimates depend only on the multiset of (r_i, c_i).
+(r, c)). A metric may reorder `key` in place (sorted_key sorts it once for every metric reading
+it in order): point estimates depend only on the multiset of (r_i, c_i).
 With keep_samples=True (the bootstrap) the pass also keeps aligned per-sample arrays in
 `samples`, which the weighted (resampled) paths read.
 """
@@ -279,7 +279,7 @@ def _finish(st: SampleStats, needs) -> None:
 
 def sorted_key(stats: SampleStats) -> np.ndarray:
     """stats.key sorted in place (the order by (r, then c)), once for every metric of the call that
-    reads the confidences in order (ks, the risk-coverage metrics, the sweep): no copy, no re-sort.
+    reads the confidences in order (aece, ks, the risk-coverage metrics, the sweep): no copy, no re-sort.
     Point estimates depend only on the multiset of (r_i, c_i), so reordering the key is safe."""
     if not stats.cache.get("key_sorted"):
         stats.key.sort()

@@ -100,7 +100,7 @@ def test_pass_still_rejects_bad_probabilities(k):
 
 
 def test_metrics_of_the_sorted_key_agree_alone_and_together():
-    # aece partitions the shared key, ks / aurc / the sweep sort it in place once (stats.sorted_key):
+    # aece, ks, aurc and the sweep share one key sorted in place once (stats.sorted_key):
     # every confidence-order metric must give the same value alone, together, and in reverse order
     from calbench.metrics import METRICS
 
