@@ -22,12 +22,30 @@ def tie_ends(r_sorted: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.append(r_sorted[1:] != r_sorted[:-1], True))
 
 
+def _ks_point(stats: SampleStats, step: int = 1 << 16) -> float:
+    """max |cumsum(r_i - c_i)| / N at the run ends of the sorted key, in cache-sized blocks: the
+    running sum enters each block through its first term, so the sums are those of one cumsum."""
+    key, n = sorted_key(stats), stats.n
+    carry = best = 0.0
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        r, c = unpack(key[start:stop])
+        d = r - c
+        d[0] += carry
+        np.cumsum(d, out=d)
+        carry = d[-1]
+        last = stop == n or r[-1] != unpack(key[stop:stop + 1])[0][0]
+        ends = np.append(r[1:] != r[:-1], last)
+        if ends.any():
+            best = max(best, float(np.abs(d[ends]).max()))
+    return best / n
+
+
 @metric("ks", name="KS calibration error", higher_is_better=False, percent=True, header="KS",
         definition="max over sorted confidences of |cumsum(r_i - c_i)| / N (Gupta et al. 2021)", needs=("conf",))
 def ks(stats: SampleStats, weights: np.ndarray | None):
     if weights is None:
-        r, c = unpack(sorted_key(stats))
-        return float(np.abs(np.cumsum(r - c)[tie_ends(r)]).max() / stats.n)
+        return _ks_point(stats)
     r, c = stats.sample("conf"), stats.sample("correct")
     W = weights
     if not sorted_samples(stats):

@@ -134,3 +134,17 @@ def test_default_metrics_peak_memory_stays_below_the_input():
     finally:
         tracemalloc.stop()
     assert peak <= 1.2 * (probs.nbytes + labels.nbytes), peak / (probs.nbytes + labels.nbytes)
+
+
+@pytest.mark.parametrize("step", [7, 1000, 1 << 16])
+def test_blocked_ks_equals_one_cumsum_over_the_sorted_samples(step):
+    # ties of r straddle the block boundaries (probabilities rounded to 3 decimals)
+    from calbench.metrics.ks import _ks_point, tie_ends
+
+    rng = np.random.default_rng(step)
+    probs = np.round(rng.dirichlet(np.ones(4), 20000), 3)
+    probs /= probs.sum(axis=1, keepdims=True)
+    labels = rng.integers(0, 4, 20000)
+    st = collect(prepare(labels, probs=probs), 15, frozenset({"conf"}))
+    r, c = unpack(np.sort(st.key))
+    assert _ks_point(st, step) == float(np.abs(np.cumsum(r - c)[tie_ends(r)]).max() / 20000)
