@@ -130,7 +130,7 @@ def kde_ece_weighted(r: np.ndarray, c: np.ndarray, W: np.ndarray, mats=None) -> 
 
 @metric("kde-ece", name="KDE-based ECE", higher_is_better=False, percent=True, header="KDE-ECE",
         definition="top-label L1 ECE with triweight KDEs of r (Zhang et al. 2020, their bandwidth rule)",
-        needs=("conf",), default=False)
+        needs=("conf",), default=False, binning="kernel")
 def kde_ece(stats: SampleStats, weights: np.ndarray | None):
     if weights is None:
         r, c = np.concatenate([x[0] for x in stats.conf_chunks()]), np.concatenate([x[1] for x in stats.conf_chunks()])

@@ -33,7 +33,7 @@ def mmce_squared_sum(r: np.ndarray, A: np.ndarray, width: float = MMCE_WIDTH) ->
 
 @metric("mmce", name="maximum mean calibration error", higher_is_better=False, percent=True, header="MMCE",
         definition="sqrt(sum_ij (c_i-r_i)(c_j-r_j) exp(-|r_i-r_j|/0.4)) / N (Kumar et al. 2018)",
-        needs=("conf",), default=False)
+        needs=("conf",), default=False, binning="kernel")
 def mmce(stats: SampleStats, weights: np.ndarray | None):
     if weights is None:
         r, c = unpack(np.sort(stats.key))
