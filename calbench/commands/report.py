@@ -331,12 +331,7 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
 
             print_rich(table, Console(width=max(120, 20 + 26 * len(table.groups) * len(keys))))
             return
-    if output:
-        with open(output, "w") as fh:
-            fh.write(text)
-        click.echo(f"wrote {output}", err=True)
-    else:
-        sys.stdout.write(text)
+    _emit(text, output)
 
 
 def _emit(text: str, output: str | None) -> None:

@@ -103,24 +103,8 @@ static const double SIGMOID_22[22] = {
     3.2241482733669193e-1, -1.61899320675807e-1, 6.2532578457163943e-2, -1.7301628940854161e-2,
     3.0364833241718455e-3, -2.5304027701432046e-4};
 
-INLINE float exp_f32(float v) {
-    /* Called with v <= 0 (Cody-Waite reduction, Cephes polynomial, at most 1 ulp over [-87, 0]). */
-    float t = v < -87.3f ? -87.3f : v;
-    float nf = (float)(int32_t)(t * 1.44269504088896341f - 0.5f);
-    float r = t - nf * 0.693359375f + nf * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union { float f; int32_t i; } scale;
-    scale.i = ((int32_t)nf + 127) << 23;
-    return v < -87.3f ? 0.0f : p * scale.f;
-}
-
-/* exp_f32 on every lane. */
+/* exp(v) for v <= 0 on every lane, in float: Cody-Waite reduction and the Cephes polynomial (at most
+ * 1 ulp over [-87, 0]), 0 below -87.3. */
 INLINE vec_f32 exp_vec_f32(vec_f32 v) {
     const vec_i32 under = v < -87.3f;
     const vec_f32 zero = {0}, t = select_f32(under, zero - 87.3f, v);
