@@ -20,7 +20,7 @@ its kernel) is timed after the others, in at most 3 rounds. Times are per call o
 
 The "path" column says how the loss ran, read from its autograd graph: "C kernel" when a node of
 the graph is a calbench C kernel's autograd function (calbench/methods/*.c, built on first use by
-calbench/methods/native.py), "fused" when it is a calbench autograd.Function with an analytic
+calbench/native.py), "fused" when it is a calbench autograd.Function with an analytic
 gradient in PyTorch, "autograd" otherwise; "nodes" counts the graph's backward nodes (each is at
 least one PyTorch op with its own overhead: about 5-10 us each, against ce's ~100 us at K = 200).
 `--pytorch-path` sets CALBENCH_NATIVE=0 before anything loads, so every C kernel is off.

@@ -1,5 +1,5 @@
 /* CPC's two penalty sums with their gradients, O(K log K) per row (calbench/methods/penalties.py,
- * `_NativePenalties`; compiled and loaded by calbench/methods/native.py). For row i with label y:
+ * `_NativePenalties`; compiled and loaded by calbench/native.py). For row i with label y:
  *   BD_i = sum_{k != y} log sigmoid(l_y - l_k)                         (K terms, direct)
  *   S_i  = sum_{j != k, both != y} log sigmoid(v_j - v_k)              (the exclusion pair sum)
  * Let s_0 <= ... <= s_{m-1} be the m = K - 1 logits other than l_y, sorted. Pairing (j, k) with

@@ -1,5 +1,5 @@
 /* Fused cross-entropy + logit-distance penalty on CPU rows (calbench/methods/margin_penalty.py;
- * compiled and loaded by calbench/methods/native.py).
+ * compiled and loaded by calbench/native.py).
  *
  * For each row i of x (n x k), with M = max_j x_ij, d_ik = M - x_ik, s = sum_k exp(x_ik - M):
  *   loss_i  = log s - (x_iy - M) + (1/k) sum_k P_k(d_ik)

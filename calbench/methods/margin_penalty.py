@@ -7,7 +7,7 @@ the CPU. Two implementations of the value and its analytic gradient, tested equa
 and to plain autograd:
 
 - CPU, float32/float64, hinge or PHR penalty: one pass of a C kernel (`margin_penalty.c`, built on
-  first use by `calbench.methods.native`) writes the loss and the gradient; backward only scales
+  first use by `calbench.native`) writes the loss and the gradient; backward only scales
   the saved gradient. Rows are split over torch's OpenMP threads; the value is summed in row order.
 - otherwise (CUDA, P2 / P3, no C compiler, CALBENCH_NATIVE=0): one `autograd.Function` with a
   handful of vectorised PyTorch ops.
@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from calbench.methods import native
+from calbench import native
 
 HINGE, PHR = 0, 1  # penalty kinds of the C kernel
 
@@ -184,7 +184,7 @@ class _CEPlusDistancePenalty(torch.autograd.Function):
 @functools.cache
 def _kernels() -> dict:
     """{dtype: C function} for float32 and float64, or {} when the kernel cannot be built."""
-    lib = native.load("margin_penalty")
+    lib = native.load("margin_penalty", package="methods")
     if lib is None:
         return {}
     kernels = {}

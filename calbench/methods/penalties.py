@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from calbench.methods import native
+from calbench import native
 from calbench.methods.base import Method
 from calbench.methods.common import cross_entropy, upcast
 from calbench.methods.registry import METHODS
@@ -123,7 +123,7 @@ def native_penalty_sums(logits, targets, kernel, w_bd: float, w_be: float):
 @functools.cache
 def _pair_kernels() -> dict:
     """{dtype: C function} of cpc_pairs.c for float32 / float64, or {} when it cannot be built."""
-    lib = native.load("cpc_pairs")
+    lib = native.load("cpc_pairs", package="methods")
     if lib is None:
         return {}
     kernels = {}

@@ -1,5 +1,5 @@
 /* Fused softmax losses on CPU rows, value and gradient in one pass per row (calbench/methods/
- * row_losses.py; compiled and loaded by calbench/methods/native.py; the row prologue, max and
+ * row_losses.py; compiled and loaded by calbench/native.py; the row prologue, max and
  * exp, is softmax_rows.h).
  *
  * For each row i of x (n x k): M = max_j x_ij, e_ij = exp(x_ij - M), s = sum_j e_ij, p = e / s,

@@ -1,6 +1,6 @@
 """One-pass C kernels (value and analytic gradient) for the softmax losses of mixup, regmixup,
 adafocal, dual-focal, acls, mdca, dca, rankmixup and rankmixup-mrl on the CPU (row_losses.c, its row
-prologue softmax_rows.h; built on first use by calbench.methods.native).
+prologue softmax_rows.h; built on first use by calbench.native).
 
 Why: at B = 128, K = 200 cross-entropy forward + backward takes ~45 us on one CPU thread, about as
 long as a handful of PyTorch ops' own overhead, so a loss written as ten vectorised ops costs 3-6x
@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import torch
 
-from calbench.methods import native
+from calbench import native
 
 SOFT_CE, FOCAL, DUAL_FOCAL, ACLS = 0, 1, 2, 3      # calbench_row_losses
 MDCA, DCA = 4, 5                                   # calbench_batch_penalty
@@ -38,7 +38,7 @@ _SIGNATURES = {
 @functools.cache
 def _kernels() -> dict:
     """{dtype: namespace of the C functions} for float32 and float64, or {} when they cannot be built."""
-    lib = native.load("row_losses")
+    lib = native.load("row_losses", package="methods")
     if lib is None:
         return {}
     kernels = {}

@@ -1,5 +1,5 @@
 /* The row-softmax prologue shared by calbench's C kernels (row_losses.c, margin_penalty.c; built
- * by calbench/methods/native.py, which hashes this header into the build key with the source).
+ * by calbench/native.py, which hashes this header into the build key with the source).
  *
  * exp_f32 is a branch-free polynomial (Cody-Waite reduction, Cephes coefficients; at most 1 ulp
  * from exp over [-87, 0] in float32), so that the row loops vectorise at the machine's full width

@@ -8,7 +8,8 @@ cache follows the class counts, and the kernels' build key covers the shared hea
 import pytest
 import torch
 
-from calbench.methods import native, row_losses
+from calbench import native
+from calbench.methods import row_losses
 
 from . import harness
 
@@ -165,7 +166,7 @@ def test_a_failing_native_build_falls_back_to_the_portable_flags(tmp_path, monke
     monkeypatch.setenv("CALBENCH_CACHE", str(tmp_path))
     monkeypatch.setattr(native, "NATIVE", ["-mno-such-option-calbench"])
     monkeypatch.setattr(native, "_native_target", lambda compiler: "a CPU")
-    lib = native.load.__wrapped__("row_losses")
+    lib = native.load.__wrapped__("row_losses", package="methods")
     assert lib is not None and hasattr(lib, "calbench_rank_mixup_f32")
     assert len(list((tmp_path / "kernels").iterdir())) == 1       # only the portable build
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from calbench.methods import create_method, margin_penalty, native
+from calbench import native
+from calbench.methods import create_method, margin_penalty
 from .references.cals import alm_loss, hinge_loss
 from .references.margin import mbls as mbls_reference
 
@@ -157,14 +158,14 @@ def test_a_failing_compiler_falls_back_with_a_warning(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", "false")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert native.load.__wrapped__("margin_penalty") is None
+        assert native.load.__wrapped__("margin_penalty", package="methods") is None
     assert any("PyTorch path" in str(w.message) for w in caught)
     assert not list((tmp_path / "kernels").iterdir())       # no half-written library left behind
 
 
 def test_disabled_by_environment(monkeypatch):
     monkeypatch.setenv("CALBENCH_NATIVE", "0")
-    assert native.load.__wrapped__("margin_penalty") is None
+    assert native.load.__wrapped__("margin_penalty", package="methods") is None
 
 
 def test_every_method_gives_the_same_loss_with_and_without_the_kernel(monkeypatch):

@@ -1,4 +1,6 @@
-"""Build-on-first-use C kernels for the CPU (calbench/methods/*.c: fused losses with their gradients).
+"""Build-on-first-use C kernels for the CPU: calbench/methods/*.c (fused losses with their gradients)
+and calbench/metrics/*.c (bootstrap kernels). It sits at the bottom of the layers, beside errors.py,
+so that metrics (below methods) can build its kernels too; each package names its own sources.
 
 The C source ships with the package; the first call compiles it with the system C compiler
 (`$CC`, else cc / gcc / clang) into a cache directory (`$CALBENCH_CACHE`, else
@@ -8,7 +10,8 @@ build and a stale one is never loaded. The library is written to a temporary fil
 place, so a crash never leaves half a library behind.
 
 Nothing here is required: with no compiler, a failed build, or `CALBENCH_NATIVE=0`, `load()`
-returns None and the callers use their pure-PyTorch path (same values, tested against each other).
+returns None and the callers use their pure PyTorch / NumPy path (same values, tested against each
+other).
 """
 
 from __future__ import annotations
@@ -100,14 +103,17 @@ def build(source: Path, compiler: str, flags: list[str]) -> Path:
 
 
 @functools.cache
-def load(name: str) -> ctypes.CDLL | None:
-    """The compiled library for `calbench/methods/<name>.c`, or None (see the module docstring)."""
+def load(name: str, *, package: str) -> ctypes.CDLL | None:
+    """The compiled library for `calbench/<package>/<name>.c` (package "methods" or "metrics"), or
+    None (see the module docstring)."""
     if not enabled():
         return None
     compiler = _compiler()
     if compiler is None:
         return None
-    source = Path(__file__).with_name(f"{name}.c")
+    source = Path(__file__).parent / package / f"{name}.c"
+    if not source.is_file():
+        raise FileNotFoundError(f"no C kernel {source}")
     errors = []
     attempts = [FLAGS + OPENMP, FLAGS]      # retry without OpenMP if its runtime is missing
     if _native_target(compiler) is not None:
@@ -117,6 +123,7 @@ def load(name: str) -> ctypes.CDLL | None:
             return ctypes.CDLL(str(build(source, compiler, flags)))
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             errors.append(str(exc))
-    warnings.warn(f"calbench: could not build the {name} C kernel ({errors[-1]}); "
-                  "using the (slower) PyTorch path", RuntimeWarning, stacklevel=2)
+    warnings.warn(f"calbench: could not build the {package}/{name} C kernel ({errors[-1]}); using the "
+                  "slower fallback (the PyTorch path for methods, the NumPy path for metrics)",
+                  RuntimeWarning, stacklevel=2)
     return None
