@@ -39,6 +39,12 @@ class TrainConfig:
     meta_fraction: float = 0.1           # meta-validation share of train (methods with a meta step)
     world_size: int = 1                  # data-parallel processes (set by --gpus-per-run; the global
                                          # batch is world_size x batch_size, so it is part of the run id)
+    data_on_device: str = "auto"         # auto | on | off: images decoded once and cropped on the device
+                                         # (auto: CUDA, small datasets); bit-equal batches, not in the run id
+
+
+# train fields that never change a result (tested bit-equal), left out of the run identity
+EXECUTION_ONLY = ("data_on_device",)
 
 
 TRAIN_TYPES = {f.name: f.type for f in fields(TrainConfig)}
@@ -73,7 +79,8 @@ class RunSpec:
         return {"schema": SCHEMA_VERSION, "method": self.method, "method_version": self.method_version,
                 "hparams": self.hparams, "dataset": self.dataset, "dataset_options": self.dataset_options,
                 "backbone": self.backbone, "backbone_options": self.backbone_options,
-                "seed": self.seed, "train": self.train}
+                "seed": self.seed,
+                "train": {k: v for k, v in self.train.items() if k not in EXECUTION_ONLY}}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

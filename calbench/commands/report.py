@@ -281,8 +281,11 @@ def html_report(path, results_dir, recipe, *, posthoc, **options) -> None:
 @click.option("--split", default=None, metavar="shift|ood|SET_ID",
               help="Evaluation sets instead of the test split: shift (cA/cECE/cNLL per severity, before and "
                    "after post-hoc), ood (AUROC/FPR95 per OOD set), or one set id (shift:gaussian_noise:3).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes computing the table cells' bootstraps [default: this machine's cores when the "
+                   "work is worth starting them, else 1]; the numbers do not depend on it.")
 def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bins, partial, fmt, output,
-           all_configs, select, paper, rank, html_path, split=None, interval=None) -> None:
+           all_configs, select, paper, rank, html_path, split=None, interval=None, workers=None) -> None:
     """Aggregate a recipe's runs into a table like Table 1 of the CALS paper.
 
     \b
@@ -291,8 +294,10 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
     """
     from calbench.report.tables import print_rich, render_latex, render_markdown, render_text
 
+    from calbench.report.pool import set_workers
     from calbench.report.selection import parse_select, posthoc_request
 
+    set_workers(workers)
     if split is not None:
         from calbench.report.shift import split_text
 

@@ -64,6 +64,23 @@ class Split:
         yield from loader
 
 
+def make_splits(bundle, cfg: TrainConfig, dev: torch.device) -> tuple:
+    """(train, val, test) of `bundle`: resident on the device when `cfg.data_on_device` says so
+    (calbench.data.device_resident: decoded once, cropped and flipped there, bit-equal batches),
+    else `Split`s; a split the device cannot reproduce keeps its DataLoader either way."""
+    from calbench.data import device_resident as resident
+
+    datasets = (bundle.train, bundle.val, bundle.test)
+    pin = dev.type == "cuda"
+    nbytes = resident.estimated_bytes(datasets, bundle.input_shape)
+    if not resident.wants_resident(cfg.data_on_device, dev, nbytes):
+        return tuple(Split(d, cfg.num_workers, pin) for d in datasets)
+    channels_last = dev.type == "cuda" and cfg.channels_last
+    made = [resident.resident_split(d, dev, cfg.num_workers, channels_last, decode_workers=cfg.num_workers)
+            for d in datasets]
+    return tuple(r if r is not None else Split(d, cfg.num_workers, pin) for r, d in zip(made, datasets))
+
+
 def _label_array(ds: Dataset) -> np.ndarray | None:
     """The labels of a dataset without reading its inputs: a tensor dataset's second tensor, an
     image list's `labels` / torchvision's `targets` array, through any `Subset`; None if unknown."""

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from calbench.engine.batches import Split, class_counts
+from calbench.engine.batches import Split, class_counts, make_splits
 from calbench.engine.optim_step import StepFunctions
 from calbench.specs import RunSpec, TrainConfig
 
@@ -109,8 +109,7 @@ def build_run(spec: RunSpec, dev: torch.device, dist) -> RunParts:
     cfg = spec.train_config
     bundle = create_dataset(spec.dataset, root=spec.root, seed=spec.seed, **spec.dataset_options)
     model, method = _model_and_method(spec, bundle, dev, cfg)
-    pin = dev.type == "cuda"
-    train_set, val_set, test_set = (Split(d, cfg.num_workers, pin) for d in (bundle.train, bundle.val, bundle.test))
+    train_set, val_set, test_set = make_splits(bundle, cfg, dev)
     train_idx, meta_idx = torch.arange(len(train_set)), torch.zeros(0, dtype=torch.long)
     splits = {k: np.asarray(v) for k, v in bundle.split_indices.items()}
     if method.needs_meta_split:

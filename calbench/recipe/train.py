@@ -18,6 +18,7 @@ from calbench.validation import check_like_default
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "multistep", "cosine")
+DATA_ON_DEVICE = ("auto", "on", "off")   # calbench.data.device_resident
 TRAIN_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 _DEFAULTS = TrainConfig()
 
@@ -62,6 +63,8 @@ def check_train_value(k: str, v: Any, path: str, key: str) -> Any:
         if bad:
             raise config_error(path, key, f"epochs must be >= 0, got {bad[0]}")
         return v
+    if k == "data_on_device":
+        return check_data_on_device(v, path, key)
     v = check_like_default(v, default, f"{path}: {key}")
     if k == "optimizer" and v not in OPTIMIZERS:
         raise config_error(path, key, f"unknown optimizer {v!r}{did_you_mean(str(v), list(OPTIMIZERS))}; "
@@ -70,6 +73,15 @@ def check_train_value(k: str, v: Any, path: str, key: str) -> Any:
         must, ok = _RANGES.get(k, _NON_NEGATIVE)
         if not ok(v):
             raise config_error(path, key, f"must be {must}, got {v}")
+    return v
+
+
+def check_data_on_device(v: Any, path: str, key: str) -> str:
+    """auto | on | off (YAML reads on/off/true/false as booleans: they mean on and off)."""
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if v not in DATA_ON_DEVICE:
+        raise config_error(path, key, f"expected auto, on or off, got {v!r}")
     return v
 
 

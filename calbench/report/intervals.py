@@ -17,6 +17,7 @@ import numpy as np
 
 from calbench.metrics import bootstrap_metrics, compute_metrics, paired_bootstrap, seed_bootstrap
 from calbench.metrics.bootstrap import DEFAULT_INTERVAL, intervals_of, pooled_influence
+from calbench.report.pool import map_jobs
 from calbench.report.tidy import PosthocSpec, Results, Run, load_predictions
 
 
@@ -181,26 +182,48 @@ def compute_cells(results: Results, *, keys, posthoc: str | PosthocSpec | None =
     posthoc: a calibrator (name, "name:key=value" or PosthocSpec) refitted on each run's validation
     predictions and applied to its test predictions (calbench.report.tidy.calibrated_predictions);
     None: the raw test predictions.
-    reference: a method label (or registry name) whose paired difference every other cell gets."""
+    reference: a method label (or registry name) whose paired difference every other cell gets.
+    Cells are independent, so their bootstraps run in worker processes when worth it (report/pool.py;
+    the same numbers either way)."""
     keys = tuple(keys)
-    groups = cell_runs(results)
-    preds: dict = {}
-    for key, runs in groups.items():
-        preds[key] = [(r.seed, load_predictions(r, "test", posthoc)) for r in runs]
-    cells = {}
+    preds = {key: [(r.seed, load_predictions(r, "test", posthoc)) for r in runs]
+             for key, runs in cell_runs(results).items()}
+    options = dict(keys=keys, B=B, seed=seed, ci=ci, bins=bins, interval=interval)
+    jobs, costs, places = [], [], []
     for key, seeded in preds.items():
-        est = estimate_runs([p for _, p in seeded], keys=keys, B=B, seed=seed, ci=ci, bins=bins, interval=interval)
-        est.seeds = [s for s, _ in seeded]
-        cells[key] = Cell(est)
-    if reference is not None:
-        ref_label = resolve_reference(results, reference)
-        for (label, group), cell in cells.items():
-            ref = preds.get((ref_label, group))
-            if ref is None or label == ref_label:
-                continue
-            cell.diff = paired_difference(preds[(label, group)], ref, keys=keys, B=B, seed=seed, ci=ci, bins=bins,
-                                          interval=interval)
+        jobs.append(((_cell_estimate, seeded), options))
+        costs.append(_cost(seeded, B, keys))
+        places.append((key, "estimate"))
+    ref_label = resolve_reference(results, reference) if reference is not None else None
+    for (label, group), seeded in preds.items():
+        ref = preds.get((ref_label, group))
+        if ref is not None and label != ref_label:
+            jobs.append(((paired_difference, seeded, ref), options))
+            costs.append(2 * _cost(seeded, B, keys))
+            places.append(((label, group), "diff"))
+    done = map_jobs(_call, jobs, costs)
+    cells = {key: Cell(value) for (key, what), value in zip(places, done) if what == "estimate"}
+    for (key, what), value in zip(places, done):
+        if what == "diff":
+            cells[key].diff = value
     return cells
+
+
+def _call(fn, *args, **kwargs):
+    """fn(*args, **kwargs): lets map_jobs carry the function of each job with its arguments."""
+    return fn(*args, **kwargs)
+
+
+def _cell_estimate(seeded: list[tuple[int, dict]], **options) -> Estimate:
+    """estimate_runs of one cell's (seed, predictions), its seeds recorded."""
+    est = estimate_runs([p for _, p in seeded], **options)
+    est.seeds = [s for s, _ in seeded]
+    return est
+
+
+def _cost(seeded: list[tuple[int, dict]], B: int, keys) -> float:
+    """Sample x resample x metric evaluations of one cell's bootstrap (map_jobs' load estimate)."""
+    return float(sum(len(p["labels"]) for _, p in seeded)) * max(B, 1) * len(keys)
 
 
 def resolve_reference(results: Results, reference: str) -> str:
