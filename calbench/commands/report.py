@@ -182,7 +182,7 @@ def tidy_csv(results_dir, recipe, metrics, keys, specs, bins, select=None) -> st
     return add_conventions(tidy, bins).to_csv(index=False)
 
 
-def paper_text(results_dir, recipe, key, fmt, *, B, ci, seed, bins, partial, select) -> str:
+def paper_text(results_dir, recipe, key, fmt, *, B, ci, seed, bins, partial, select, interval=None) -> str:
     """`--paper KEY`: every cell of the published table beside ours (one row per method, selected on
     validation), as text, markdown or CSV (calbench.report.papers)."""
     from calbench.report import papers
@@ -191,7 +191,7 @@ def paper_text(results_dir, recipe, key, fmt, *, B, ci, seed, bins, partial, sel
     papers.paper_table(key)  # a wrong key is one line before anything is read
     results = usable_results(results_dir, recipe)
     results, selection = select_configs(results, select, bins=bins, on_warning=warn)
-    items = papers.compare(results, key, B=B, seed=seed, ci=ci, bins=bins, partial=partial)
+    items = papers.compare(results, key, B=B, seed=seed, ci=ci, bins=bins, partial=partial, interval=interval)
     if fmt == "csv":
         return papers.render_csv(items)
     render = papers.render_markdown if fmt == "markdown" else papers.render_text
@@ -313,7 +313,7 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
                            interval=interval)
     if paper is not None:
         text = paper_text(results_dir, recipe, paper, fmt, B=B, ci=level, seed=seed, bins=bins, partial=partial,
-                          select=select)
+                          select=select, interval=interval)
     elif rank is not None:
         text = rank_text(results_dir, recipe, rank, fmt, output, keys=keys, posthoc=posthoc, bins=bins,
                          partial=partial, select=select, all_configs=all_configs)

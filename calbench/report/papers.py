@@ -90,6 +90,7 @@ class Compared:
     scale: float
     ours: float | None = None
     interval: tuple[float, float] | None = None
+    kind: str = ""                # the interval's kind (percentile, basic, bca) when there is one
     status: str = "missing"       # "compared", "missing" (no run), "incomplete" (a seed not done)
     why: str = ""
 
@@ -111,7 +112,7 @@ def _scale(metric: str) -> float:
     return 100.0 if METRICS.get(metric).percent else 1.0
 
 
-def _our_cells(results, rows, *, B, seed, ci, bins) -> dict:
+def _our_cells(results, rows, *, B, seed, ci, bins, interval) -> dict:
     """{(method, group): Cell} of the store's runs in the published table's dataset x backbone groups."""
     from calbench.metrics import METRICS
     from calbench.report.intervals import compute_cells
@@ -121,21 +122,24 @@ def _our_cells(results, rows, *, B, seed, ci, bins) -> dict:
     keys = tuple(dict.fromkeys(p.metric for p in rows if p.metric in METRICS))
     if not sub.done:
         return {}
-    cells = compute_cells(sub, keys=keys, B=B, seed=seed, ci=ci, bins=bins)
+    cells = compute_cells(sub, keys=keys, B=B, seed=seed, ci=ci, bins=bins, interval=interval)
     method_of = {r.method_label: r.method for r in sub.runs}
     return {(method_of.get(label, label), group): cell for (label, group), cell in cells.items()}
 
 
 def compare(results, key: str, *, B: int = 1000, seed: int = 0, ci: float = 0.95, bins: int = 15,
-            partial: bool = False, select=None) -> list[Compared]:
+            partial: bool = False, select=None, interval: str | None = None) -> list[Compared]:
     """Every cell of published table `key` beside the store's, each method's row its configuration
-    selected on validation (calbench.report.selection; `select` as there) when it is swept."""
+    selected on validation (calbench.report.selection; `select` as there) when it is swept; our
+    intervals of kind `interval` (None: calbench.metrics' default)."""
+    from calbench.metrics.bootstrap import DEFAULT_INTERVAL
     from calbench.report.selection import select_configs
     from calbench.report.tables import cell_problems
 
     rows = paper_table(key)
     results, _ = select_configs(results, select, bins=bins)   # no-op on results already reduced
-    cells = _our_cells(results, rows, B=B, seed=seed, ci=ci, bins=bins)
+    interval = interval or DEFAULT_INTERVAL
+    cells = _our_cells(results, rows, B=B, seed=seed, ci=ci, bins=bins, interval=interval)
     method_of = {r.method_label: r.method for r in results.runs}
     problems = {(method_of.get(label, label), group): why for (label, group), why in cell_problems(results).items()}
     out = []
@@ -145,6 +149,7 @@ def compare(results, key: str, *, B: int = 1000, seed: int = 0, ci: float = 0.95
         if cell is not None and (partial or not why):
             item.ours, item.status = cell.estimate.point[p.metric], "compared"
             item.interval = None if cell.estimate.ci is None else tuple(cell.estimate.ci[p.metric])
+            item.kind = "" if item.interval is None else interval
         elif cell is not None or why:
             item.status, item.why = "incomplete", "; ".join(why or [])
         out.append(item)
@@ -159,8 +164,9 @@ def summary(items: list[Compared], key: str, ci: float) -> str:
     if compared and all(i.inside is None for i in compared):
         head = f"{key}: {len(compared)} of {len(items)} cells compared (no intervals: --bootstrap 0)"
     else:
+        kind = next((i.kind + " " for i in compared if i.kind), "")
         head = (f"{key}: {inside} of {len(items)} cells reproduce (the paper's value inside our {ci:.0%} "
-                f"interval), {len(compared) - inside} outside")
+                f"{kind}interval), {len(compared) - inside} outside")
     return head + f", {missing} missing in the store" + (" (or incomplete: --partial uses the done seeds)"
                                                        if any(i.status == "incomplete" for i in items) else "")
 
@@ -218,12 +224,12 @@ def render_csv(items: list[Compared]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["paper", "table", "method", "dataset", "backbone", "metric", "paper_value", "ours", "lo", "hi",
-                "difference", "inside", "status", "source"])
+                "interval", "difference", "inside", "status", "source"])
     for i in items:
         p, s = i.cell, i.scale
         lo, hi = (None, None) if i.interval is None else (i.interval[0] * s, i.interval[1] * s)
         w.writerow([p.paper, p.table, p.method, p.dataset, p.backbone, p.metric, p.value,
-                    "" if i.ours is None else i.ours * s, "" if lo is None else lo, "" if hi is None else hi,
+                    "" if i.ours is None else i.ours * s, "" if lo is None else lo, "" if hi is None else hi, i.kind,
                     "" if i.difference is None else i.difference, "" if i.inside is None else i.inside,
                     i.status, p.source])
     return buf.getvalue()

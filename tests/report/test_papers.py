@@ -89,7 +89,7 @@ def test_paper_comparison_on_a_table1_store(table1_store):
     compared = [i for i in items if i.status == "compared"]
     assert len(compared) == 4 * 2 * 3  # ce, ls, mbls (selected), cals-alm on two cells
     inside = sum(i.inside for i in compared)
-    assert (f"cals:table1: {inside} of 150 cells reproduce (the paper's value inside our 95% interval), "
+    assert (f"cals:table1: {inside} of 150 cells reproduce (the paper's value inside our 95% percentile interval), "
             f"{len(compared) - inside} outside, 126 missing in the store") in res.stdout
     assert "mbls on tiny-imagenet / resnet50-tiny: margin=" in res.stdout  # the selected configuration's note
 
@@ -137,3 +137,22 @@ def test_incomplete_cell_is_not_compared(tmp_path):
     assert items[("ls", "acc")].status == "compared"
     partial = compare(load_results(root), "cals:table1", B=0, partial=True)
     assert next(i for i in partial if i.cell.method == "ce" and i.cell.group == TABLE1_GROUPS[0]).status == "compared"
+
+
+def test_paper_intervals_follow_interval_option(table1_store):
+    """`--paper` shows the interval kind asked for: basic intervals are the percentile ones reflected
+    about the point estimate (2 theta - q_hi, 2 theta - q_lo), and the CSV and summary name the kind."""
+    def rows(kind):
+        res = invoke("--results", str(table1_store), "--paper", "cals:table1", "--bootstrap", "50", "--csv",
+                     "--interval", kind)
+        assert res.exit_code == 0, res.output
+        return [r for r in csv.DictReader(io.StringIO(res.stdout)) if r["status"] == "compared"]
+    pct, basic = rows("percentile"), rows("basic")
+    assert {r["interval"] for r in pct} == {"percentile"} and {r["interval"] for r in basic} == {"basic"}
+    for p, b in zip(pct, basic):
+        ours = float(p["ours"])
+        assert float(b["lo"]) == pytest.approx(2 * ours - float(p["hi"]), abs=1e-9)
+        assert float(b["hi"]) == pytest.approx(2 * ours - float(p["lo"]), abs=1e-9)
+    text = invoke("--results", str(table1_store), "--paper", "cals:table1", "--bootstrap", "50",
+                  "--interval", "basic").stdout
+    assert "inside our 95% basic interval" in text
