@@ -35,11 +35,14 @@ class DiagonalAffineProblem:
     numpy ufuncs on blocks of rows, in place: single-threaded SIMD exp, no thread pool (on a shared
     machine torch's OpenMP made the same fit 10x slower with 2 threads than with 1)."""
 
-    def __init__(self, logits: np.ndarray, labels: np.ndarray, bias_penalty: float = 0.0) -> None:
+    def __init__(self, logits: np.ndarray, labels: np.ndarray, bias_penalty: float = 0.0,
+                 offset: np.ndarray | None = None) -> None:
         self.x = np.ascontiguousarray(logits, dtype=np.float64)
         n, k = self.x.shape
         self.labels = np.asarray(labels, dtype=np.int64)
         self.true_logit = self.x[np.arange(n), self.labels]
+        self.offset = offset  # (N, K) scores added to w * z + b (ms-odir's off-diagonal part), or None
+        self.true_offset = 0.0 if offset is None else float(offset[np.arange(n), self.labels].sum())
         self.counts = np.bincount(self.labels, minlength=k).astype(np.float64)
         self.true_logit_sums = np.bincount(self.labels, weights=self.true_logit, minlength=k)
         self.bias_penalty = bias_penalty
@@ -55,6 +58,8 @@ class DiagonalAffineProblem:
             x, p = self.x[start:start + CHUNK_ROWS], self.probs[start:start + CHUNK_ROWS]
             q = self.scratch[: len(x)]
             np.add(np.multiply(x, w, out=p), b, out=p)
+            if self.offset is not None:
+                p += self.offset[start:start + CHUNK_ROWS]
             top = p.max(axis=1, keepdims=True)
             np.exp(np.subtract(p, top, out=p), out=p)
             total = p.sum(axis=1, keepdims=True)
@@ -66,7 +71,7 @@ class DiagonalAffineProblem:
             sums[2] += q.sum(axis=0)
             sums[3] += (q := np.multiply(q, x, out=q)).sum(axis=0)
             sums[4] += np.multiply(q, x, out=q).sum(axis=0)
-        true = float((self.true_logit * w[self.labels] + b[self.labels]).sum())
+        true = float((self.true_logit * w[self.labels] + b[self.labels]).sum()) + self.true_offset
         value = (log_partition - true) / n + self.bias_penalty * float(b @ b)
         grad = ((sums[1] - self.true_logit_sums) / n, (sums[0] - self.counts) / n + 2.0 * self.bias_penalty * b)
         return value, grad, (sums[4] / n, sums[3] / n, sums[2] / n + 2.0 * self.bias_penalty)
@@ -120,13 +125,14 @@ def newton_direction(problem: DiagonalAffineProblem, grad, blocks):
 
 
 def fit_diagonal_affine(logits: np.ndarray, labels: np.ndarray, bias_penalty: float = 0.0,
-                        gtol: float = GRADIENT_TOLERANCE, max_steps: int = MAX_NEWTON_STEPS):
-    """(w, b) minimising the `DiagonalAffineProblem` from the identity (w = 1, b = 0): Newton-CG
-    steps with Armijo backtracking until max |gradient| <= gtol, no step decreases the value, or
-    `max_steps`. Without a bias penalty softmax ignores a shift of b, so b is returned centred."""
-    problem = DiagonalAffineProblem(logits, labels, bias_penalty)
+                        gtol: float = GRADIENT_TOLERANCE, max_steps: int = MAX_NEWTON_STEPS,
+                        offset: np.ndarray | None = None, start: tuple | None = None):
+    """(w, b) minimising the `DiagonalAffineProblem` from `start` (default the identity, w = 1, b = 0):
+    Newton-CG steps with Armijo backtracking until max |gradient| <= gtol, no step decreases the value,
+    or `max_steps`. Without a bias penalty softmax ignores a shift of b, so b is returned centred."""
+    problem = DiagonalAffineProblem(logits, labels, bias_penalty, offset)
     k = problem.x.shape[1]
-    w, b = np.ones(k), np.zeros(k)
+    w, b = (np.ones(k), np.zeros(k)) if start is None else (np.array(start[0], float), np.array(start[1], float))
     value, grad, blocks = problem.evaluate(w, b)
     for _ in range(max_steps):
         if max(np.abs(grad[0]).max(), np.abs(grad[1]).max()) <= gtol:
