@@ -14,8 +14,11 @@ most one) instead of their quantile edges, so that ties never change the value.
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 
+from calbench import native
 from calbench.metrics.calibration import cece
 from calbench.metrics.equal_mass import group_ends
 from calbench.metrics.registry import metric
@@ -30,18 +33,21 @@ metric("sce", name="static calibration error", higher_is_better=False, percent=T
 
 class ClassOrders:
     """Every class's entries p_ik > threshold sorted ONCE by (p, target): `order[k, start[k]:]` are
-    their sample indices (the entries at or below the threshold sort first and are skipped), `gap`
-    the matching 1[y = k] - p_ik. One lexsort of the (K, n) transposed probabilities serves every
-    class, the point estimate and every bootstrap block (the counts then follow this fixed order)."""
+    their sample indices (int32; the entries at or below the threshold sort first and are skipped),
+    `gap` the matching 1[y = k] - p_ik. One sort of the (K, n) transposed probabilities packed with
+    the target into uint64 keys ((bits of p) << 1 | 1[y = k]; p >= 0, so the integer order is the
+    order by (p, target)) serves every class, the point estimate and every bootstrap block (the
+    counts then follow this fixed order). Entries equal in both p and target may come in any order:
+    they have the same gap, so no group sum depends on it."""
 
     def __init__(self, P: np.ndarray, labels: np.ndarray, threshold: float):
-        Pt = P.T
-        target = labels[None, :] == np.arange(P.shape[1])[:, None]
-        self.order = np.lexsort((target, Pt), axis=-1)
-        rows = np.arange(P.shape[1])[:, None]
-        p_sorted = Pt[rows, self.order]
-        self.gap = target[rows, self.order] - p_sorted
-        self.start = np.count_nonzero(p_sorted <= threshold, axis=1)
+        key = np.ascontiguousarray(P.T, dtype=np.float64).view(np.uint64) << np.uint64(1)
+        key |= (labels[None, :] == np.arange(P.shape[1])[:, None]).astype(np.uint64)
+        self.order = np.argsort(key, axis=1).astype(np.int32)
+        key = np.take_along_axis(key, self.order, axis=1)
+        p_sorted = (key >> np.uint64(1)).view(np.float64)
+        self.gap = (key & np.uint64(1)).astype(np.float64) - p_sorted
+        self.start = np.count_nonzero(p_sorted <= threshold, axis=1).astype(np.int64)
 
     def classes(self):
         """(sample indices, 1[y = k] - p) of each class's entries above the threshold, sorted."""
@@ -71,12 +77,48 @@ def class_gap_sum(Wk: np.ndarray, gap: np.ndarray, bins: int) -> np.ndarray:
 
 
 def tace_of(orders: ClassOrders, W: np.ndarray | None, bins: int) -> np.ndarray:
-    """TACE for each row of the counts W (None: every sample once)."""
+    """TACE for each row of the counts W (None: every sample once): the C kernel's walk
+    (classwise_boot.c) where it is built and W holds integer counts in [0, 255], else NumPy."""
+    if W is not None:
+        fast = kernel_tace(orders, W, bins)
+        if fast is not None:
+            return fast
+    return numpy_tace(orders, W, bins)
+
+
+def numpy_tace(orders: ClassOrders, W: np.ndarray | None, bins: int) -> np.ndarray:
+    """tace_of by NumPy: class_gap_sum of each class's gathered counts."""
     total = np.zeros(1 if W is None else W.shape[0])
     for idx, gap in orders.classes():
         Wk = np.ones((1, idx.size)) if W is None else np.take(W, idx, axis=1)
         total += class_gap_sum(Wk, gap, bins)
     return total / orders.order.shape[0]
+
+
+def _kernel() -> ctypes.CDLL | None:
+    lib = native.load("classwise_boot", package="metrics")
+    if lib is not None and not hasattr(lib, "_calbench_typed"):
+        ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.calbench_tace_rows.argtypes = [i64, i64, ctypes.c_int32, ptr, ptr, ptr, ptr, i64, ptr]
+        lib.calbench_tace_rows.restype = ctypes.c_int
+        lib._calbench_typed = True
+    return lib
+
+
+def kernel_tace(orders: ClassOrders, W: np.ndarray, bins: int) -> np.ndarray | None:
+    """tace_of(orders, W, bins) by the C kernel, or None where it is not built (no compiler,
+    CALBENCH_NATIVE=0) or declines W (a count that is not an integer in [0, 255])."""
+    lib = _kernel()
+    if lib is None:
+        return None
+    W = np.ascontiguousarray(W, dtype=np.float64)
+    k, n = orders.order.shape
+    if W.ndim != 2 or W.shape[1] != n:
+        raise ValueError(f"tace: weights of shape {W.shape} for {n} samples")
+    out = np.empty(W.shape[0])
+    rc = lib.calbench_tace_rows(n, k, bins, orders.order.ctypes.data, orders.start.ctypes.data,
+                                orders.gap.ctypes.data, W.ctypes.data, W.shape[0], out.ctypes.data)
+    return out if rc == 0 else None
 
 
 @metric("tace", name="thresholded adaptive calibration error", higher_is_better=False, percent=True,

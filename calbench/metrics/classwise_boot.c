@@ -1,0 +1,235 @@
+/* tace under the bootstrap (calbench/metrics/classwise.py, `tace_of`; compiled and loaded by
+ * calbench/native.py). Nixon et al. 2019's thresholded adaptive calibration error of each row of a
+ * (b, n) count matrix W: for class k, the entries p_ik > 1e-3 sorted by (p, 1[y = k]) form a
+ * multiset in which sample i appears w_i times; its T_k = sum w_i copies are cut into M equal-mass
+ * groups (integer sizes differing by at most one, the first T_k % M one larger: group g ends at
+ * cumulative position e_g = (T_k / M) g + min(g, T_k % M)), and the class adds
+ * sum_g |sum of 1[y = k] - p over the group's positions| / max(T_k, 1). TACE = (1/K) sum_k.
+ *
+ * The same values as the NumPy path (class_gap_sum), which finds each e_g by a search over the
+ * cumulative counts and splits the straddling sample; here one pass walks the sorted entries and
+ * closes a group when the running count reaches e_g. Least work per entry and resample: one count
+ * gathered, one integer add (the running count), one multiply-add (the group's gap sum).
+ *
+ * Layout: LANES resamples at a time, their counts packed as bytes per sample (packed[i][lane],
+ * 16 bytes per sample, so a 50,000-sample group is 800 KB and stays in L2 while every class streams
+ * its (index, gap) entries past it); the lane loop is one vector add / multiply / add. The group
+ * ends are checked once per CHUNK entries: a lane whose count reached its next end within the chunk
+ * is rolled back to the chunk's start (exact: saved copies) and redone one entry at a time. T_k
+ * comes from a first pass over the smaller side of the threshold (the row's total minus the entries
+ * at or below it, when those are fewer). OpenMP spreads the (lane group, class) passes over threads;
+ * every pass writes its own slot and the classes are summed in order, so the result does not depend
+ * on the thread count.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES 16
+#define CHUNK 16
+#define NO_END INT32_MAX
+
+/* Counts of rows g*LANES .. g*LANES+LANES-1 of W as bytes per sample (rows past b are zero) and
+ * their totals; 1 when a count is not an integer in [0, 255] or a total overflows int32. */
+static int pack_group(const double *W, int64_t b, int64_t n, int64_t g, uint8_t *packed, int32_t *rowsum)
+{
+    for (int l = 0; l < LANES; l++) {
+        int64_t r = g * LANES + l, sum = 0;
+        if (r >= b) {
+            for (int64_t i = 0; i < n; i++) packed[i * LANES + l] = 0;
+            rowsum[l] = 0;
+            continue;
+        }
+        const double *w = W + r * n;
+        for (int64_t i = 0; i < n; i++) {
+            double v = w[i];
+            if (!(v >= 0.0 && v <= 255.0) || v != (double)(uint8_t)v) return 1;
+            packed[i * LANES + l] = (uint8_t)v;
+            sum += (uint8_t)v;
+        }
+        if (sum > INT32_MAX) return 1;
+        rowsum[l] = (int32_t)sum;
+    }
+    return 0;
+}
+
+typedef struct {            /* one class's walk for LANES resamples */
+    int32_t count[LANES];   /* copies walked so far */
+    int32_t next[LANES];    /* cumulative position of the group end ahead (NO_END: none left) */
+    int32_t group[LANES];   /* its number g, 1..bins */
+    int32_t base[LANES], extra[LANES];
+    double acc[LANES];      /* gap sum of the open group */
+    double total[LANES];    /* sum of |gap sum| of the closed groups */
+} Walk;
+
+static inline int32_t group_end(const Walk *s, int l, int32_t g)
+{
+    return s->base[l] * g + (g < s->extra[l] ? g : s->extra[l]);
+}
+
+/* Lane l takes `w` copies of an entry with gap `gap`, closing every group end it reaches. */
+static inline void take(Walk *s, int l, int32_t w, double gap, int32_t bins)
+{
+    int32_t from = s->count[l], to = from + w;
+    while (s->next[l] <= to) {
+        s->acc[l] += (double)(s->next[l] - from) * gap;
+        s->total[l] += fabs(s->acc[l]);
+        s->acc[l] = 0.0;
+        from = s->next[l];
+        s->group[l] += 1;
+        s->next[l] = s->group[l] <= bins ? group_end(s, l, s->group[l]) : NO_END;
+    }
+    s->acc[l] += (double)(to - from) * gap;
+    s->count[l] = to;
+}
+
+/* T_k of each lane: the counts of the entries above the threshold (order[start:]), summed over
+ * whichever side of `start` is shorter. */
+static void class_totals(const uint8_t *packed, const int32_t *order, int64_t n, int64_t start,
+                         const int32_t *rowsum, int32_t *T)
+{
+    int32_t s[LANES] = {0};
+    int below = start <= n - start;
+    int64_t lo = below ? 0 : start, hi = below ? start : n;
+    for (int64_t i = lo; i < hi; i++) {
+        const uint8_t *w = packed + (int64_t)order[i] * LANES;
+        for (int l = 0; l < LANES; l++) s[l] += w[l];
+    }
+    for (int l = 0; l < LANES; l++) T[l] = below ? rowsum[l] - s[l] : s[l];
+}
+
+static void start_walk(Walk *s, const int32_t *T, int32_t bins)
+{
+    for (int l = 0; l < LANES; l++) {
+        s->count[l] = 0;
+        s->group[l] = 1;
+        s->base[l] = T[l] / bins;
+        s->extra[l] = T[l] % bins;
+        s->next[l] = T[l] > 0 ? group_end(s, l, 1) : NO_END;
+        s->acc[l] = 0.0;
+        s->total[l] = 0.0;
+    }
+}
+
+/* The walk's vector part: every lane takes entries lo .. hi-1, no group end checked. With AVX-512
+ * (or AVX2) one sample's 16 count bytes widen to int32 (the running counts) and to float64 (times
+ * the entry's gap, added to the open groups' sums); elsewhere the same per lane. */
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+static inline void walk_chunk(const uint8_t *restrict packed, const int32_t *restrict order,
+                              const double *restrict gap, int64_t lo, int64_t hi,
+                              int32_t *restrict count, double *restrict acc)
+{
+#if defined(__AVX512F__)
+    __m512i c = _mm512_loadu_si512(count);
+    __m512d a0 = _mm512_loadu_pd(acc), a1 = _mm512_loadu_pd(acc + 8);
+    for (int64_t i = lo; i < hi; i++) {
+        __m512i w = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(packed + (int64_t)order[i] * LANES)));
+        __m512d g = _mm512_set1_pd(gap[i]);
+        c = _mm512_add_epi32(c, w);
+        a0 = _mm512_add_pd(a0, _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(w)), g));
+        a1 = _mm512_add_pd(a1, _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(w, 1)), g));
+    }
+    _mm512_storeu_si512(count, c);
+    _mm512_storeu_pd(acc, a0);
+    _mm512_storeu_pd(acc + 8, a1);
+#elif defined(__AVX2__)
+    __m256i c0 = _mm256_loadu_si256((const __m256i *)count), c1 = _mm256_loadu_si256((const __m256i *)(count + 8));
+    __m256d a[4];
+    for (int q = 0; q < 4; q++) a[q] = _mm256_loadu_pd(acc + 4 * q);
+    for (int64_t i = lo; i < hi; i++) {
+        const uint8_t *p = packed + (int64_t)order[i] * LANES;
+        __m256i w0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+        __m256i w1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8)));
+        __m256d g = _mm256_set1_pd(gap[i]);
+        c0 = _mm256_add_epi32(c0, w0);
+        c1 = _mm256_add_epi32(c1, w1);
+        a[0] = _mm256_add_pd(a[0], _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(w0)), g));
+        a[1] = _mm256_add_pd(a[1], _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(w0, 1)), g));
+        a[2] = _mm256_add_pd(a[2], _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(w1)), g));
+        a[3] = _mm256_add_pd(a[3], _mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(w1, 1)), g));
+    }
+    _mm256_storeu_si256((__m256i *)count, c0);
+    _mm256_storeu_si256((__m256i *)(count + 8), c1);
+    for (int q = 0; q < 4; q++) _mm256_storeu_pd(acc + 4 * q, a[q]);
+#else
+    for (int64_t i = lo; i < hi; i++) {
+        const uint8_t *restrict w = packed + (int64_t)order[i] * LANES;
+        double g = gap[i];
+        for (int l = 0; l < LANES; l++) {
+            count[l] += w[l];
+            acc[l] += (double)w[l] * g;
+        }
+    }
+#endif
+}
+
+/* sum_g |group gap sum| / max(T_k, 1) of class k for the LANES resamples of one packed group. */
+static void class_pass(const uint8_t *packed, const int32_t *order, const double *gap, int64_t n,
+                       int64_t start, int32_t bins, const int32_t *rowsum, double *out)
+{
+    int32_t T[LANES];
+    Walk s;
+    class_totals(packed, order, n, start, rowsum, T);
+    start_walk(&s, T, bins);
+    for (int64_t lo = start; lo < n; lo += CHUNK) {
+        int64_t hi = lo + CHUNK < n ? lo + CHUNK : n;
+        int32_t count0[LANES];
+        double acc0[LANES];
+        memcpy(count0, s.count, sizeof count0);
+        memcpy(acc0, s.acc, sizeof acc0);
+        walk_chunk(packed, order, gap, lo, hi, s.count, s.acc);
+        int crossed = 0;
+        for (int l = 0; l < LANES; l++) crossed |= s.count[l] >= s.next[l];
+        if (!crossed) continue;
+        for (int l = 0; l < LANES; l++) {
+            if (s.count[l] < s.next[l]) continue;
+            s.count[l] = count0[l];         /* redo this lane's chunk entry by entry */
+            s.acc[l] = acc0[l];
+            for (int64_t i = lo; i < hi; i++) {
+                int32_t w = packed[(int64_t)order[i] * LANES + l];
+                if (w) take(&s, l, w, gap[i], bins);
+            }
+        }
+    }
+    for (int l = 0; l < LANES; l++) out[l] = s.total[l] / (T[l] > 1 ? (double)T[l] : 1.0);
+}
+
+/* out[r] = TACE of row r of the (b, n) float64 counts W (columns in the samples' numbering).
+ * order (K, n): each class's sample indices sorted by (p, 1[y = k]); gap (K, n): 1[y = k] - p in
+ * that order; start[k]: how many of class k's entries are at or below the threshold (they sort
+ * first and are skipped). Returns 0; 1 when a count is not an integer in [0, 255] (the caller then
+ * takes the NumPy path); 2 when memory runs out. */
+int calbench_tace_rows(int64_t n, int64_t K, int32_t bins, const int32_t *order, const int64_t *start,
+                       const double *gap, const double *W, int64_t b, double *out)
+{
+    int64_t groups = (b + LANES - 1) / LANES;
+    uint8_t *packed = malloc((size_t)(groups * n * LANES) + 1);
+    int32_t *rowsum = malloc(sizeof(int32_t) * (size_t)(groups * LANES));
+    double *res = malloc(sizeof(double) * (size_t)(K * groups * LANES) + 1);
+    int bad = 0;
+    if (!packed || !rowsum || !res) {
+        free(packed); free(rowsum); free(res);
+        return 2;
+    }
+#pragma omp parallel for schedule(static) reduction(| : bad)
+    for (int64_t g = 0; g < groups; g++)
+        bad |= pack_group(W, b, n, g, packed + g * n * LANES, rowsum + g * LANES);
+    if (!bad) {
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+        for (int64_t g = 0; g < groups; g++)
+            for (int64_t k = 0; k < K; k++)
+                class_pass(packed + g * n * LANES, order + k * n, gap + k * n, n, start[k], bins,
+                           rowsum + g * LANES, res + (k * groups + g) * LANES);
+        for (int64_t r = 0; r < b; r++) {
+            double sum = 0.0;
+            for (int64_t k = 0; k < K; k++) sum += res[(k * groups + r / LANES) * LANES + r % LANES];
+            out[r] = sum / (double)K;
+        }
+    }
+    free(packed); free(rowsum); free(res);
+    return bad ? 1 : 0;
+}
