@@ -11,7 +11,9 @@ change on a shared machine hits all of them alike), its ratio to each reference,
 one transform of the same logits. The target in docs/methods.md is a fit under 5 s each on a 2-core
 machine. BLAS runs with `--threads` threads (threadpoolctl) so the figures compare like with like.
 `--set NAME.KEY=VALUE` fits NAME with a non-default hyper-parameter (e.g. a capped `max_iter` to time
-ms-odir's per-iteration cost); the header lists every override, since such a row is not the target's.
+ms-odir's per-step cost, or a weaker `reg_lambda`); the header lists every override, since such a row
+is not the target's. ms-odir's progress line also shows its L-BFGS steps, final max |gradient| and
+whether it converged (a fit that did not also warns).
 """
 
 from __future__ import annotations
@@ -73,7 +75,10 @@ def one_round(names, logits, labels, reference, hparams) -> dict[str, tuple[floa
         holder = {}
         fit = seconds(lambda: holder.setdefault("c", fit_calibrator(name, logits, labels, **hparams.get(name, {}))))
         times[name] = (fit, seconds(lambda: holder["c"].transform(logits)))
-        print(f"  ({name}: fit {fit:.2f} s)", flush=True)  # progress: a slow fit shows while it runs
+        info = getattr(holder["c"], "fit_info", None)  # ms-odir: its L-BFGS steps and final max |gradient|
+        detail = (f", {info['steps']} steps, max |grad| {info['max_gradient']:.1e}, converged {info['converged']}"
+                  if info else "")
+        print(f"  ({name}: fit {fit:.2f} s{detail})", flush=True)  # progress: a slow fit shows while it runs
     return times
 
 

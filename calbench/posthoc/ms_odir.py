@@ -238,6 +238,7 @@ class MatrixScalingODIR(Calibrator):
         self.reg_lambda, self.reg_mu, self.reg_norm, self.max_iter = reg_lambda, reg_mu, reg_norm, max_iter
         self.weight = np.zeros((0, 0))
         self.bias = np.zeros(0)
+        self.fit_info: dict = {}
 
     def fit_arrays(self, logits: np.ndarray, labels: np.ndarray) -> None:
         n, k = logits.shape
@@ -246,6 +247,7 @@ class MatrixScalingODIR(Calibrator):
             return
         off_weight, bias_weight = penalty_weights(k, self.reg_lambda, self.reg_mu, self.reg_norm)
         self.weight, self.bias, info = fit_odir(logits, labels, off_weight, bias_weight, self.max_iter)
+        self.fit_info = info  # not part of the state: how the last fit ended (benchmarks print it)
         if not info["converged"]:
             warnings.warn(f"ms-odir: not converged after {info['steps']} steps (max |gradient| "
                           f"{info['max_gradient']:.1e} > {GRADIENT_TOLERANCE:.0e}); raise max_iter or the "
