@@ -33,6 +33,7 @@ from calbench.metrics.calibration import adaptive_order
 from calbench.metrics.core import check_bins, evaluate, needs_of, resolve_keys
 from calbench.metrics.inputs import Prepared, prepare
 from calbench.metrics.registry import METRICS
+from calbench.metrics.sorted_rows import counts as sorted_counts
 from calbench.metrics.stats import collect
 
 BLOCK_ELEMENTS = 2_500_000  # resamples x samples held at once (20 MB of float64 counts)
@@ -87,8 +88,10 @@ class Resampler:
         self.sample_stats = st
 
     def stats_of_indices(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """Every key for each row of the (b, n) resampled indices (original sample numbering)."""
-        return self.stats(counts_from_indices(self.inv[idx], self.n))
+        """Every key for each row of the (b, n) resampled indices (original sample numbering); the
+        counts by the C kernel of sorted_rows.py when built (one pass, no renumbered copy of idx)."""
+        W = sorted_counts(idx, self.inv)
+        return self.stats(counts_from_indices(self.inv[idx], self.n) if W is None else W)
 
     def stats(self, W: np.ndarray) -> dict[str, np.ndarray]:
         """Every key for each row of the (b, n) count matrix W, whose columns follow self.order."""

@@ -13,7 +13,10 @@ import scipy.sparse
 from calbench.metrics.binning import bin_edges, bin_index, equal_mass_groups
 from calbench.metrics.equal_mass import group_ends
 from calbench.metrics.registry import metric
+from calbench.metrics.sorted_rows import adaptive_order, conf_rows
 from calbench.metrics.stats import SampleStats, cached, sorted_key, sorted_samples, unpack, weighted
+
+__all__ = ["adaptive_order", "aece", "cece", "ece", "mce"]
 
 
 def ece_from_sums(count, sum_c, sum_r, total=None) -> np.ndarray:
@@ -39,10 +42,14 @@ def _bin_matrix(stats: SampleStats) -> scipy.sparse.csr_matrix:
 
 
 def _bin_sums(stats: SampleStats, weights):
-    """(count, sum c, sum r) per bin: (M,) each for the point estimate, (b, M) for weights."""
+    """(count, sum c, sum r) per bin: (M,) each for the point estimate, (b, M) for weights (the C
+    walk over the sorted samples when built, which serves aece and ks too; else a sparse product)."""
     if weights is None:
         return stats.binned[0], stats.binned[1], stats.binned[2], None
     w = weighted(stats, weights)
+    fast = conf_rows(stats, weights)
+    if fast is not None:
+        return (*fast["binned"], w["total"])
     if "binned" not in w:
         T = (cached(stats, "bins", lambda: _bin_matrix(stats)) @ w["Wt"]).T  # (b, 3M)
         M = stats.bins
@@ -55,12 +62,6 @@ def _bin_sums(stats: SampleStats, weights):
 def ece(stats: SampleStats, weights: np.ndarray | None):
     count, sum_c, sum_r, total = _bin_sums(stats, weights)
     return ece_from_sums(count, sum_c, sum_r, total)
-
-
-def adaptive_order(conf: np.ndarray, correct: np.ndarray) -> np.ndarray:
-    """Sort by r, ties broken by c: the groups then depend only on the multiset of (r_i, c_i), which
-    makes aece permutation invariant even when confidences tie across a group boundary."""
-    return np.lexsort((correct, conf))
 
 
 def _aece_point(stats: SampleStats) -> float:
@@ -104,7 +105,10 @@ def _aece_weighted(stats: SampleStats, W: np.ndarray) -> np.ndarray:
         definition="M equal-mass groups of sorted confidence (sizes differ by <= 1); same weighted sum",
         needs=("conf",), binning="equal-mass")
 def aece(stats: SampleStats, weights: np.ndarray | None):
-    return _aece_point(stats) if weights is None else _aece_weighted(stats, weights)
+    if weights is None:
+        return _aece_point(stats)
+    fast = conf_rows(stats, weights)
+    return _aece_weighted(stats, weights) if fast is None else fast["aece"]
 
 
 def cece_from_sums(sums: np.ndarray, n) -> np.ndarray:
@@ -126,9 +130,17 @@ def _cece_parts(stats: SampleStats) -> tuple:
 
 def _cece_weighted(stats: SampleStats, W: np.ndarray) -> np.ndarray:
     """Class totals sum_i w_i (p_ik - y_ik) from a dense W @ P and a sparse label count; bins >= 1
-    from the sparse matrix; the first bin's sum is the class total minus the others."""
+    from the sparse matrix; the first bin's sum is the class total minus the others. Memoised per
+    W: sce is the same estimator under Nixon et al.'s name."""
+    w = weighted(stats, W)
+    if "cece" not in w:
+        w["cece"] = _cece_rows(stats, W, w)
+    return w["cece"]
+
+
+def _cece_rows(stats: SampleStats, W: np.ndarray, w: dict) -> np.ndarray:
     P, Y, hi_m = cached(stats, "cece", lambda: _cece_parts(stats))
-    w, k, M = weighted(stats, W), stats.num_classes, stats.bins
+    k, M = stats.num_classes, stats.bins
     class_total = W @ P - (Y @ w["Wt"]).T  # (b, K)
     hi = (hi_m @ w["Wt"]).T.reshape(-1, k, M)
     first = class_total - hi[:, :, 1:].sum(axis=2)

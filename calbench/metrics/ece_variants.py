@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from calbench.metrics.binning import equal_mass_groups
-from calbench.metrics.calibration import _bin_sums, adaptive_order
+from calbench.metrics.calibration import _bin_sums
 from calbench.metrics.equal_mass import cumulative, group_ends, group_sums
 from calbench.metrics.registry import metric
-from calbench.metrics.stats import SampleStats, sorted_key, sorted_samples, unpack
+from calbench.metrics.sorted_rows import MONOTONE_TOL, sorted_inputs, sweep_rows
+from calbench.metrics.stats import SampleStats, sorted_key, unpack
 
 
 def squared_l2_from_sums(count, sum_c, sum_r, total) -> np.ndarray:
@@ -55,9 +56,6 @@ def ece_debiased(stats: SampleStats, weights: np.ndarray | None):
     root, as their get_calibration_error(..., p=2, debias=True) returns."""
     count, sum_c, sum_r, total = _bin_sums(stats, weights)
     return np.sqrt(np.maximum(debiased_squared_from_sums(count, sum_c, sum_r, _total(count, total)), 0.0))
-
-
-MONOTONE_TOL = 1e-12  # accuracies equal up to rounding count as non-decreasing (weights == explicit)
 
 
 def _monotone(fc: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -104,10 +102,7 @@ def _sweep_weighted(stats: SampleStats, W: np.ndarray) -> np.ndarray:
     their equal-mass groups cut with cumulative counts (equal_mass.py). A row whose drawn samples
     all have the same correctness is monotone for every b, so its value is the b = total one,
     sum_i w_i |c_i - r_i| / total, computed directly (as _sweep_point does)."""
-    r, c = stats.sample("conf"), stats.sample("correct")
-    if not sorted_samples(stats):
-        order = adaptive_order(r, c)
-        W, r, c = W[:, order], r[order], c[order]
+    W, r, c = sorted_inputs(stats, W)
     totals, hits = W.sum(axis=1), W @ c
     uniform = (hits == 0) | (hits == totals)
     out = (W @ np.abs(c - r)) / np.maximum(totals, 1.0)
@@ -117,9 +112,8 @@ def _sweep_weighted(stats: SampleStats, W: np.ndarray) -> np.ndarray:
         cums = cumulative(Wr, r, c)
 
         def sums_at(b, alive):
-            alive = np.arange(rows.size) if alive is None else alive
-            ends = group_ends(totals[rows][alive], b)
-            fc, fr = group_sums(tuple(x[alive] for x in cums), r, c, ends)
+            ends = group_ends(totals[rows] if alive is None else totals[rows][alive], b)
+            fc, fr = group_sums(cums, r, c, ends, alive)
             return fc, fr, np.diff(ends, axis=1, prepend=0.0)
 
         out[rows] = sweep(totals[rows], sums_at)
@@ -133,4 +127,7 @@ def ece_sweep(stats: SampleStats, weights: np.ndarray | None):
     """ECE_sweep of Roelofs, Cain, Shlens & Mozer, "Mitigating Bias in Calibration Error Estimation"
     (AISTATS 2022): equal-mass bins (calbench's rank groups, ties by c), b raised from 1 while the
     per-bin accuracies stay non-decreasing in confidence; the L1 ECE (p = 1) at the last such b."""
-    return _sweep_point(stats) if weights is None else _sweep_weighted(stats, weights)
+    if weights is None:
+        return _sweep_point(stats)
+    fast = sweep_rows(stats, weights)  # the C walk (sorted_rows.py), when built
+    return _sweep_weighted(stats, weights) if fast is None else fast

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from calbench.metrics.calibration import adaptive_order
 from calbench.metrics.registry import metric
-from calbench.metrics.stats import SampleStats, sorted_key, sorted_samples, unpack, weighted
+from calbench.metrics.sorted_rows import conf_rows, sorted_inputs
+from calbench.metrics.stats import SampleStats, sorted_key, unpack, weighted
 
 
 def tie_ends(r_sorted: np.ndarray) -> np.ndarray:
@@ -46,10 +46,9 @@ def _ks_point(stats: SampleStats, step: int = 1 << 16) -> float:
 def ks(stats: SampleStats, weights: np.ndarray | None):
     if weights is None:
         return _ks_point(stats)
-    r, c = stats.sample("conf"), stats.sample("correct")
-    W = weights
-    if not sorted_samples(stats):
-        order = adaptive_order(r, c)
-        W, r, c = W[:, order], r[order], c[order]
+    fast = conf_rows(stats, weights)  # the C walk shared with ece's bins and aece
+    if fast is not None:
+        return fast["ks"]
+    W, r, c = sorted_inputs(stats, weights)
     gaps = np.cumsum(W * (r - c), axis=1)[:, tie_ends(r)]
     return np.abs(gaps).max(axis=1) / weighted(stats, weights)["total"]

@@ -10,7 +10,9 @@ sorted confidences: for r_j <= r_i, k = e^{-r_i/w} e^{r_j/w}, so with a_i = c_i 
   P_i = sum_{j <= i} a_j e^{r_j/w},  Q_i = sum_{j > i} a_j e^{-r_j/w}
 (sorted order; tied r give k = 1 on either side). Every factor lies in [e^{-2.5}, e^{2.5}] for r in
 [0, 1], so the sums are well conditioned. Bootstrap counts enter as a_i -> w_i a_i and N -> sum w,
-the exact weighted form sum_ij w_i w_j a_i a_j k_ij / (sum w)^2 of the explicit resample.
+the exact weighted form sum_ij w_i w_j a_i a_j k_ij / (sum w)^2 of the explicit resample. The C walk
+takes one running sum: the pairs j > i are the pairs j < i seen from the other side, so
+MMCE^2 N^2 = 2 sum_i a_i e^{-r_i/w} P_i - sum_i a_i^2 (P inclusive of i).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from calbench.metrics.registry import metric
-from calbench.metrics.stats import SampleStats, sorted_samples, unpack, weighted
+from calbench.metrics.sorted_rows import mmce_rows, sorted_inputs
+from calbench.metrics.stats import SampleStats, unpack, weighted
 
 MMCE_WIDTH = 0.4
 
@@ -38,9 +41,8 @@ def mmce(stats: SampleStats, weights: np.ndarray | None):
     if weights is None:
         r, c = unpack(np.sort(stats.key))
         return float(np.sqrt(max(mmce_squared_sum(r, (c - r)[None])[0], 0.0)) / stats.n)
-    r, c = stats.sample("conf"), stats.sample("correct")
-    W = weights
-    if not sorted_samples(stats):
-        order = np.argsort(r, kind="stable")
-        W, r, c = W[:, order], r[order], c[order]
-    return np.sqrt(np.maximum(mmce_squared_sum(r, W * (c - r)), 0.0)) / weighted(stats, weights)["total"]
+    squared = mmce_rows(stats, weights, MMCE_WIDTH)  # the C walk (sorted_rows.py), when built
+    if squared is None:
+        W, r, c = sorted_inputs(stats, weights)
+        squared = mmce_squared_sum(r, W * (c - r))
+    return np.sqrt(np.maximum(squared, 0.0)) / weighted(stats, weights)["total"]

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from calbench.metrics.calibration import adaptive_order
 from calbench.metrics.ks import tie_ends
 from calbench.metrics.registry import metric
-from calbench.metrics.stats import SampleStats, cached, sorted_key, sorted_samples, unpack, weighted
+from calbench.metrics.sorted_rows import selective_rows, sorted_inputs
+from calbench.metrics.stats import SampleStats, cached, sorted_key, unpack, weighted
+
+PERCENTS = (80, 90, 95)  # risk@cov<percent>
+COVERAGES = tuple(p / 100 for p in PERCENTS)
 
 
 def run_sums(stats: SampleStats, weights: np.ndarray | None):
@@ -32,10 +35,7 @@ def run_sums(stats: SampleStats, weights: np.ndarray | None):
         return cached(stats, "point_runs", lambda: _point_runs(stats))
     w = weighted(stats, weights)
     if "runs" not in w:
-        r, c, W = stats.sample("conf"), stats.sample("correct"), weights
-        if not sorted_samples(stats):
-            order = adaptive_order(r, c)
-            W, r, c = W[:, order], r[order], c[order]
+        W, r, c = sorted_inputs(stats, weights)
         starts = np.concatenate([[0], tie_ends(r)[:-1] + 1])
         count, errors = np.add.reduceat(W, starts, axis=1), np.add.reduceat(W * (1.0 - c), starts, axis=1)
         w["runs"] = (count[:, ::-1], errors[:, ::-1])
@@ -102,7 +102,21 @@ def aurc_of(count: np.ndarray, errors: np.ndarray) -> np.ndarray:
         header="AURC", definition="mean over k of the error rate of the k most confident samples",
         needs=("conf",))
 def aurc(stats: SampleStats, weights: np.ndarray | None):
-    return _value(aurc_of(*run_sums(stats, weights)), weights)
+    return _value(_aurc(stats, weights), weights)
+
+
+def _aurc(stats: SampleStats, weights: np.ndarray | None) -> np.ndarray:
+    """aurc_of the runs, once per call for aurc and e-aurc (the C walk of sorted_rows.py for weights
+    when built: one pass per count row for every selective metric)."""
+    if weights is None:
+        return cached(stats, "point_aurc", lambda: aurc_of(*run_sums(stats, None)))
+    fast = selective_rows(stats, weights, COVERAGES)
+    if fast is not None:
+        return fast["aurc"]
+    w = weighted(stats, weights)
+    if "aurc" not in w:
+        w["aurc"] = aurc_of(*run_sums(stats, weights))
+    return w["aurc"]
 
 
 def optimal_aurc(rho: np.ndarray) -> np.ndarray:
@@ -114,14 +128,20 @@ def optimal_aurc(rho: np.ndarray) -> np.ndarray:
 @metric("e-aurc", name="excess AURC", higher_is_better=False, percent=True, header="E-AURC",
         definition="aurc minus the aurc of a perfect ranking, rho + (1-rho) ln(1-rho)", needs=("conf",))
 def e_aurc(stats: SampleStats, weights: np.ndarray | None):
+    fast = None if weights is None else selective_rows(stats, weights, COVERAGES)
+    if fast is not None:
+        return fast["aurc"] - optimal_aurc(fast["errors"] / fast["totals"])
     count, errors = run_sums(stats, weights)
-    return _value(aurc_of(count, errors) - optimal_aurc(errors.sum(axis=1) / count.sum(axis=1)), weights)
+    return _value(_aurc(stats, weights) - optimal_aurc(errors.sum(axis=1) / count.sum(axis=1)), weights)
 
 
 @metric("augrc", name="area under the generalised risk-coverage curve", higher_is_better=False, percent=True,
         header="AUGRC", definition="integral over coverage of P(error and accepted) (Traub et al. 2024)",
         needs=("conf",), default=False)
 def augrc(stats: SampleStats, weights: np.ndarray | None):
+    fast = None if weights is None else selective_rows(stats, weights, COVERAGES)
+    if fast is not None:
+        return fast["augrc"]
     count, errors = run_sums(stats, weights)
     n = count.sum(axis=1, keepdims=True)
     E = np.cumsum(errors, axis=1)
@@ -138,12 +158,20 @@ def risk_at_coverage(count: np.ndarray, errors: np.ndarray, coverage: float) -> 
     return (E0 + (k - K0) * errors[rows, g] / count[rows, g]) / k
 
 
+def risk_of(stats: SampleStats, weights: np.ndarray | None, coverage: float):
+    """risk@cov at `coverage` (one of COVERAGES: the C walk computes them all at once)."""
+    fast = None if weights is None else selective_rows(stats, weights, COVERAGES)
+    if fast is not None:
+        return fast["risk"][coverage]
+    return _value(risk_at_coverage(*run_sums(stats, weights), coverage), weights)
+
+
 def _register(percent: int) -> None:
     metric(f"risk@cov{percent}", name=f"selective risk at {percent}% coverage", higher_is_better=False,
            percent=True, header=f"Risk@{percent}", definition=f"error rate of the ceil({percent / 100:g} N) "
            "most confident samples (ties: expectation over their order)", needs=("conf",), default=False)(
-        lambda stats, weights: _value(risk_at_coverage(*run_sums(stats, weights), percent / 100), weights))
+        lambda stats, weights: risk_of(stats, weights, percent / 100))
 
 
-for _percent in (80, 90, 95):
+for _percent in PERCENTS:
     _register(_percent)

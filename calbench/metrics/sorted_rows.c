@@ -1,0 +1,235 @@
+/* Bootstrap kernels of the confidence-ordered metrics (wrappers and the NumPy paths they equal:
+ * calbench/metrics/sorted_rows.py; compiled and loaded by calbench/native.py).
+ *
+ * Every function takes a (b, n) C-order matrix W of resample counts whose columns follow the
+ * samples sorted by (r, then c) (the bootstrap's adaptive order), and walks each row ONCE (the
+ * sweep: once, then searches), carrying the running sums the NumPy paths take with cumsum over the
+ * whole (b, n) block: count, correct and confidence so far. The sums are formed in the same order
+ * and with the same products as NumPy's cumsum / reduceat of W * c, W * r, W * (r - c) (sequential
+ * adds; -ffp-contract=off keeps every rounding), so counts and error counts are exact integers and
+ * the float sums agree with the NumPy paths to rounding. No allocation except the sweep's scratch.
+ *
+ * run_end[i] = 1 where sample i is the last of a run of equal confidence r.
+ * Group ends of G equal-mass groups of an integer total T: e_g = (T / G) g + min(g, T % G).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t group_end(int64_t total, int64_t groups, int64_t g)
+{
+    int64_t base = total / groups, extra = total % groups;
+    return base * g + (g < extra ? g : extra);
+}
+
+/* W[row, order_of[idx[row, j]]] counted over j: the (b, n) count matrix of resampled indices, its
+ * columns renumbered by order_of (a sample's place in the sorted order). Returns -1 for an index
+ * outside [0, n). */
+int calbench_counts(int64_t b, int64_t n, const int64_t *idx, const int64_t *order_of, double *W)
+{
+    for (int64_t row = 0; row < b; row++) {
+        double *w = W + row * n;
+        const int64_t *at = idx + row * n;
+        memset(w, 0, sizeof(double) * (size_t)n);
+        for (int64_t j = 0; j < n; j++) {
+            if ((uint64_t)at[j] >= (uint64_t)n)
+                return -1;
+            w[order_of[at[j]]] += 1.0;
+        }
+    }
+    return 0;
+}
+
+/* Per row of total[row] = sum w: per-bin (count, sum c, sum r), bin m = samples
+ * [bin_start[m], bin_start[m+1]), as differences of the running sums at the bin ends; the adaptive
+ * ECE over `groups` equal-mass groups (group sums with the straddling sample split); KS = max over
+ * run ends of |sum w (r - c)| / total. One walk per row; bins_out is (b, 3, M). */
+void calbench_conf_rows(int64_t b, int64_t n, const double *W, const double *r, const double *c,
+                        const uint8_t *run_end, int64_t M, const int64_t *bin_start, int64_t groups,
+                        const double *totals, double *bins_out, double *aece_out, double *ks_out)
+{
+    for (int64_t row = 0; row < b; row++) {
+        const double *w = W + row * n;
+        double *out = bins_out + row * 3 * M;
+        double cw = 0.0, cc = 0.0, cr = 0.0, d = 0.0, best = 0.0, gap = 0.0;
+        double prev_c = 0.0, prev_r = 0.0, bin_w = 0.0, bin_c = 0.0, bin_r = 0.0;
+        int64_t total = (int64_t)llround(totals[row]), g = 1, m = 0;
+        double end = (double)group_end(total, groups, g);
+        while (m < M && bin_start[m + 1] == 0)
+            out[m] = out[M + m] = out[2 * M + m] = 0.0, m++;
+        for (int64_t i = 0; i < n; i++) {
+            cw += w[i];
+            cc += w[i] * c[i];
+            cr += w[i] * r[i];
+            d += w[i] * (r[i] - c[i]);
+            if (run_end[i] && fabs(d) > best)
+                best = fabs(d);
+            while (g <= groups && cw >= end) {
+                double excess = cw - end, fc = cc - excess * c[i], fr = cr - excess * r[i];
+                gap += fabs((fc - prev_c) - (fr - prev_r));
+                prev_c = fc;
+                prev_r = fr;
+                g++;
+                if (g <= groups)
+                    end = (double)group_end(total, groups, g);
+            }
+            while (m < M && bin_start[m + 1] == i + 1) {  /* bin m ends at sample i */
+                out[m] = cw - bin_w;
+                out[M + m] = cc - bin_c;
+                out[2 * M + m] = cr - bin_r;
+                bin_w = cw, bin_c = cc, bin_r = cr, m++;
+            }
+        }
+        aece_out[row] = gap / cw;
+        ks_out[row] = best / cw;
+    }
+}
+
+/* Per row of total N = total[row] and E errors, the samples accepted in DECREASING confidence,
+ * runs of equal r at once (expected value over the order inside a run, e linear in it):
+ * aurc = (1/N) sum over runs of (H(K) - H(K0)) (E0 - K0 s) + s m (m the run's count, s = errors / m,
+ * K0 / E0 the count / errors accepted before it, K = K0 + m, H the harmonic table),
+ * augrc = sum ((2 E - e) / 2N) m / N (E the errors accepted through the run, errors[row] in all),
+ * and e(k) / k at each row's k[row * ncov + q] (the run
+ * holding the k-th sample). The walk goes up in confidence: what is accepted before a run is what
+ * lies above it, N minus the count so far. A run drawn zero times adds nothing to any of them
+ * (K = K0 and m = 0). slope[i] (at run ends) is the run's s when all its samples share one
+ * correctness (1 - c, whatever the counts), -1 for a mixed run (s = e / m then). */
+void calbench_selective_rows(int64_t b, int64_t n, const double *W, const double *c,
+                             const uint8_t *run_end, const double *slope, const double *H,
+                             int64_t ncov, const double *k_at,
+                             const double *totals, const double *errors, double *aurc_out,
+                             double *augrc_out, double *risk_out)
+{
+    for (int64_t row = 0; row < b; row++) {
+        const double *w = W + row * n;
+        double N = totals[row], E = errors[row], scale = 1.0 / (2.0 * N * N);
+        double below = 0.0, err_below = 0.0, m = 0.0, e = 0.0, aurc = 0.0, augrc = 0.0;
+        const double *k = k_at + row * ncov;
+        double *risk = risk_out + row * ncov;
+        for (int64_t q = 0; q < ncov; q++)
+            risk[q] = NAN;
+        for (int64_t i = 0; i < n; i++) {
+            m += w[i];
+            e += w[i] * (1.0 - c[i]);
+            if (!run_end[i])
+                continue;
+            double before = below;
+            below += m;
+            err_below += e;
+            double K = N - before, K0 = N - below, E0 = E - err_below;
+            double s = slope[i] >= 0.0 ? slope[i] : (m > 0.0 ? e / m : 0.0);
+            aurc += (H[(int64_t)(K + 0.5)] - H[(int64_t)(K0 + 0.5)]) * (E0 - K0 * s) + s * m;
+            augrc += (2.0 * E0 + e) * m * scale;  /* ((2 E - e) / 2N) m / N, E = E0 + e */
+            for (int64_t q = 0; q < ncov; q++)
+                if (before <= N - k[q] && N - k[q] < below)
+                    risk[q] = (E0 + (k[q] - K0) * e / m) / k[q];
+            m = e = 0.0;
+        }
+        aurc_out[row] = aurc / N;
+        augrc_out[row] = augrc;
+    }
+}
+
+/* Per row: sum_ij A_i A_j exp(-|r_i - r_j| / width), A_i = w_i a_i, from up_i = e^{r_i / w} and
+ * down_i = e^{-r_i / w} along the sorted r: 2 sum_i A_i down_i P_i - sum_i A_i^2 up_i down_i with
+ * P_i = sum_{j <= i} A_j up_j (the pairs j > i are the pairs j < i seen from the other side). */
+void calbench_mmce_rows(int64_t b, int64_t n, const double *W, const double *a, const double *up,
+                        const double *down, double *out)
+{
+    for (int64_t row = 0; row < b; row++) {
+        const double *w = W + row * n;
+        double P = 0.0, cross = 0.0, self = 0.0;
+        for (int64_t i = 0; i < n; i++) {
+            double A = w[i] * a[i];
+            P += A * up[i];
+            cross += A * down[i] * P;
+            self += A * A * (up[i] * down[i]);
+        }
+        out[row] = 2.0 * cross - self;
+    }
+}
+
+/* First index j in [0, n) with cw[j] >= x (n - 1 when none). */
+static int64_t lower_bound(const double *cw, int64_t n, double x)
+{
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (cw[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n ? lo : n - 1;
+}
+
+/* The L1 gap sum of `groups` equal-mass groups of one row from its running sums; 0 (and *ok = 0)
+ * when the group accuracies are not non-decreasing within tol. */
+static double sweep_groups(int64_t n, const double *cw, const double *cc, const double *cr,
+                           const double *r, const double *c, int64_t total, int64_t groups, double tol,
+                           int *ok)
+{
+    double prev_c = 0.0, prev_r = 0.0, prev_end = 0.0, prev_acc = 0.0, gap = 0.0;
+    *ok = 1;
+    for (int64_t g = 1; g <= groups; g++) {
+        double end = (double)group_end(total, groups, g);
+        int64_t j = lower_bound(cw, n, end);
+        double excess = cw[j] - end, fc = cc[j] - excess * c[j], fr = cr[j] - excess * r[j];
+        double acc = (fc - prev_c) / (end - prev_end);
+        if (g > 1 && acc - prev_acc < -tol) {
+            *ok = 0;
+            return 0.0;
+        }
+        gap += fabs((fc - prev_c) - (fr - prev_r));
+        prev_c = fc;
+        prev_r = fr;
+        prev_end = end;
+        prev_acc = acc;
+    }
+    return gap;
+}
+
+/* ECE_sweep (Roelofs et al. 2022) of each row: the largest number of equal-mass groups b (2 <= b
+ * <= total) such that every b' <= b keeps the group accuracies non-decreasing, its L1 gap / total;
+ * b = 1 when b = 2 already fails. A row whose drawn samples all share one correctness is monotone
+ * for every b: its value is that of b = total, sum w |c - r| / total. Returns -1 when out of memory. */
+int calbench_sweep_rows(int64_t b, int64_t n, const double *W, const double *r, const double *c,
+                        double tol, double *out)
+{
+    double *buf = malloc(sizeof(double) * 3 * (size_t)(n > 0 ? n : 1));
+    if (!buf)
+        return -1;
+    double *cw = buf, *cc = buf + n, *cr = buf + 2 * n;
+    for (int64_t row = 0; row < b; row++) {
+        const double *w = W + row * n;
+        double sw = 0.0, sc = 0.0, sr = 0.0, sabs = 0.0;
+        for (int64_t i = 0; i < n; i++) {
+            sw += w[i];
+            sc += w[i] * c[i];
+            sr += w[i] * r[i];
+            sabs += w[i] * fabs(c[i] - r[i]);
+            cw[i] = sw;
+            cc[i] = sc;
+            cr[i] = sr;
+        }
+        int64_t total = (int64_t)llround(sw);
+        double norm = sw > 1.0 ? sw : 1.0;
+        if (sc == 0.0 || sc == sw) {
+            out[row] = sabs / norm;
+            continue;
+        }
+        int ok = 1;
+        double best = sweep_groups(n, cw, cc, cr, r, c, total, 1, tol, &ok);
+        for (int64_t groups = 2; groups <= total; groups++) {
+            double gap = sweep_groups(n, cw, cc, cr, r, c, total, groups, tol, &ok);
+            if (!ok)
+                break;
+            best = gap;
+        }
+        out[row] = best / norm;
+    }
+    free(buf);
+    return 0;
+}

@@ -1,0 +1,89 @@
+"""The C walks of sorted_rows.c against the NumPy paths they replace and the explicit resample.
+
+Each metric that reads the samples in confidence order (ece's bins, aece, ks, the selective
+metrics, mmce, ece-sweep) is computed three ways on count rows of every kind (bootstrap rows,
+jackknife rows, totals below and above n, counts 0..4) with tied confidences, pure and mixed runs:
+by the kernel, by the NumPy path (the kernel switched off), and on the explicit multiset of each row.
+"""
+
+import numpy as np
+import pytest
+
+from calbench.metrics import METRICS
+from calbench.metrics import sorted_rows
+from calbench.metrics.bootstrap import Resampler, bootstrap_indices, counts_from_indices
+from calbench.metrics.inputs import prepare
+
+from .conftest import synth
+from .test_weighted_paths import uneven_rows
+
+KEYS = ("ece", "mce", "ece-l2", "ece-debiased", "aece", "ks", "aurc", "e-aurc", "augrc", "risk@cov80",
+        "risk@cov90", "risk@cov95", "mmce", "ece-sweep")
+
+needs_kernel = pytest.mark.skipif(sorted_rows._kernel() is None, reason="C kernel not built here")
+
+
+def _rows(n: int, seed: int) -> np.ndarray:
+    idx = bootstrap_indices(n, 4, seed)
+    return np.vstack([uneven_rows(n, seed), counts_from_indices(idx, n)])
+
+
+def _cases():
+    logits, labels = synth(600, 5, seed=3)
+    yield "distinct", logits, labels
+    yield "ties", np.round(logits, 1), labels          # mixed runs across group and bin ends
+    yield "coarse", np.round(logits * 0.3, 0), labels  # few long runs
+
+
+def _numpy(rs, key, W, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(sorted_rows, "_kernel", lambda: None)
+        return rs.stats(W)[key]
+
+
+@needs_kernel
+@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize("case", ["distinct", "ties", "coarse"])
+def test_kernel_equals_numpy_path_and_explicit_resample(key, case, monkeypatch):
+    assert key in METRICS
+    _, logits, labels = next(c for c in _cases() if c[0] == case)
+    rs = Resampler(prepare(labels, logits=logits), 15, (key,))
+    W = _rows(len(labels), seed=5)
+    fast = rs.stats(W)[key]
+    slow = _numpy(rs, key, W.copy(), monkeypatch)
+    want = rs.explicit(key, W)
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12, err_msg=key)
+    np.testing.assert_allclose(fast, want, rtol=0, atol=1e-9, err_msg=key)
+
+
+@needs_kernel
+def test_kernel_on_unsorted_samples_reorders_the_counts():
+    """A SampleStats whose samples are not in the adaptive order (a caller other than the bootstrap)."""
+    logits, labels = synth(300, 4, seed=4)
+    rs = Resampler(prepare(labels, logits=np.round(logits, 1)), 15, KEYS)
+    st = rs.sample_stats
+    W = _rows(300, seed=6)
+    want = rs.stats(W)
+    perm = np.random.default_rng(0).permutation(300)
+    st.samples = {k: v[perm] for k, v in st.samples.items()}
+    st.cache = {}  # forget the sorted flag and every per-order structure
+    got = rs.stats(W[:, perm])
+    for key in KEYS:
+        np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-12, err_msg=key)
+
+
+@needs_kernel
+def test_counts_kernel_equals_bincount():
+    idx = bootstrap_indices(1000, 7, 2)
+    order_of = np.random.default_rng(1).permutation(1000)
+    np.testing.assert_array_equal(sorted_rows.counts(idx, order_of), counts_from_indices(order_of[idx], 1000))
+    bad = idx.copy()
+    bad[3, 5] = 1000
+    assert sorted_rows.counts(bad, order_of) is None
+
+
+def test_run_slopes_mark_mixed_runs():
+    c = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+    ends = sorted_rows.run_ends(np.array([0.1, 0.1, 0.2, 0.3, 0.3, 0.4]))
+    assert ends.tolist() == [0, 1, 1, 0, 1, 1]
+    assert sorted_rows.run_slopes(c, ends).tolist() == [-1.0, -1.0, 1.0, 0.0, 0.0, 1.0]
