@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft
-import scipy.sparse
 
 from calbench.metrics.registry import metric
-from calbench.metrics.stats import SampleStats, cached, weighted
+from calbench.metrics.stats import SampleStats, cached
 
 KDE_GRID = np.linspace(-0.6, 1.6, 2 ** 14)
 KDE_STEP = KDE_GRID[1] - KDE_GRID[0]
 KDE_FLOOR = 1e-6
-ROWS_AT_ONCE = 64
+ROWS_AT_ONCE = 16
 ZERO_SPREAD = 1e-9
 
 
@@ -41,90 +40,174 @@ def _positions(r: np.ndarray):
     return j, pos - j
 
 
-def _hist_matrix(r: np.ndarray, values: np.ndarray) -> scipy.sparse.csr_matrix:
-    """(G, n) sparse: sample i's linear split of itself and of its mirror, times values_i."""
+def _entries(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The four linear-binning entries of each sample (its point and its mirror image, each split
+    onto cells j and j + 1): grid cell, share of the sample's count, sample index (each (4n,))."""
     j, frac = _positions(r)
-    v = np.concatenate([values, values])
-    cols = np.tile(np.arange(r.size), 4)
-    return scipy.sparse.csr_matrix((np.concatenate([(1 - frac) * v, frac * v]), (np.concatenate([j, j + 1]), cols)),
-                                   shape=(KDE_GRID.size, r.size))
+    return np.concatenate([j, j + 1]), np.concatenate([1 - frac, frac]), np.tile(np.arange(r.size), 4)
 
 
-def _hist_matrices(r: np.ndarray, c: np.ndarray) -> scipy.sparse.csr_matrix:
-    """(2G, n): the histogram matrix of all samples over that of the correct ones (one product)."""
-    return scipy.sparse.vstack([_hist_matrix(r, np.ones_like(r)), _hist_matrix(r, c)]).tocsr()
+HIST_ENTRIES = 1 << 20  # rows x entries per bincount of _histograms
 
 
-def _kernels(bw: np.ndarray) -> tuple[np.ndarray, int]:
-    """(2L + 1, b) triweight kernels with standard deviation bw, sampled at the grid step (columns)."""
+def _histograms(entries, c: np.ndarray, W: np.ndarray, base: int, width: int, size: int) -> np.ndarray:
+    """(2, b, size): each count row's linear-binned histogram of all samples and of the correct
+    ones on the grid cells base .. base + width - 1, zero-padded to `size` (entries outside the
+    window are dropped: they lie farther than the kernel's reach from every grid point read)."""
+    cells, share, sample = entries[:3]
+    b = W.shape[0]
+    out = None
+    offsets = (np.arange(2 * b) * size)[:, None]
+    step = max(1, HIST_ENTRIES // b)
+    for start in range(0, cells.size, step):
+        cl, sh, sm = cells[start:start + step], share[start:start + step], sample[start:start + step]
+        keep = (cl >= base) & (cl < base + width)
+        cl, sh, sm = cl[keep] - base, sh[keep], sm[keep]
+        counts = W[:, sm] * sh
+        part = np.bincount((cl[None, :] + offsets).ravel(), np.concatenate([counts, counts * c[sm]]).ravel(),
+                           2 * b * size)
+        out = part if out is None else out + part
+    return out.reshape(2, b, size)
+
+
+def _kernels(bw: np.ndarray, size: int | None = None) -> tuple[np.ndarray, int]:
+    """(b, 2L + 1) triweight kernels with standard deviation bw, sampled at the grid step (rows),
+    zero-padded to `size` columns if given."""
     support = 3.0 * bw
-    L = int(np.floor(support.max() / KDE_STEP))
+    L = _half_width(bw)
     u = np.arange(-L, L + 1) * KDE_STEP
-    z = np.clip(1.0 - (u[:, None] / support[None, :]) ** 2, 0.0, None)
-    return 35.0 / 32.0 * z ** 3 / support[None, :], L
+    out = np.zeros((bw.size, size or 2 * L + 1))
+    z = np.clip(1.0 - (u[None, :] / support[:, None]) ** 2, 0.0, None)
+    out[:, :2 * L + 1] = 35.0 / 32.0 * z ** 3 / support[:, None]
+    return out, L
+
+
+def _half_width(bw: np.ndarray) -> int:
+    """L: the kernels of _kernels are zero beyond L grid steps from their centre."""
+    return int(np.floor(3.0 * bw.max() / KDE_STEP))
 
 
 # The estimate reads the densities only on the grid points in [0, 1] (KDE_SEL); every point outside
 # (0, 1) has density 0 and so never carries an integrand value into it.
 KDE_SEL = np.flatnonzero((KDE_GRID >= 0) & (KDE_GRID <= 1))
 KDE_INSIDE = ((KDE_GRID > 0) & (KDE_GRID < 1))[KDE_SEL]
+KDE_LAST = int(KDE_SEL[-1])
 
 
-def _smooth(hists: np.ndarray, bw: np.ndarray) -> np.ndarray:
-    """Each column of hists (h, G, b) convolved with its own kernel ('same' alignment), on the grid
-    points of KDE_SEL only: the input is cut to those points +- the kernel's half width L (exactly
-    what they read), so the FFT is about half the grid's length."""
-    ker, L = _kernels(bw)
-    G = hists.shape[1]
-    lo, hi = max(KDE_SEL[0] - L, 0), min(KDE_SEL[-1] + L + 1, G)
-    x = hists[:, lo:hi]
-    size = scipy.fft.next_fast_len(x.shape[1] + 2 * L, real=True)
-    spec = scipy.fft.rfft(x, size, axis=1) * scipy.fft.rfft(ker, size, axis=0)[None]
-    full = scipy.fft.irfft(spec, size, axis=1)
-    return full[:, KDE_SEL + L - lo]
+def _smooth(x: np.ndarray, width: int, L: int, kernels: np.ndarray) -> np.ndarray:
+    """Each row of x (2, b, size: grid cells g_a - L .. g_last + L, then zeros) convolved with its
+    row's kernel (b, size; 'same' alignment), on the M = width - 2L grid points g_a .. g_last only.
+    A circular convolution of size >= width leaves those points free of wrapped terms (the
+    kernel reaches L cells)."""
+    size = x.shape[-1]
+    spec = scipy.fft.rfft(x, axis=-1)
+    spec *= scipy.fft.rfft(kernels, axis=-1)[None]
+    return scipy.fft.irfft(spec, size, axis=-1)[..., 2 * L: width]
 
 
-def kde_ece_from(hists: np.ndarray, n: np.ndarray, n_c: np.ndarray, bw: np.ndarray) -> np.ndarray:
-    """The estimate of the module docstring for columns of grid histograms hists (2, G, b): of all
-    samples and of the correct ones."""
-    s_all, s_cor = _smooth(hists, bw)
-    inside = KDE_INSIDE[:, None]
-    p2 = np.where(inside, s_all / n[None, :], 0.0)
-    p1 = np.where(inside, s_cor / np.maximum(n_c, 1e-300)[None, :], 0.0)
+def _trapezoid_weights(x: np.ndarray) -> np.ndarray:
+    """w with y @ w = np.trapezoid(y, x)."""
+    d = np.diff(x) / 2
+    w = np.zeros(x.size)
+    w[:-1] += d
+    w[1:] += d
+    return w
+
+
+def _carry_forward(values: np.ndarray, valid: np.ndarray) -> None:
+    """In place along each row: every invalid entry takes the value of the last valid one before it
+    (0 before the first), by runs of invalid entries (the few grid points of low density)."""
+    rows, cols = np.nonzero(~valid)
+    if rows.size == 0:
+        return
+    first = np.ones(rows.size, dtype=bool)
+    first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1] + 1)
+    src_r, src_c = rows[first], cols[first] - 1
+    carried = np.where(src_c >= 0, values[src_r, np.maximum(src_c, 0)], 0.0)
+    values[rows, cols] = carried[np.cumsum(first) - 1]
+
+
+def kde_ece_from(s_all: np.ndarray, s_cor: np.ndarray, n: np.ndarray, n_c: np.ndarray, g_a: int) -> np.ndarray:
+    """The estimate of the module docstring from the smoothed counts (b, M) of all samples and of
+    the correct ones on the grid points g_a .. KDE_LAST (g_a >= KDE_SEL[0]; the density is exactly 0
+    on the points of [0, 1] before g_a, which then add nothing to either integral and carry 0)."""
+    x = KDE_GRID[g_a:KDE_LAST + 1]
+    inside = KDE_INSIDE[g_a - KDE_SEL[0]:]
+    p2 = s_all / n[:, None]
+    p1 = s_cor / np.maximum(n_c, 1e-300)[:, None]
+    if not inside.all():
+        p2[:, ~inside], p1[:, ~inside] = 0.0, 0.0
     valid = np.maximum(p1, p2) > KDE_FLOOR
-    with np.errstate(divide="ignore", invalid="ignore"):
-        acc = np.minimum(np.where(p2 > 0, (n_c / n)[None, :] * p1 / p2, 1.0), 1.0)
-    integrand = np.abs(KDE_GRID[KDE_SEL][:, None] - acc) * p2
-    last = np.maximum.accumulate(np.where(valid, np.arange(KDE_SEL.size)[:, None], -1), axis=0)
-    carried = np.where(last >= 0, np.take_along_axis(integrand, np.maximum(last, 0), axis=0), 0.0)
-    x = KDE_GRID[KDE_SEL]
-    return np.trapezoid(carried, x, axis=0) / np.trapezoid(p2, x, axis=0)
+    integrand = p1  # acc(x) = min(acc * p1 / p2, 1), then |x - acc(x)| p2, in p1's buffer
+    integrand *= (n_c / n)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):  # p2 <= 0: fixed below
+        integrand /= p2
+        np.minimum(integrand, 1.0, out=integrand)
+        np.subtract(x, integrand, out=integrand)
+        np.abs(integrand, out=integrand)
+        integrand *= p2
+    nonpositive = p2 <= 0  # acc(x) = 1 there (rounding noise); invalid ones take carried values
+    nonpositive &= valid
+    if nonpositive.any():
+        rows, cols = np.nonzero(nonpositive)
+        integrand[rows, cols] = np.abs(x[cols] - 1.0) * p2[rows, cols]
+    _carry_forward(integrand, valid)
+    w = _trapezoid_weights(x)
+    return (integrand @ w) / (p2 @ w)
 
 
 def _moments(W: np.ndarray, r: np.ndarray, c: np.ndarray):
-    """Per row: N, n_c, mean accuracy, the bandwidth, and the spread of all r (b,) arrays."""
+    """Per row: N, n_c, the bandwidth, and the spread of all r ((b,) arrays). Spreads in two passes
+    (the mean, then the mean squared deviation, as np.std): exactly 0 for equal values whatever the
+    summation order, so the fallback for a single confidence value never depends on rounding."""
     n, n_c = W.sum(axis=1), W @ c
     def spread(weights, total):
         m = weights @ r / np.maximum(total, 1e-300)
-        return np.sqrt(np.maximum(weights @ (r * r) / np.maximum(total, 1e-300) - m * m, 0.0))
+        dev = r[None, :] - m[:, None]
+        return np.sqrt(np.einsum("ij,ij->i", weights * dev, dev) / np.maximum(total, 1e-300))
     s_cor, s_all = spread(W * c, n_c), spread(W, n)
     s = np.where((n_c >= 2) & (s_cor > ZERO_SPREAD), s_cor, s_all)
     return n, n_c, s * (2.0 * n) ** -0.2, s_all
 
 
-def kde_ece_weighted(r: np.ndarray, c: np.ndarray, W: np.ndarray, mats=None) -> np.ndarray:
+def _first_cell(entries, L: int) -> int:
+    """The first grid point of [0, 1] whose density can be nonzero, less one (its value is then 0):
+    entries more than L cells left of KDE_SEL[0] (mirror images of r > L steps) reach none."""
+    ordered = entries[3]
+    at = np.searchsorted(ordered, KDE_SEL[0] - L)
+    lowest = ordered[at] if at < ordered.size else KDE_LAST
+    return int(min(max(KDE_SEL[0], lowest - L - 1), KDE_LAST))
+
+
+def _block(entries, c: np.ndarray, w: np.ndarray, n, n_c, bw: np.ndarray) -> np.ndarray:
+    """KDE-ECE of the count rows w: histograms over the cells the read grid points need, one FFT
+    convolution per row with its own kernel, the estimate (kde_ece_from)."""
+    L = _half_width(bw)
+    g_a = _first_cell(entries, L)
+    width = KDE_LAST - g_a + 1 + 2 * L
+    size = scipy.fft.next_fast_len(width, real=True)
+    kernels, _ = _kernels(bw, size)
+    s_all, s_cor = _smooth(_histograms(entries, c, w, g_a - L, width, size), width, L, kernels)
+    return kde_ece_from(s_all, s_cor, n, n_c, g_a)
+
+
+def kde_entries(r: np.ndarray):
+    """_entries(r) and its cells sorted (what every count row of the same samples shares)."""
+    cells, share, sample = _entries(r)
+    return cells, share, sample, np.sort(cells)
+
+
+def kde_ece_weighted(r: np.ndarray, c: np.ndarray, W: np.ndarray, entries=None) -> np.ndarray:
     """KDE-ECE of each row of the counts W (b, n) over the samples (r, c)."""
-    A = mats if mats is not None else _hist_matrices(r, c)
+    ent = entries if entries is not None else kde_entries(r)
     out = np.empty(W.shape[0])
     for start in range(0, W.shape[0], ROWS_AT_ONCE):
         w = W[start:start + ROWS_AT_ONCE]
         n, n_c, bw, s_all = _moments(w, r, c)
         point = s_all <= ZERO_SPREAD  # one confidence value: a point mass at it
-        wt = np.ascontiguousarray(w.T)
-        hists = np.asarray(A @ wt).reshape(2, KDE_GRID.size, -1)
-        vals = kde_ece_from(hists, n, n_c, np.where(point, 1.0, bw))
-        r0 = w @ r / n
-        out[start:start + w.shape[0]] = np.where(point, np.abs(r0 - n_c / n), vals)
+        spare = bw[~point].min() if not point.all() else 0.01  # any kernel for them: not read
+        vals = _block(ent, c, w, n, n_c, np.where(point, spare, bw))
+        out[start:start + w.shape[0]] = np.where(point, np.abs(w @ r / n - n_c / n), vals)
     return out
 
 
@@ -136,6 +219,4 @@ def kde_ece(stats: SampleStats, weights: np.ndarray | None):
         r, c = np.concatenate([x[0] for x in stats.conf_chunks()]), np.concatenate([x[1] for x in stats.conf_chunks()])
         return float(kde_ece_weighted(r, c, np.ones((1, r.size)))[0])
     r, c = stats.sample("conf"), stats.sample("correct")
-    mats = cached(stats, "kde", lambda: _hist_matrices(r, c))
-    weighted(stats, weights)
-    return kde_ece_weighted(r, c, weights, mats)
+    return kde_ece_weighted(r, c, weights, cached(stats, "kde", lambda: kde_entries(r)))

@@ -1,0 +1,104 @@
+"""The fast paths of kde-ece (kde.py) and smece / sece (smooth.py) against plain float64 references
+written out here: the same estimators on the whole grid, one weight row at a time, with no cut of
+the FFT, no bound, no cache. Inputs are chosen to reach every branch: sparse data with gaps (the
+carried integrand), wide and narrow bandwidths, confidences near 0 (mirror images inside [0, 1]),
+rows without a correct sample, zero counts, rows spanning several blocks.
+"""
+
+import numpy as np
+import pytest
+import scipy.fft
+
+from calbench.metrics import kde
+
+from .conftest import softmax, synth
+
+# --- kde-ece: the authors' estimate on the full 2^14 grid (module docstring of kde.py) ---
+
+
+def _kde_reference_row(r, c, w):
+    """KDE-ECE of one count row: dense linear binning of every point and mirror image on the whole
+    grid, a linear FFT convolution of the whole grid, the authors' loop for the integrand."""
+    grid = np.linspace(-0.6, 1.6, 2 ** 14)
+    step = grid[1] - grid[0]
+    n, n_c = w.sum(), w @ c
+    def spread(v, tot):
+        return np.sqrt(v @ (r - v @ r / tot) ** 2 / tot)
+    s_all = spread(w, n)
+    if s_all <= 1e-9:
+        return abs(w @ r / n - n_c / n)
+    s = spread(w * c, n_c) if n_c >= 2 else 0.0
+    bw = (s if s > 1e-9 else s_all) * (2 * n) ** -0.2
+    pts = np.concatenate([r, np.where(r < 0.5, -r, 2 - r)])
+    pos = (pts - grid[0]) / step
+    j = np.floor(pos).astype(int).clip(0, grid.size - 2)
+    f = pos - j
+
+    def hist(v):
+        v2 = np.concatenate([v, v])
+        return np.bincount(j, (1 - f) * v2, grid.size) + np.bincount(j + 1, f * v2, grid.size)
+
+    L = int(np.floor(3 * bw / step))
+    u = np.arange(-L, L + 1) * step
+    ker = 35 / 32 * np.clip(1 - (u / (3 * bw)) ** 2, 0, None) ** 3 / (3 * bw)
+    size = scipy.fft.next_fast_len(grid.size + 2 * L + 1)
+
+    def smooth(h):
+        return scipy.fft.irfft(scipy.fft.rfft(h, size) * scipy.fft.rfft(ker, size), size)[L:L + grid.size]
+
+    inside = (grid > 0) & (grid < 1)
+    p2 = np.where(inside, smooth(hist(w)) / n, 0.0)
+    p1 = np.where(inside, smooth(hist(w * c)) / max(n_c, 1e-300), 0.0)
+    sel = np.flatnonzero((grid >= 0) & (grid <= 1))
+    integrand, last = np.zeros(sel.size), 0.0
+    for t, g in enumerate(sel):
+        if max(p1[g], p2[g]) > 1e-6:
+            acc = min(n_c / n * p1[g] / p2[g], 1.0) if p2[g] > 0 else 1.0
+            last = abs(grid[g] - acc) * p2[g]
+        integrand[t] = last
+    return np.trapezoid(integrand, grid[sel]) / np.trapezoid(p2[sel], grid[sel])
+
+
+def _kde_cases():
+    rng = np.random.default_rng(3)
+    logits, labels = synth(300, 10, 1)
+    p = softmax(logits)
+    yield "synth", p.max(1), (p.argmax(1) == labels).astype(float)
+    r = np.concatenate([rng.uniform(0.2, 0.25, 20), rng.uniform(0.7, 0.72, 20), rng.uniform(0.97, 1.0, 40)])
+    yield "gaps", r, (rng.random(r.size) < r).astype(float)  # density 0 between the clusters
+    r = rng.uniform(0.01, 0.06, 60)  # many classes: confidences near 0, mirrors at -r inside the reach
+    yield "near zero", r, (rng.random(60) < 0.5).astype(float)
+    # the correct ones spread 2e-4: kernels narrower than a grid step (L = 0) beside wide ones
+    # (a far narrower kernel peaks so high that the FFT's rounding reaches the 1e-6 density floor)
+    r = np.concatenate([np.full(30, 0.9), np.full(2, 0.9002), rng.uniform(0.5, 1, 10)])
+    yield "narrow", r, np.concatenate([np.ones(32), np.zeros(10)])
+
+
+@pytest.mark.parametrize("name, r, c", list(_kde_cases()), ids=[x[0] for x in _kde_cases()])
+def test_kde_weighted_rows_equal_the_full_grid_reference(name, r, c):
+    rng = np.random.default_rng(7)
+    n = r.size
+    W = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(2 * kde.ROWS_AT_ONCE + 3)])
+    W = W.astype(float)
+    W[0] = 1.0
+    W[1] = np.where(c > 0, 0.0, 1.0)  # no correct sample
+    W[2] = 0.0
+    W[2, :3] = [2.0, 1.0, 1.0]  # three samples
+    fast = kde.kde_ece_weighted(r, c, W)
+    ref = np.array([_kde_reference_row(r, c, w) for w in W])
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-12)
+    alone = np.array([kde.kde_ece_weighted(r, c, w[None])[0] for w in W[:5]])
+    np.testing.assert_allclose(alone, fast[:5], rtol=0, atol=1e-13)  # blocks share a kernel reach
+
+
+def test_carry_forward_equals_the_running_maximum_form():
+    rng = np.random.default_rng(0)
+    values = rng.random((6, 50))
+    valid = rng.random((6, 50)) < 0.6
+    valid[0] = False
+    valid[1] = True
+    valid[2, :10] = False
+    last = np.maximum.accumulate(np.where(valid, np.arange(50), -1), axis=1)
+    want = np.where(last >= 0, np.take_along_axis(values, np.maximum(last, 0), axis=1), 0.0)
+    kde._carry_forward(values, valid)
+    np.testing.assert_array_equal(values, want)
