@@ -36,23 +36,59 @@ class ClassOrders:
     their sample indices (int32; the entries at or below the threshold sort first and are skipped),
     `gap` the matching 1[y = k] - p_ik. One sort of the (K, n) transposed probabilities packed with
     the target into uint64 keys ((bits of p) << 1 | 1[y = k]; p >= 0, so the integer order is the
-    order by (p, target)) serves every class, the point estimate and every bootstrap block (the
-    counts then follow this fixed order). Entries equal in both p and target may come in any order:
-    they have the same gap, so no group sum depends on it."""
+    order by (p, target)) serves every class and every bootstrap block (the counts then follow this
+    fixed order). Entries equal in both p and target may come in any order: they have the same
+    gap, so no group sum depends on it. With indices=False (the point estimate: every sample once)
+    the keys are only sorted, not argsorted, and `order` is None: the group sums then need the
+    sorted gaps, not which sample each one is."""
 
-    def __init__(self, P: np.ndarray, labels: np.ndarray, threshold: float):
-        key = np.ascontiguousarray(P.T, dtype=np.float64).view(np.uint64) << np.uint64(1)
-        key |= (labels[None, :] == np.arange(P.shape[1])[:, None]).astype(np.uint64)
-        self.order = np.argsort(key, axis=1).astype(np.int32)
-        key = np.take_along_axis(key, self.order, axis=1)
+    def __init__(self, P: np.ndarray, labels: np.ndarray, threshold: float, indices: bool = True):
+        lib = _kernel()
+        key = class_keys(P, labels, lib)
+        sorted_idx = np.argsort(key, axis=1) if indices else None
+        if not indices:
+            key.sort(axis=1)
+        if lib is None or not self._finish_kernel(lib, key, sorted_idx, threshold):
+            self._finish_numpy(key, sorted_idx, threshold)
+
+    def _finish_kernel(self, lib: ctypes.CDLL, key: np.ndarray, sorted_idx: np.ndarray | None,
+                       threshold: float) -> bool:
+        """_finish_numpy in C, in place: the gaps overwrite the keys, the int32 indices the first
+        half of the int64 argsort (no further (K, n) array); False where it ran out of memory."""
+        k, n = key.shape
+        self.start = np.empty(k, dtype=np.int64)
+        idx_ptr = None if sorted_idx is None else sorted_idx.ctypes.data
+        if lib.calbench_tace_finish(n, k, key.ctypes.data, idx_ptr, threshold, self.start.ctypes.data):
+            return False
+        self.gap = key.view(np.float64)
+        self.order = None if sorted_idx is None else sorted_idx.reshape(-1).view(np.int32)[:k * n].reshape(k, n)
+        return True
+
+    def _finish_numpy(self, key: np.ndarray, sorted_idx: np.ndarray | None, threshold: float) -> None:
+        """order, gap and start from the keys and their argsort (None: the keys are sorted)."""
+        self.order = None if sorted_idx is None else sorted_idx.astype(np.int32)
+        if sorted_idx is not None:
+            key = np.take_along_axis(key, sorted_idx, axis=1)
         p_sorted = (key >> np.uint64(1)).view(np.float64)
         self.gap = (key & np.uint64(1)).astype(np.float64) - p_sorted
         self.start = np.count_nonzero(p_sorted <= threshold, axis=1).astype(np.int64)
 
     def classes(self):
-        """(sample indices, 1[y = k] - p) of each class's entries above the threshold, sorted."""
+        """(sample indices or None, 1[y = k] - p) of each class's entries above the threshold, sorted."""
         for k, lo in enumerate(self.start):
-            yield self.order[k, lo:], self.gap[k, lo:]
+            yield None if self.order is None else self.order[k, lo:], self.gap[k, lo:]
+
+
+def class_keys(P: np.ndarray, labels: np.ndarray, lib: ctypes.CDLL | None) -> np.ndarray:
+    """(K, n) uint64 keys (bits of p_ik) << 1 | 1[y_i = k] of the (n, K) probabilities."""
+    P = np.ascontiguousarray(P, dtype=np.float64)
+    if lib is None:
+        key = np.ascontiguousarray(P.T).view(np.uint64) << np.uint64(1)
+        return key | (labels[None, :] == np.arange(P.shape[1])[:, None]).astype(np.uint64)
+    key = np.empty(P.shape[::-1], dtype=np.uint64)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    lib.calbench_tace_keys(P.shape[0], P.shape[1], P.ctypes.data, labels.ctypes.data, key.ctypes.data)
+    return key
 
 
 def class_gap_sum(Wk: np.ndarray, gap: np.ndarray, bins: int) -> np.ndarray:
@@ -90,9 +126,9 @@ def numpy_tace(orders: ClassOrders, W: np.ndarray | None, bins: int) -> np.ndarr
     """tace_of by NumPy: class_gap_sum of each class's gathered counts."""
     total = np.zeros(1 if W is None else W.shape[0])
     for idx, gap in orders.classes():
-        Wk = np.ones((1, idx.size)) if W is None else np.take(W, idx, axis=1)
+        Wk = np.ones((1, gap.size)) if W is None else np.take(W, idx, axis=1)
         total += class_gap_sum(Wk, gap, bins)
-    return total / orders.order.shape[0]
+    return total / orders.gap.shape[0]
 
 
 def _kernel() -> ctypes.CDLL | None:
@@ -101,6 +137,10 @@ def _kernel() -> ctypes.CDLL | None:
         ptr, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.calbench_tace_rows.argtypes = [i64, i64, ctypes.c_int32, ptr, ptr, ptr, ptr, i64, ptr]
         lib.calbench_tace_rows.restype = ctypes.c_int
+        lib.calbench_tace_keys.argtypes = [i64, i64, ptr, ptr, ptr]
+        lib.calbench_tace_keys.restype = None
+        lib.calbench_tace_finish.argtypes = [i64, i64, ptr, ptr, ctypes.c_double, ptr]
+        lib.calbench_tace_finish.restype = ctypes.c_int
         lib._calbench_typed = True
     return lib
 
@@ -126,7 +166,8 @@ def kernel_tace(orders: ClassOrders, W: np.ndarray, bins: int) -> np.ndarray | N
         needs=("probs",), default=False, binning="equal-mass", scope="class-wise")
 def tace(stats: SampleStats, weights: np.ndarray | None):
     if weights is None:
-        return float(tace_of(ClassOrders(stats.probs, stats.labels, TACE_THRESHOLD), None, stats.bins)[0])
+        orders = ClassOrders(stats.probs, stats.labels, TACE_THRESHOLD, indices=False)
+        return float(tace_of(orders, None, stats.bins)[0])
     orders = cached(stats, "tace", lambda: ClassOrders(stats.sample("probs"), stats.sample("labels"),
                                                        TACE_THRESHOLD))
     return tace_of(orders, weights, stats.bins)

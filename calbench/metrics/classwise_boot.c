@@ -29,6 +29,14 @@
 #define LANES 16
 #define CHUNK 16
 #define NO_END INT32_MAX
+#ifdef _OPENMP
+#include <omp.h>
+#define THREADS() omp_get_max_threads()
+#define THREAD() omp_get_thread_num()
+#else
+#define THREADS() 1
+#define THREAD() 0
+#endif
 
 /* Counts of rows g*LANES .. g*LANES+LANES-1 of W as bytes per sample (rows past b are zero) and
  * their totals; 1 when a count is not an integer in [0, 255] or a total overflows int32. */
@@ -232,4 +240,56 @@ int calbench_tace_rows(int64_t n, int64_t K, int32_t bins, const int32_t *order,
     }
     free(packed); free(rowsum); free(res);
     return bad ? 1 : 0;
+}
+
+/* ClassOrders' sort keys (classwise.py): key[k][i] = (bits of P[i][k]) << 1 | 1[labels[i] = k] for
+ * the (n, K) row-major probabilities (p >= 0, so the integer order is the order by (p, target)),
+ * read 8 classes (one cache line of a row) at a time, in tiles of rows whose 8 key rows stay in
+ * cache. */
+void calbench_tace_keys(int64_t n, int64_t K, const double *P, const int64_t *labels, uint64_t *key)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t k0 = 0; k0 < K; k0 += 8) {
+        int64_t k1 = k0 + 8 < K ? k0 + 8 : K;
+        for (int64_t i = 0; i < n; i++) {
+            for (int64_t k = k0; k < k1; k++) {
+                uint64_t bits;
+                memcpy(&bits, P + i * K + k, sizeof bits);
+                key[k * n + i] = (bits << 1) | (uint64_t)(labels[i] == k);
+            }
+        }
+    }
+}
+
+/* In place, from the (K, n) keys and each class's argsort `sorted` of them (NULL: the keys are
+ * sorted): key becomes the gap 1[y = k] - p in sorted order (as float64), the first K * n int32 of
+ * `sorted` the sample indices (int32, (K, n)), start[k] the count of class k's entries at or below
+ * the threshold. In place so that no further (K, n) array is touched (the first touch of a page
+ * costs more than the pass). Returns 0, or 2 when memory runs out (nothing changed). */
+int calbench_tace_finish(int64_t n, int64_t K, uint64_t *key, int64_t *sorted, double threshold, int64_t *start)
+{
+    uint64_t *rows = sorted ? malloc(sizeof(uint64_t) * (size_t)(n * THREADS()) + 1) : NULL;
+    if (sorted && !rows) return 2;
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < K; k++) {
+        uint64_t *kr = key + k * n, *row = rows ? rows + (int64_t)THREAD() * n : NULL;
+        const int64_t *sr = sorted ? sorted + k * n : NULL;
+        int64_t below = 0;
+        if (sr) memcpy(row, kr, sizeof(uint64_t) * (size_t)n);
+        for (int64_t i = 0; i < n; i++) {
+            uint64_t kk = sr ? row[sr[i]] : kr[i], bits = kk >> 1;
+            double p, g;
+            memcpy(&p, &bits, sizeof p);
+            g = (double)(kk & 1) - p;
+            memcpy(kr + i, &g, sizeof g);
+            below += p <= threshold;
+        }
+        start[k] = below;
+    }
+    free(rows);
+    if (sorted) {                   /* narrow front to back: element e is read before it is overwritten */
+        int32_t *order = (int32_t *)sorted;
+        for (int64_t e = 0; e < K * n; e++) order[e] = (int32_t)sorted[e];
+    }
+    return 0;
 }

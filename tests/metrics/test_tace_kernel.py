@@ -82,14 +82,34 @@ def test_kernel_equals_the_explicit_resamples():
     np.testing.assert_allclose(fast, rs.explicit("tace", W), rtol=1e-11, atol=1e-15)
 
 
-def test_the_sort_orders_by_probability_then_target():
+@pytest.mark.parametrize("built_by", ["kernel", "numpy"])
+def test_the_sort_orders_by_probability_then_target(built_by, monkeypatch):
+    if built_by == "kernel":
+        kernel_or_fail()
+    else:
+        monkeypatch.setattr(cw, "_kernel", lambda: None)
     probs, labels = tied_probs(200, 4, seed=1, levels=1)
     orders = cw.ClassOrders(probs, labels, cw.TACE_THRESHOLD)
+    sorted_only = cw.ClassOrders(probs, labels, cw.TACE_THRESHOLD, indices=False)
+    assert sorted_only.order is None
+    np.testing.assert_array_equal(sorted_only.gap, orders.gap)
+    np.testing.assert_array_equal(sorted_only.start, orders.start)
     for k in range(4):
         p, t = probs[orders.order[k], k], (labels[orders.order[k]] == k).astype(float)
         assert np.all(np.diff(p) >= 0) and np.all(np.diff(t)[np.diff(p) == 0] >= 0)
+        np.testing.assert_array_equal(np.sort(orders.order[k]), np.arange(200))
         np.testing.assert_array_equal(orders.gap[k], t - p)
         assert orders.start[k] == np.count_nonzero(probs[:, k] <= cw.TACE_THRESHOLD)
+
+
+def test_the_kernel_and_numpy_build_the_same_orders(monkeypatch):
+    kernel_or_fail()
+    probs, labels = tied_probs(500, 6, seed=9, levels=2)
+    fast = cw.ClassOrders(probs, labels, cw.TACE_THRESHOLD)
+    monkeypatch.setattr(cw, "_kernel", lambda: None)
+    slow = cw.ClassOrders(probs, labels, cw.TACE_THRESHOLD)
+    for name in ("order", "gap", "start"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
 
 
 @pytest.mark.parametrize("bad", [0.5, 256.0, -1.0])
