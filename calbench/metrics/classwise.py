@@ -132,7 +132,11 @@ def numpy_tace(orders: ClassOrders, W: np.ndarray | None, bins: int) -> np.ndarr
 
 
 def _kernel() -> ctypes.CDLL | None:
-    lib = native.load("classwise_boot", package="metrics")
+    return typed(native.load("classwise_boot", package="metrics"))
+
+
+def typed(lib: ctypes.CDLL | None) -> ctypes.CDLL | None:
+    """The classwise_boot library with its functions' argument types declared."""
     if lib is not None and not hasattr(lib, "_calbench_typed"):
         ptr, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.calbench_tace_rows.argtypes = [i64, i64, ctypes.c_int32, ptr, ptr, ptr, ptr, i64, ptr]

@@ -120,9 +120,10 @@ static void start_walk(Walk *s, const int32_t *T, int32_t bins)
     }
 }
 
-/* The walk's vector part: every lane takes entries lo .. hi-1, no group end checked. With AVX-512
- * (or AVX2) one sample's 16 count bytes widen to int32 (the running counts) and to float64 (times
- * the entry's gap, added to the open groups' sums); elsewhere the same per lane. */
+/* The walk's vector part without AVX-512 (walk_class below has its own): every lane takes entries
+ * lo .. hi-1, no group end checked. With AVX2 one sample's 16 count bytes widen to int32 (the
+ * running counts) and to float64 (times the entry's gap, added to the open groups' sums);
+ * elsewhere the same per lane. */
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -131,20 +132,7 @@ static inline void walk_chunk(const uint8_t *restrict packed, const int32_t *res
                               const double *restrict gap, int64_t lo, int64_t hi,
                               int32_t *restrict count, double *restrict acc)
 {
-#if defined(__AVX512F__)
-    __m512i c = _mm512_loadu_si512(count);
-    __m512d a0 = _mm512_loadu_pd(acc), a1 = _mm512_loadu_pd(acc + 8);
-    for (int64_t i = lo; i < hi; i++) {
-        __m512i w = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(packed + (int64_t)order[i] * LANES)));
-        __m512d g = _mm512_set1_pd(gap[i]);
-        c = _mm512_add_epi32(c, w);
-        a0 = _mm512_add_pd(a0, _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(w)), g));
-        a1 = _mm512_add_pd(a1, _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(w, 1)), g));
-    }
-    _mm512_storeu_si512(count, c);
-    _mm512_storeu_pd(acc, a0);
-    _mm512_storeu_pd(acc + 8, a1);
-#elif defined(__AVX2__)
+#if defined(__AVX2__)
     __m256i c0 = _mm256_loadu_si256((const __m256i *)count), c1 = _mm256_loadu_si256((const __m256i *)(count + 8));
     __m256d a[4];
     for (int q = 0; q < 4; q++) a[q] = _mm256_loadu_pd(acc + 4 * q);
@@ -175,6 +163,98 @@ static inline void walk_chunk(const uint8_t *restrict packed, const int32_t *res
 #endif
 }
 
+/* Lane l redoes entries lo .. hi-1 one at a time (its state rolled back to lo), closing its ends. */
+static void replay(Walk *s, int l, const uint8_t *packed, const int32_t *order, const double *gap,
+                   int64_t lo, int64_t hi, int32_t bins)
+{
+    for (int64_t i = lo; i < hi; i++) {
+        int32_t w = packed[(int64_t)order[i] * LANES + l];
+        if (w) take(s, l, w, gap[i], bins);
+    }
+}
+
+#if defined(__AVX512F__)
+/* One 16-byte load per entry widened to the running counts (int32) and, times the gap, to the
+ * open groups' sums (float64); even and odd entries go to two sums (two dependency chains),
+ * joined at each chunk's end, where one compare finds the lanes that reached an end. */
+#define WIDEN(p) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)))
+#define LO(w) _mm512_cvtepi32_pd(_mm512_castsi512_si256(w))
+#define HI(w) _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(w, 1))
+static void walk_class(const uint8_t *restrict packed, const int32_t *restrict order,
+                       const double *restrict gap, int64_t start, int64_t n, Walk *s, int32_t bins)
+{
+    __m512i c = _mm512_loadu_si512(s->count), next = _mm512_loadu_si512(s->next);
+    __m512d a0 = _mm512_loadu_pd(s->acc), a1 = _mm512_loadu_pd(s->acc + 8);
+    for (int64_t lo = start; lo < n; lo += CHUNK) {
+        int64_t hi = lo + CHUNK < n ? lo + CHUNK : n, i = lo;
+        __m512i c_lo = c;
+        __m512d a0_lo = a0, a1_lo = a1, b0 = _mm512_setzero_pd(), b1 = _mm512_setzero_pd();
+        for (; i + 1 < hi; i += 2) {
+            __m512i w = WIDEN(packed + (int64_t)order[i] * LANES), v = WIDEN(packed + (int64_t)order[i + 1] * LANES);
+            __m512d g = _mm512_set1_pd(gap[i]), h = _mm512_set1_pd(gap[i + 1]);
+            c = _mm512_add_epi32(_mm512_add_epi32(c, w), v);
+            a0 = _mm512_add_pd(a0, _mm512_mul_pd(LO(w), g));
+            a1 = _mm512_add_pd(a1, _mm512_mul_pd(HI(w), g));
+            b0 = _mm512_add_pd(b0, _mm512_mul_pd(LO(v), h));
+            b1 = _mm512_add_pd(b1, _mm512_mul_pd(HI(v), h));
+        }
+        if (i < hi) {
+            __m512i w = WIDEN(packed + (int64_t)order[i] * LANES);
+            __m512d g = _mm512_set1_pd(gap[i]);
+            c = _mm512_add_epi32(c, w);
+            a0 = _mm512_add_pd(a0, _mm512_mul_pd(LO(w), g));
+            a1 = _mm512_add_pd(a1, _mm512_mul_pd(HI(w), g));
+        }
+        a0 = _mm512_add_pd(a0, b0);
+        a1 = _mm512_add_pd(a1, b1);
+        __mmask16 crossed = _mm512_cmpge_epi32_mask(c, next);
+        if (!crossed) continue;
+        int32_t count_lo[LANES];
+        double acc_lo[LANES];
+        _mm512_storeu_si512(s->count, c);
+        _mm512_storeu_pd(s->acc, a0);
+        _mm512_storeu_pd(s->acc + 8, a1);
+        _mm512_storeu_si512(count_lo, c_lo);
+        _mm512_storeu_pd(acc_lo, a0_lo);
+        _mm512_storeu_pd(acc_lo + 8, a1_lo);
+        for (int l = 0; l < LANES; l++) {
+            if (!((crossed >> l) & 1)) continue;
+            s->count[l] = count_lo[l];
+            s->acc[l] = acc_lo[l];
+            replay(s, l, packed, order, gap, lo, hi, bins);
+        }
+        c = _mm512_loadu_si512(s->count);
+        next = _mm512_loadu_si512(s->next);
+        a0 = _mm512_loadu_pd(s->acc);
+        a1 = _mm512_loadu_pd(s->acc + 8);
+    }
+    _mm512_storeu_si512(s->count, c);
+    _mm512_storeu_pd(s->acc, a0);
+    _mm512_storeu_pd(s->acc + 8, a1);
+}
+#else
+/* walk_chunk's CHUNK entries at a time; a lane that reached its next end is rolled back and
+ * replayed entry by entry. */
+static void walk_class(const uint8_t *packed, const int32_t *order, const double *gap, int64_t start,
+                       int64_t n, Walk *s, int32_t bins)
+{
+    for (int64_t lo = start; lo < n; lo += CHUNK) {
+        int64_t hi = lo + CHUNK < n ? lo + CHUNK : n;
+        int32_t count_lo[LANES];
+        double acc_lo[LANES];
+        memcpy(count_lo, s->count, sizeof count_lo);
+        memcpy(acc_lo, s->acc, sizeof acc_lo);
+        walk_chunk(packed, order, gap, lo, hi, s->count, s->acc);
+        for (int l = 0; l < LANES; l++) {
+            if (s->count[l] < s->next[l]) continue;
+            s->count[l] = count_lo[l];
+            s->acc[l] = acc_lo[l];
+            replay(s, l, packed, order, gap, lo, hi, bins);
+        }
+    }
+}
+#endif
+
 /* sum_g |group gap sum| / max(T_k, 1) of class k for the LANES resamples of one packed group. */
 static void class_pass(const uint8_t *packed, const int32_t *order, const double *gap, int64_t n,
                        int64_t start, int32_t bins, const int32_t *rowsum, double *out)
@@ -183,26 +263,7 @@ static void class_pass(const uint8_t *packed, const int32_t *order, const double
     Walk s;
     class_totals(packed, order, n, start, rowsum, T);
     start_walk(&s, T, bins);
-    for (int64_t lo = start; lo < n; lo += CHUNK) {
-        int64_t hi = lo + CHUNK < n ? lo + CHUNK : n;
-        int32_t count0[LANES];
-        double acc0[LANES];
-        memcpy(count0, s.count, sizeof count0);
-        memcpy(acc0, s.acc, sizeof acc0);
-        walk_chunk(packed, order, gap, lo, hi, s.count, s.acc);
-        int crossed = 0;
-        for (int l = 0; l < LANES; l++) crossed |= s.count[l] >= s.next[l];
-        if (!crossed) continue;
-        for (int l = 0; l < LANES; l++) {
-            if (s.count[l] < s.next[l]) continue;
-            s.count[l] = count0[l];         /* redo this lane's chunk entry by entry */
-            s.acc[l] = acc0[l];
-            for (int64_t i = lo; i < hi; i++) {
-                int32_t w = packed[(int64_t)order[i] * LANES + l];
-                if (w) take(&s, l, w, gap[i], bins);
-            }
-        }
-    }
+    walk_class(packed, order, gap, start, n, &s, bins);
     for (int l = 0; l < LANES; l++) out[l] = s.total[l] / (T[l] > 1 ? (double)T[l] : 1.0);
 }
 

@@ -112,6 +112,33 @@ def test_the_kernel_and_numpy_build_the_same_orders(monkeypatch):
         np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
 
 
+def cpu_has(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(flag in line.split() for line in f if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("isa", ["avx2", "portable"])
+def test_the_builds_for_other_machines_agree(isa, tmp_path, monkeypatch):
+    """The AVX2 and the portable (no -march) builds of the walk against the NumPy path (this
+    machine's own build is the one every other test uses)."""
+    kernel_or_fail()
+    if isa == "avx2" and not cpu_has("avx2"):
+        pytest.skip("this CPU has no AVX2")
+    monkeypatch.setenv("CALBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "NATIVE", ["-mavx2"] if isa == "avx2" else ["-mno-such-option-calbench"])
+    monkeypatch.setattr(native, "_native_target", lambda compiler: isa if isa == "avx2" else None)
+    lib = cw.typed(native.load.__wrapped__("classwise_boot", package="metrics"))
+    assert lib is not None
+    monkeypatch.setattr(cw, "_kernel", lambda: lib)
+    probs, labels = tied_probs(700, 5, seed=11, levels=3)
+    orders = cw.ClassOrders(probs, labels, cw.TACE_THRESHOLD)
+    W = count_rows(700, 37, seed=12, big=True)
+    np.testing.assert_allclose(cw.kernel_tace(orders, W, 15), cw.numpy_tace(orders, W, 15), rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("bad", [0.5, 256.0, -1.0])
 def test_counts_the_kernel_declines_go_to_numpy(bad):
     kernel_or_fail()
