@@ -70,8 +70,11 @@ def test_profile_pieces_equal_the_plain_reference():
     grad_w, grad_b = grad_ref[:36].reshape(6, 6), grad_ref[36:]
     assert value == pytest.approx(value_ref, rel=1e-13)
     assert max(np.abs(np.diag(grad_w)).max(), np.abs(grad_b).max()) <= 1e-9
+    inner_ref = max(np.abs(np.diag(grad_w)).max(), np.abs(grad_b).max())
     np.fill_diagonal(grad_w, 0.0)
-    np.testing.assert_allclose(problem.gradient(off), grad_w, rtol=1e-10, atol=1e-14)
+    grad, inner = problem.gradient({"off": off, "d": d, "b": b})
+    np.testing.assert_allclose(grad, grad_w, rtol=1e-10, atol=1e-14)
+    assert inner == pytest.approx(inner_ref, rel=1e-6, abs=1e-15)
 
 
 @pytest.mark.parametrize("n, k, seed, off_weight, bias_weight",
@@ -102,6 +105,26 @@ def test_float32_products_match_the_float64_solve():
     assert values[0] == pytest.approx(values[1], rel=1e-9)
     probs = [softmax(test @ w.T + b, axis=1) for w, b, _ in (fast, exact)]
     np.testing.assert_allclose(probs[0], probs[1], atol=1e-6)
+
+
+def test_an_unsolved_inner_problem_is_re_solved_before_the_fit_claims_convergence(monkeypatch):
+    """With the inner (d, b) solves switched off (zero Newton steps) except the re-solve at a hundredth
+    of the tolerance, only the check of the inner gradient can make the fit solve them: it re-solves,
+    and what it calls converged is, by the plain reference gradient over all K (K + 1) parameters."""
+    import calbench.posthoc.ms_odir as ms_odir
+
+    logits, labels = skewed(n=2000, k=6, seed=9)
+    full_solve, re_solves = ms_odir.fit_diagonal_affine, []
+
+    def no_newton_step(*args, gtol, **kwargs):
+        re_solves.append(gtol <= GRADIENT_TOLERANCE / 100)
+        return full_solve(*args, gtol=gtol, **({} if re_solves[-1] else {"max_steps": 0}), **kwargs)
+
+    monkeypatch.setattr(ms_odir, "fit_diagonal_affine", no_newton_step)
+    weight, bias, info = fit_odir(logits, labels, 0.5, 0.01, max_iter=500)
+    assert info["converged"] and any(re_solves)
+    grad = odir_objective(theta_of(weight, bias), logits, labels, 0.5, 0.01)[1]
+    assert np.abs(grad).max() <= GRADIENT_TOLERANCE * 1.001
 
 
 def test_reg_norm_is_the_papers_normalised_penalty():
