@@ -70,13 +70,19 @@ def mode_of(value: Any) -> str:
 
 
 def _padding_of(padding: Any) -> tuple[int, int, int, int] | None:
+    """RandomCrop's padding as (left, top, right, bottom), torchvision's reading of an int, a
+    1-, 2- (left/right, top/bottom) or 4-sequence; None for anything else."""
     if padding is None:
         return (0, 0, 0, 0)
     if isinstance(padding, int):
         return (padding,) * 4
-    if isinstance(padding, Sequence) and len(padding) in (1, 2, 4) and all(isinstance(p, int) for p in padding):
-        return tuple(padding * 4)[:4] if len(padding) == 1 else tuple((list(padding) * 2)[:4])
-    return None
+    if not isinstance(padding, Sequence) or not all(isinstance(p, int) for p in padding):
+        return None
+    if len(padding) == 1:
+        return (padding[0],) * 4
+    if len(padding) == 2:
+        return (padding[0], padding[1], padding[0], padding[1])
+    return tuple(padding) if len(padding) == 4 else None
 
 
 def _random_crop(step) -> tuple[tuple[int, int], tuple[int, int, int, int]] | None:
@@ -326,10 +332,9 @@ class ResidentImages:
                  num_workers: int, channels_last: bool):
         self.dataset, self.plan, self.device = dataset, plan, device
         self.num_workers, self.channels_last = num_workers, channels_last
-        left, top, right, bottom = plan.padding if plan.crop is not None else (0, 0, 0, 0)
+        left, top, right, bottom = plan.padding          # RandomCrop's zero fill, applied once
         store = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-        self.images = torch.nn.functional.pad(store, (0, 0, left, right, top, bottom)) \
-            if any(plan.padding) and plan.crop is not None else store
+        self.images = torch.nn.functional.pad(store, (0, 0, left, right, top, bottom)) if any(plan.padding) else store
         self.labels = torch.as_tensor(np.asarray(dataset.labels, dtype=np.int64)).to(device)
         height, width = self.images.shape[1:3]
         self.size = plan.crop or (height, width)

@@ -3,7 +3,7 @@
 The claim is bit-equality, not equal distributions: the same seeds give the same crops, flips and
 normalised floats, batch by batch, with and without DataLoader workers, and the global torch
 generator is left where the DataLoader path leaves it (later draws, dropout, are unchanged). So a
-whole run trains to the same weights with the switch on or off; tests/cuda repeats this on CUDA.
+whole run trains to the same weights with the switch on or off; tests/gpu repeats this on CUDA.
 """
 
 from __future__ import annotations
@@ -100,6 +100,15 @@ def test_a_changed_file_is_decoded_again(tiny_root, tmp_path):
     row = [str(p) for p in bundle.test.paths].index(str(target))
     assert not torch.equal(first.images[row], second.images[row])
     assert abs(int(second.images[row].float().mean()) - 7) <= 1
+
+
+def test_a_damaged_cache_file_is_decoded_again_and_replaced(tiny_root, tmp_path):
+    bundle = create_dataset("tiny-imagenet", tiny_root, seed=0, val_per_class=2)
+    want = resident.resident_split(bundle.test, CPU).images.clone()
+    (cached,) = (tmp_path / "cache" / "images").glob("*.npy")
+    cached.write_bytes(cached.read_bytes()[:200])          # what a torn write would leave
+    assert torch.equal(resident.resident_split(bundle.test, CPU).images, want)
+    assert np.load(cached).shape[0] == len(bundle.test)
 
 
 def test_the_cache_file_equals_decoding_with_pil(tiny_root):
