@@ -100,9 +100,9 @@ def _smooth(x: np.ndarray, width: int, L: int, kernels: np.ndarray) -> np.ndarra
     A circular convolution of size >= width leaves those points free of wrapped terms (the
     kernel reaches L cells)."""
     size = x.shape[-1]
-    spec = scipy.fft.rfft(x, axis=-1)
-    spec *= scipy.fft.rfft(kernels, axis=-1)[None]
-    return scipy.fft.irfft(spec, size, axis=-1)[..., 2 * L: width]
+    spec = scipy.fft.rfft(x.reshape(-1, size), axis=-1).reshape(*x.shape[:-1], -1)  # 2-d: pocketfft's
+    spec *= scipy.fft.rfft(kernels, axis=-1)[None]                                  # fast batch loop
+    return scipy.fft.irfft(spec.reshape(-1, spec.shape[-1]), size, axis=-1).reshape(x.shape)[..., 2 * L: width]
 
 
 def _trapezoid_weights(x: np.ndarray) -> np.ndarray:
@@ -198,17 +198,19 @@ def kde_entries(r: np.ndarray):
 
 
 def kde_ece_weighted(r: np.ndarray, c: np.ndarray, W: np.ndarray, entries=None) -> np.ndarray:
-    """KDE-ECE of each row of the counts W (b, n) over the samples (r, c)."""
+    """KDE-ECE of each row of the counts W (b, n) over the samples (r, c). Rows go through the FFT
+    in blocks of similar bandwidth (a block's transforms are as long as its widest kernel needs)."""
     ent = entries if entries is not None else kde_entries(r)
+    n, n_c, bw, s_all = _moments(W, r, c)
+    point = s_all <= ZERO_SPREAD  # one confidence value: a point mass at it
+    spare = bw[~point].min() if not point.all() else 0.01  # any kernel for them: not read
+    bw = np.where(point, spare, bw)
     out = np.empty(W.shape[0])
+    order = np.argsort(bw, kind="stable")
     for start in range(0, W.shape[0], ROWS_AT_ONCE):
-        w = W[start:start + ROWS_AT_ONCE]
-        n, n_c, bw, s_all = _moments(w, r, c)
-        point = s_all <= ZERO_SPREAD  # one confidence value: a point mass at it
-        spare = bw[~point].min() if not point.all() else 0.01  # any kernel for them: not read
-        vals = _block(ent, c, w, n, n_c, np.where(point, spare, bw))
-        out[start:start + w.shape[0]] = np.where(point, np.abs(w @ r / n - n_c / n), vals)
-    return out
+        rows = order[start:start + ROWS_AT_ONCE]
+        out[rows] = _block(ent, c, W[rows], n[rows], n_c[rows], bw[rows])
+    return np.where(point, np.abs(W @ r / n - n_c / n), out)
 
 
 @metric("kde-ece", name="KDE-based ECE", higher_is_better=False, percent=True, header="KDE-ECE",
