@@ -25,6 +25,9 @@ time deterministic and cheap; set `reg_lambda` / `reg_mu` to a cross-validated p
 Why not the normalised form: the same picks would differ ~100-fold between 10 and 100 classes there,
 and the former default, a normalised lambda = 0.01, put 1e-8 on each off-diagonal weight at
 K = 1,000, which nearly interpolated 10,000 validation rows with 1e6 weights (training NLL ~2.5e-5).
+On the 66 runs of the quickstart store (digits, K = 10, 360 validation rows) the mean test NLL is
+0.243 with these defaults, 0.524 with the former one (worse than the uncalibrated 0.250; ts 0.234),
+lower on 65 of the 66 runs.
 dirichletcal also pins the last row of [W, b] to zero by default (`ref_row=True`), which changes what
 the penalty shrinks; calbench fits the full K x (K + 1) matrix of the paper's formula.
 
