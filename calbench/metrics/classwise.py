@@ -10,6 +10,11 @@ with p_ik > 1e-3 count, cut into M equal-mass ranges. Weights n_rk / N_k and a c
 entries adding 0 follow the authors' code (uncertainty_metrics' GeneralCalibrationError); the
 ranges follow calbench's equal-mass rule (ranks sorted by p, ties by 1[y = k]; sizes differ by at
 most one) instead of their quantile edges, so that ties never change the value.
+
+Under the bootstrap every resample's counts follow one fixed per-class order (ClassOrders). The C
+kernel classwise_boot.c (built on first use by calbench.native) walks each class once per 16
+resamples; where it is not built (no compiler, CALBENCH_NATIVE=0) or the counts are not integers in
+[0, 255], the NumPy path (class_gap_sum) gives the same values to rounding.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ class ClassOrders:
     sorted gaps, not which sample each one is."""
 
     def __init__(self, P: np.ndarray, labels: np.ndarray, threshold: float, indices: bool = True):
-        lib = _kernel()
+        lib = _kernel() if P.shape[0] < 2**31 else None        # the kernel's indices are int32
         key = class_keys(P, labels, lib)
         sorted_idx = np.argsort(key, axis=1) if indices else None
         if not indices:
@@ -66,7 +71,7 @@ class ClassOrders:
 
     def _finish_numpy(self, key: np.ndarray, sorted_idx: np.ndarray | None, threshold: float) -> None:
         """order, gap and start from the keys and their argsort (None: the keys are sorted)."""
-        self.order = None if sorted_idx is None else sorted_idx.astype(np.int32)
+        self.order = None if sorted_idx is None else sorted_idx.astype(np.int32 if key.shape[1] < 2**31 else np.int64)
         if sorted_idx is not None:
             key = np.take_along_axis(key, sorted_idx, axis=1)
         p_sorted = (key >> np.uint64(1)).view(np.float64)
@@ -153,7 +158,7 @@ def kernel_tace(orders: ClassOrders, W: np.ndarray, bins: int) -> np.ndarray | N
     """tace_of(orders, W, bins) by the C kernel, or None where it is not built (no compiler,
     CALBENCH_NATIVE=0) or declines W (a count that is not an integer in [0, 255])."""
     lib = _kernel()
-    if lib is None:
+    if lib is None or orders.order.dtype != np.int32:
         return None
     W = np.ascontiguousarray(W, dtype=np.float64)
     k, n = orders.order.shape

@@ -13,13 +13,16 @@
  *
  * Layout: LANES resamples at a time, their counts packed as bytes per sample (packed[i][lane],
  * 16 bytes per sample, so a 50,000-sample group is 800 KB and stays in L2 while every class streams
- * its (index, gap) entries past it); the lane loop is one vector add / multiply / add. The group
- * ends are checked once per CHUNK entries: a lane whose count reached its next end within the chunk
- * is rolled back to the chunk's start (exact: saved copies) and redone one entry at a time. T_k
- * comes from a first pass over the smaller side of the threshold (the row's total minus the entries
- * at or below it, when those are fewer). OpenMP spreads the (lane group, class) passes over threads;
- * every pass writes its own slot and the classes are summed in order, so the result does not depend
- * on the thread count.
+ * its (index, gap) entries past it); per entry the lanes take one vector add (counts) and one
+ * vector multiply and add (sums). The group ends are checked once per CHUNK entries: a lane whose
+ * count reached its next end within the chunk is rolled back to the chunk's start (exact: saved
+ * copies) and replayed one entry at a time. T_k comes from a first pass over the smaller side of
+ * the threshold (the row's total minus the entries at or below it, when those are fewer). OpenMP
+ * spreads the (lane group, class) passes over threads; every pass writes its own slot and the
+ * classes are summed in order, so the result does not depend on the thread count.
+ *
+ * Also here: the two O(K n) steps of building the class orders (calbench_tace_keys,
+ * calbench_tace_finish), around NumPy's argsort.
  */
 #include <math.h>
 #include <stdint.h>
@@ -277,7 +280,7 @@ int calbench_tace_rows(int64_t n, int64_t K, int32_t bins, const int32_t *order,
 {
     int64_t groups = (b + LANES - 1) / LANES;
     uint8_t *packed = malloc((size_t)(groups * n * LANES) + 1);
-    int32_t *rowsum = malloc(sizeof(int32_t) * (size_t)(groups * LANES));
+    int32_t *rowsum = malloc(sizeof(int32_t) * (size_t)(groups * LANES) + 1);
     double *res = malloc(sizeof(double) * (size_t)(K * groups * LANES) + 1);
     int bad = 0;
     if (!packed || !rowsum || !res) {
