@@ -20,6 +20,12 @@ fails or runs out of time is recorded and the next one still runs):
 (its 6 runs must equal the store exactly), so the whole script is exercised end to end.
 
 `--write-cpu-store RESULTS/quickstart` (re)writes the CPU store from a finished CPU quickstart.
+
+With the device tool, one call does it all (about 5-8 minutes expected; nothing is measured yet):
+    run(command="python3 benchmarks/device_check.py --out $OUT", timeout_s=600, carry=[".whl"])
+(.whl, git-ignored, holds the submitit wheel; calbench's local runner does not import submitit, so
+the call also works without it.) At most 8 files come back: env.log, bench_gpu.log, bench_gpu.json,
+pytest_cuda.log, quickstart.log, quickstart_compare.json, summary.json.
 """
 
 from __future__ import annotations
@@ -99,7 +105,7 @@ def environment(steps: Steps, dry: bool) -> None:
 def bench(steps: Steps, args) -> None:
     extra = TINY_BENCH if args.dry else args.bench_args.split()
     json_path = steps.out / "bench_gpu.json"
-    steps.run("bench", [sys.executable, "benchmarks/bench_gpu.py", *extra, "--json", str(json_path)], 240)
+    steps.run("bench", [sys.executable, "benchmarks/bench_gpu.py", *extra, "--json", str(json_path)], 240, "bench_gpu.log")
     if json_path.is_file():
         steps.summary["bench"] = json.loads(json_path.read_text())["rows"]
 

@@ -361,7 +361,7 @@ class ResidentImages:
     def batch(self, positions: torch.Tensor, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch: draws on the CPU (as the DataLoader path), the crop on the device."""
         params = self.draws.draw(len(positions), gen)
-        both = torch.cat([positions.view(1, -1), params]).to(self.device, non_blocking=True)
+        both = torch.cat([positions.reshape(1, -1), params]).to(self.device, non_blocking=True)
         pixels = self._cut(both[0], both[1:])
         x = pixels.permute(0, 3, 1, 2).float().mul_(self.scale).sub_(self.shift)
         x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
