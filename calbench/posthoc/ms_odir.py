@@ -57,9 +57,9 @@ Convergence. Stops when the max |gradient| over all K (K + 1) parameters is <= `
 point's residual. The inner solves aim at a tenth of it, vs's own 1e-7 (they start at 1e-5 and
 tighten as F converges; when only the inner part is left above the bound it is re-solved to 1e-8,
 counted as a step). F is 2 lambda'-strongly convex in O, so F is then within |dF/dO|^2 / (4 lambda')
-of its minimum (Frobenius norm; 2.3e-10 on the benchmark logits). After `max_iter` L-BFGS steps it warns (RuntimeWarning, one line)
-and keeps the last point. `odir_objective` is the plain float64 reference of the objective and
-gradient that the tests check every piece against.
+of its minimum (Frobenius norm; 2.3e-10 on the benchmark logits). After `max_iter` L-BFGS steps it
+warns (RuntimeWarning, one line) and keeps the last point. `odir_objective` is the plain float64
+reference of the objective and gradient that the tests check every piece against.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ from calbench.posthoc.hb import check_classes, check_hparam
 from calbench.posthoc.registry import POSTHOC
 from calbench.posthoc.vs import CHUNK_ROWS, fit_diagonal_affine
 
-GRADIENT_TOLERANCE = 1e-6  # max |dF/dO| at the returned point; the inner (d, b) to a tenth (vs: 1e-7)
+GRADIENT_TOLERANCE = 1e-6  # max |gradient| over all K (K + 1) parameters at the returned point
 LBFGS_MEMORY = 8
 FLOAT32_FROM_CLASSES = 64  # below this the products are cheap: float64 throughout
 ARMIJO = 1e-4
@@ -109,10 +109,12 @@ def odir_objective(theta: np.ndarray, logits: np.ndarray, labels: np.ndarray, of
 
 class ProfiledOdir:
     """The profile F(O) = min_{d,b} f(diag(d) + O, b) on fixed float64 logits: `point` solves the inner
-    problem at scores S = z O^T and returns F; `gradient` is dF/dO there; `scores_of` is z D^T and
+    problem at scores S = z O^T and returns F; `gradient` is dF/dO there (and what remains of the inner
+    gradient); `scores_of` is z D^T and
     `trial_scores` S + t z D^T. The N x K x K products run in `precision` (numpy's BLAS, the caller's
-    thread setting). Every N x K array is a buffer allocated once (a fresh 80 MB array per step cost
-    ~1 s of page faults in a 10,000 x 1,000 fit): two score buffers, current and trial, alternate."""
+    thread setting). Every N x K array is a buffer allocated once (fresh 80 MB arrays per step cost
+    ~1 s of allocation and page faults in a 10,000 x 1,000 fit at load 5): two score buffers, current
+    and trial, alternate."""
 
     def __init__(self, logits, labels, off_weight: float, bias_weight: float, precision=np.float64) -> None:
         self.x = np.ascontiguousarray(logits, dtype=np.float64)
