@@ -34,8 +34,11 @@
  * corrected by the WINDOW neighbours on either side (branch-free: whatever lies further away is in
  * another bucket); otherwise insertion sort, after a qsort of any bucket of more than CROWDED
  * values, so clustered rows stay O(m log m). Keys are the float bit patterns (made unsigned-
- * monotone) with the position in the low 32 bits; float64 rows are then fixed up by their exact
- * values (only logits that round to the same float can be out of order).
+ * monotone), compared 16 to a vector; ties go by position (the scatter into buckets is stable, so
+ * in the window a tie before an element comes first, one after it comes later; the crowded case
+ * sorts 64-bit keys with the position in the low 32 bits). The ranks place each value (as double)
+ * and its column straight into sorted order. Float64 rows are then fixed up by their exact values
+ * (only logits that round to the same float can be out of order).
  * The recursions run LANES rows in lockstep (one SIMD lane per row; every row has the same m), so
  * each lane does the same operations and a row's result does not depend on its neighbours. The
  * sums over rows are taken in row order after the (OpenMP) loop over row groups: independent of
@@ -69,14 +72,20 @@ typedef float vec_f32 __attribute__((vector_size(LANES * sizeof(float))));
 typedef double vec_f64 __attribute__((vector_size(LANES * sizeof(double))));
 
 typedef int32_t vec_i32 __attribute__((vector_size(LANES * sizeof(int32_t))));
+typedef uint32_t vec_u32 __attribute__((vector_size(LANES * sizeof(uint32_t))));
 typedef int64_t vec_i64 __attribute__((vector_size(LANES * sizeof(int64_t))));
+/* HALF doubles: one 512-bit vector, the unit of the double-precision loops (the 22 chain states of
+ * one half stay in the 32 zmm registers; those of 16 lanes would spill). */
+#define HALF (LANES / 2)
+typedef double half_f64 __attribute__((vector_size(HALF * sizeof(double))));
+typedef int64_t half_i64 __attribute__((vector_size(HALF * sizeof(int64_t))));
 
 INLINE vec_f32 select_f32(vec_i32 mask, vec_f32 a, vec_f32 b) {
     return (vec_f32)((mask & (vec_i32)a) | (~mask & (vec_i32)b));
 }
 
-INLINE vec_f64 select_f64(vec_i64 mask, vec_f64 a, vec_f64 b) {
-    return (vec_f64)((mask & (vec_i64)a) | (~mask & (vec_i64)b));
+INLINE half_f64 select_half(half_i64 mask, half_f64 a, half_f64 b) {
+    return (half_f64)((mask & (half_i64)a) | (~mask & (half_i64)b));
 }
 
 /* c_n and b_n of log(1 + u) ~= sum_n c_n u^n and u / (1 + u) ~= sum_n b_n u^n; entry n - 1 is u^n. */
@@ -123,32 +132,34 @@ INLINE vec_f32 exp_vec_f32(vec_f32 v) {
 
 /* exp(v) for v <= 0 on every lane, in double: 2^n exp(r) with n = round(v / log 2) and
  * |r| <= log(2) / 2 (log 2 split in two, fdlibm's constants), exp(r) by its Taylor polynomial to
- * r^13 (truncation below 4e-18 relative); 0 below -708. */
-INLINE vec_f64 exp_vec_f64(vec_f64 v) {
-    const vec_i64 under = v < -708.0;
-    const vec_f64 zero = {0}, t = select_f64(under, zero - 708.0, v);
-    const vec_i64 n = __builtin_convertvector(t * 1.4426950408889634 - 0.5, vec_i64);
-    const vec_f64 nf = __builtin_convertvector(n, vec_f64);
-    const vec_f64 r = (t - nf * 6.93147180369123816490e-01) - nf * 1.90821492927058770002e-10;
-    static const double inverse_factorial[14] = {
+ * r^13 (truncation below 4e-18 relative) in Estrin's scheme (depth 8 instead of Horner's 26: a
+ * row's vectors are independent, and the chain length, not the operation count, set the pace);
+ * 0 below -708. On HALF lanes: one 512-bit vector (GCC 12 lowers a 1024-bit compare lane by lane,
+ * which made this 6x slower). */
+INLINE half_f64 exp_half_f64(half_f64 v) {
+    const half_i64 under = v < -708.0;
+    const half_f64 zero = {0}, t = select_half(under, zero - 708.0, v);
+    const half_i64 n = __builtin_convertvector(t * 1.4426950408889634 - 0.5, half_i64);
+    const half_f64 nf = __builtin_convertvector(n, half_f64);
+    const half_f64 r = (t - nf * 6.93147180369123816490e-01) - nf * 1.90821492927058770002e-10;
+    static const double f[14] = {
         1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
         1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0};
-    vec_f64 p = zero + inverse_factorial[13];
-    for (int j = 12; j >= 0; --j) p = p * r + inverse_factorial[j];
-    const vec_i64 scale = (n + 1023) << 52;
-    return select_f64(under, zero, p * (vec_f64)scale);
+    const half_f64 r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    const half_f64 low = ((f[0] + f[1] * r) + (f[2] + f[3] * r) * r2) + ((f[4] + f[5] * r) + (f[6] + f[7] * r) * r2) * r4;
+    const half_f64 high = ((f[8] + f[9] * r) + (f[10] + f[11] * r) * r2) + (f[12] + f[13] * r) * r4;
+    const half_i64 scale = (n + 1023) << 52;
+    return select_half(under, zero, (low + high * r8) * (half_f64)scale);
 }
 
 
 /* ---- sorting ---- */
 
-/* The unsigned order of the key is the order of v (the float's bits, sign-flipped), ties broken by
- * the position q kept in the low 32 bits. */
-static inline uint64_t order_key(float v, int64_t q) {
+/* The float's bits made unsigned-monotone: their unsigned order is the order of the floats. */
+static inline uint32_t order_bits(float v) {
     uint32_t u;
     memcpy(&u, &v, sizeof u);
-    u ^= (uint32_t)((int32_t)u >> 31) | 0x80000000u;
-    return ((uint64_t)u << 32) | (uint64_t)q;
+    return u ^ ((uint32_t)((int32_t)u >> 31) | 0x80000000u);
 }
 
 static int by_key(const void *a, const void *b) {
@@ -169,51 +180,114 @@ static void insertion_sort(uint64_t *src, uint64_t *dst, const int32_t *start, i
     }
 }
 
-/* key[0..m) = the keys of the finite floats v[0..m), ascending (see the header). Scratch:
- * pad m + 2 WINDOW keys, rank m int32, start 2m + 1 int32. */
-INLINE void sort_keys(const float *v, int64_t m, uint64_t *key, uint64_t *pad, int32_t *rank, int32_t *start) {
+/* Counts -> exclusive prefix sums in place, LANES at a time (a log-step scan in each vector);
+ * returns the largest count. nb is a multiple of LANES. */
+INLINE int32_t exclusive_scan(int32_t *start, int64_t nb) {
+    const vec_i32 zero = {0};
+    vec_i32 carry = zero, most = zero, c, x;
+    for (int64_t b = 0; b < nb; b += LANES) {
+        memcpy(&c, start + b, sizeof c);
+        const vec_i32 larger = c > most;
+        most = (larger & c) | (~larger & most);
+        x = c + __builtin_shufflevector(zero, c, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30);
+        x += __builtin_shufflevector(zero, x, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29);
+        x += __builtin_shufflevector(zero, x, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27);
+        x += __builtin_shufflevector(zero, x, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23);
+        const vec_i32 out = carry + x - c;
+        memcpy(start + b, &out, sizeof out);
+        carry += __builtin_shufflevector(x, x, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15);
+    }
+    int32_t largest = 0;
+    for (int l = 0; l < LANES; ++l) largest = most[l] > largest ? most[l] : largest;
+    return largest;
+}
+
+/* lo, hi = the least and largest of f[0..m), m >= 1. */
+INLINE void min_max(const float *f, int64_t m, float *lo_out, float *hi_out) {
     const vec_f32 zero = {0};
-    vec_f32 lo_v = zero + v[0], hi_v = lo_v, block;
+    vec_f32 lo_v = zero + f[0], hi_v = lo_v, block;
     int64_t q0 = 0;
     for (; q0 + LANES <= m; q0 += LANES) {
-        memcpy(&block, v + q0, sizeof block);
+        memcpy(&block, f + q0, sizeof block);
         lo_v = select_f32(block < lo_v, block, lo_v);
         hi_v = select_f32(block > hi_v, block, hi_v);
     }
-    float lo = v[0], hi = v[0];
+    float lo = f[0], hi = f[0];
     for (int l = 0; l < LANES; ++l) { lo = lo_v[l] < lo ? lo_v[l] : lo; hi = hi_v[l] > hi ? hi_v[l] : hi; }
-    for (; q0 < m; ++q0) { lo = v[q0] < lo ? v[q0] : lo; hi = v[q0] > hi ? v[q0] : hi; }
-    _Pragma("omp simd")
-    for (int64_t q = 0; q < m; ++q) key[q] = order_key(v[q], q);
-    if (hi == lo) return;                                  /* all equal: positions are the order */
-    const int64_t nb = 2 * m;
-    const double scale = (double)nb / ((double)hi - (double)lo);
-    _Pragma("omp simd")
-    for (int64_t q = 0; q < m; ++q) {
-        const int32_t b = (int32_t)(((double)v[q] - (double)lo) * scale);
-        rank[q] = b < nb ? b : (int32_t)nb - 1;
-    }
-    memset(start, 0, (size_t)nb * sizeof(int32_t));
-    for (int64_t q = 0; q < m; ++q) start[rank[q]] += 1;
-    int32_t most = 0, run = 0;
-    for (int64_t b = 0; b < nb; ++b) {                     /* counts -> starts (exclusive prefix) */
-        const int32_t count = start[b];
-        start[b] = run;
-        run += count;
-        most = count > most ? count : most;
-    }
-    uint64_t *w = pad + WINDOW;
-    for (int64_t q = 0; q < m; ++q) w[start[rank[q]]++] = key[q];   /* start[b]: now bucket b's end */
-    if (most > WINDOW + 1) { insertion_sort(w, key, start, nb, m); return; }
-    for (int d = 1; d <= WINDOW; ++d) { w[-d] = 0; w[m - 1 + d] = UINT64_MAX; }
-    _Pragma("omp simd")
-    for (int64_t q = 0; q < m; ++q) {
-        int32_t r = (int32_t)q - WINDOW;
-        for (int d = -WINDOW; d <= WINDOW; ++d) r += w[q + d] < w[q];
-        rank[q] = r;
-    }
-    for (int64_t q = 0; q < m; ++q) key[rank[q]] = w[q];
+    for (; q0 < m; ++q0) { lo = f[q0] < lo ? f[q0] : lo; hi = f[q0] > hi ? f[q0] : hi; }
+    *lo_out = lo;
+    *hi_out = hi;
 }
+
+/* rank[q] = the rank of w[q] in the order of (w, q), for w[0..m) in bucket order with buckets of at
+ * most WINDOW + 1 keys: q - WINDOW plus the keys of the window on either side that come first
+ * (whatever lies further away is in another bucket). LANES positions at a time; w has WINDOW
+ * keys of room on either side, and LANES more at the end (read, never used). */
+INLINE void window_ranks(uint32_t *w, int64_t m, int32_t *rank) {
+    for (int d = 1; d <= WINDOW; ++d) { w[-d] = 0; w[m - 1 + d] = UINT32_MAX; }
+    vec_i32 offset;
+    for (int l = 0; l < LANES; ++l) offset[l] = l - WINDOW;
+    for (int64_t q0 = 0; q0 < m; q0 += LANES) {
+        vec_u32 here, there;
+        vec_i32 r = offset + (int32_t)q0;
+        memcpy(&here, w + q0, sizeof here);
+        for (int d = -WINDOW; d < 0; ++d) { memcpy(&there, w + q0 + d, sizeof there); r -= there <= here; }
+        for (int d = 1; d <= WINDOW; ++d) { memcpy(&there, w + q0 + d, sizeof there); r -= there < here; }
+        if (q0 + LANES <= m) memcpy(rank + q0, &r, sizeof r);
+        else for (int64_t q = q0; q < m; ++q) rank[q] = r[q - q0];
+    }
+}
+
+/* Sorts the finite floats f[0..m) (f[q]: the key of v[q], the row without its label) and writes
+ * them out in ascending order: sv[j] = v[p] (as double), col[j] = p's column in the full row
+ * (p, or p + 1 past the label). Ties keep their positions' order. Scratch: wk m + 2 WINDOW,
+ * wp m, bucket m, start 2m + LANES, key and pad m each (the crowded case). */
+#define DEFINE_SORT_ROW(NAME, T)                                                              \
+static inline __attribute__((always_inline)) void NAME(const float *f, const T *v, int64_t m, int64_t label, \
+        double *sv, int32_t *col, uint32_t *wk, int32_t *wp, int32_t *bucket, int32_t *start, \
+        uint64_t *key, uint64_t *pad) {                                                       \
+    float lo, hi;                                                                             \
+    min_max(f, m, &lo, &hi);                                                                  \
+    if (hi == lo) {                                        /* all equal: positions are the order */ \
+        for (int64_t q = 0; q < m; ++q) { sv[q] = (double)v[q]; col[q] = (int32_t)(q + (q >= label)); } \
+        return;                                                                               \
+    }                                                                                         \
+    const int64_t nb = (2 * m + LANES - 1) / LANES * LANES;                                   \
+    const double scale = (double)(2 * m) / ((double)hi - (double)lo);                         \
+    _Pragma("omp simd")                                                                       \
+    for (int64_t q = 0; q < m; ++q) {                                                         \
+        const int32_t b = (int32_t)(((double)f[q] - (double)lo) * scale);                     \
+        bucket[q] = b < 2 * m ? b : (int32_t)(2 * m) - 1;                                     \
+    }                                                                                         \
+    memset(start, 0, (size_t)nb * sizeof(int32_t));                                           \
+    for (int64_t q = 0; q < m; ++q) start[bucket[q]] += 1;                                    \
+    const int32_t most = exclusive_scan(start, nb);                                           \
+    uint32_t *w = wk + WINDOW;                                                                \
+    for (int64_t q = 0; q < m; ++q) {                      /* start[b]: then bucket b's end */ \
+        const int32_t d = start[bucket[q]]++;                                                 \
+        w[d] = order_bits(f[q]);                                                              \
+        wp[d] = (int32_t)q;                                                                   \
+    }                                                                                         \
+    if (most > WINDOW + 1) {                                                                  \
+        for (int64_t j = 0; j < m; ++j) pad[j] = ((uint64_t)w[j] << 32) | (uint32_t)wp[j];    \
+        insertion_sort(pad, key, start, 2 * m, m);                                            \
+        for (int64_t j = 0; j < m; ++j) {                                                     \
+            const int32_t p = (int32_t)(uint32_t)key[j];                                      \
+            sv[j] = (double)v[p];                                                             \
+            col[j] = p + (p >= label);                                                        \
+        }                                                                                     \
+        return;                                                                               \
+    }                                                                                         \
+    window_ranks(w, m, bucket);                                                               \
+    for (int64_t q = 0; q < m; ++q) {                                                         \
+        const int32_t p = wp[q], j = bucket[q];                                               \
+        sv[j] = (double)v[p];                                                                 \
+        col[j] = p + (p >= label);                                                            \
+    }                                                                                         \
+}
+
+DEFINE_SORT_ROW(sort_row_f32, float)
+DEFINE_SORT_ROW(sort_row_f64, double)
 
 /* ---- binary discrimination ---- */
 
@@ -235,32 +309,32 @@ INLINE vec_f32 atanh_series_f32(vec_f32 z) {
  * the running sums, -w sigmoid(-a) (0 elsewhere) is returned. With a = l_y - l_k, e = exp(-|a|):
  * log sigmoid(a) = min(a, 0) - log(1 + e), log(1 + e) = 2 atanh(e / (2 + e)) and
  * sigmoid(-a) = (a >= 0 ? e : 1) / (1 + e), one division for both. */
-INLINE vec_f32 bd_block(vec_f32 x, float ly, float w, vec_i32 other, vec_f32 *sum, vec_f32 *to_label,
-                        vec_f32 *check) {
+INLINE vec_f32 bd_block(vec_f32 x, float ly, float w, vec_i32 other, vec_f32 *sum, vec_f32 *to_label) {
     const vec_f32 zero = {0}, a = ly - x, e = exp_vec_f32(select_f32(a < 0, a, -a));
     const vec_f32 u = 1.0f + e, inv = 1.0f / (u * (u + 1.0f));
     const vec_f32 log_sig = select_f32(a < 0, a, zero) - atanh_series_f32(e * u * inv);
     const vec_f32 sig_neg = select_f32(a >= 0, e, zero + 1.0f) * (u + 1.0f) * inv;
-    *check += x * 0.0f;                                    /* NaN if a logit is inf or NaN */
     *sum += select_f32(other, log_sig, zero);
     *to_label += select_f32(other, sig_neg, zero);
     return select_f32(other, -w * sig_neg, zero);
 }
 
-/* Row i's BD_i (returned) and w dBD_i/dl into g: dBD/dl_k = -sigmoid(l_k - l_y) for k != y and
- * dBD/dl_y = the sum of those sigmoids; *finite = 0 if a logit is inf or NaN. LANES logits at a
+/* Row i's BD_i (returned) and w dBD_i/dl added into g (g[label] set): dBD/dl_k = -sigmoid(l_k - l_y)
+ * for k != y and dBD/dl_y = the sum of those sigmoids. LANES logits at a
  * time (the last block padded); per-lane sums in float over FLUSH_BD blocks, then in double. */
-INLINE double bd_f32(const float *xi, int64_t label, int64_t k, float w, float *g, int *finite) {
+INLINE double bd_f32(const float *xi, int64_t label, int64_t k, float w, float *g) {
     const float ly = xi[label];
     const vec_f32 zero = {0};
     vec_f64 sum = {0}, to_label = {0};
-    vec_f32 check = zero, part_sum = zero, part_to_label = zero, x, grad;
+    vec_f32 part_sum = zero, part_to_label = zero, x, grad, old;
     vec_i32 lane;
     for (int l = 0; l < LANES; ++l) lane[l] = l;
     const int64_t full = k / LANES * LANES;
     for (int64_t j0 = 0; j0 < full; j0 += LANES) {
         memcpy(&x, xi + j0, sizeof x);
-        grad = bd_block(x, ly, w, lane != (int32_t)(label - j0), &part_sum, &part_to_label, &check);
+        grad = bd_block(x, ly, w, lane != (int32_t)(label - j0), &part_sum, &part_to_label);
+        memcpy(&old, g + j0, sizeof old);
+        grad += old;
         memcpy(g + j0, &grad, sizeof grad);
         if ((j0 / LANES) % FLUSH_BD == FLUSH_BD - 1) {
             sum += __builtin_convertvector(part_sum, vec_f64);
@@ -272,75 +346,79 @@ INLINE double bd_f32(const float *xi, int64_t label, int64_t k, float w, float *
         x = zero + ly;
         for (int64_t j = full; j < k; ++j) x[j - full] = xi[j];
         const vec_i32 other = (lane != (int32_t)(label - full)) & (lane < (int32_t)(k - full));
-        grad = bd_block(x, ly, w, other, &part_sum, &part_to_label, &check);
-        for (int64_t j = full; j < k; ++j) g[j] = grad[j - full];
+        grad = bd_block(x, ly, w, other, &part_sum, &part_to_label);
+        for (int64_t j = full; j < k; ++j) g[j] += grad[j - full];
     }
     sum += __builtin_convertvector(part_sum, vec_f64);
     to_label += __builtin_convertvector(part_to_label, vec_f64);
     double total = 0.0, label_grad = 0.0;
-    *finite = 1;
-    for (int l = 0; l < LANES; ++l) { total += sum[l]; label_grad += to_label[l]; *finite &= check[l] == 0.0f; }
+    for (int l = 0; l < LANES; ++l) { total += sum[l]; label_grad += to_label[l]; }
     g[label] = w * (float)label_grad;
     return total;
 }
 
-INLINE double bd_f64(const double *xi, int64_t label, int64_t k, double w, double *g, int *finite) {
+INLINE double bd_f64(const double *xi, int64_t label, int64_t k, double w, double *g) {
     const double ly = xi[label];
-    double sum = 0.0, to_label = 0.0, check = 0.0;
+    double sum = 0.0, to_label = 0.0;
     for (int64_t j = 0; j < k; ++j) {
-        check += xi[j] * 0.0;
         const double a = ly - xi[j], e = exp(-fabs(a)), sig_neg = (a >= 0 ? e : 1.0) / (1.0 + e);
         if (j == label) continue;
         sum += (a < 0 ? a : 0.0) - log1p(e);
         to_label += sig_neg;
-        g[j] = -w * sig_neg;
+        g[j] += -w * sig_neg;
     }
     g[label] = w * to_label;
-    *finite = check == 0.0;
     return sum;
 }
 
 /* ---- the exclusion pair sum ---- */
-/* The recursions of (b) and (c) for LANES rows: r[k * LANES + l] = r_k of lane l (r_0 unused);
- * out: g[k * LANES + l] = sum_n b_n (P_k^(n) - Q_k^(n)), value[l] = sum_n c_n sum_k P_k^(n).
- * pw[n] = r_k^(n + 1) by a product tree (depth log2 D). */
-#define DEFINE_CHAINS(NAME, T, V, D, LOG1P, SIGMOID)                                          \
-static inline __attribute__((always_inline)) void NAME(const T *r, int64_t m, T *g, double *value) { \
-    V p[D], sum[D], pw[D], rk, acc, zero = {0};                                               \
-    for (int n = 0; n < D; ++n) p[n] = sum[n] = zero;                                         \
-    memcpy(g, &zero, sizeof(V));                                                              \
-    for (int64_t k = 1; k < m; ++k) {                                                         \
-        memcpy(&rk, r + k * LANES, sizeof(V));                                                \
-        pw[0] = rk;                                                                           \
-        for (int n = 1; n < D; ++n) pw[n] = pw[(n + 1) / 2 - 1] * pw[n - (n + 1) / 2];        \
-        acc = zero;                                                                           \
-        for (int n = 0; n < D; ++n) {                                                         \
-            p[n] = pw[n] * (p[n] + 1);                                                        \
-            acc += (T)SIGMOID[n] * p[n];                                                      \
-            sum[n] += p[n];                                                                   \
+/* The recursions of (b) and (c) for LANES rows, HALF at a time: r[k * LANES + l] = r_k of lane l
+ * (r_0 unused); out: g[k * LANES + l] = sum_n b_n (P_k^(n) - Q_k^(n)), value[l] = sum_n c_n sum_k
+ * P_k^(n). The states are b_n P^(n) (recursion b_n P_k = r_k^n (b_n P_{k-1} + b_n)), so that
+ * g is their plain sum; value weighs their sums by c_n / b_n. pw[n] = r_k^(n + 1) by a product
+ * tree (depth log2 D). */
+#define DEFINE_CHAINS(NAME, D, LOG1P, SIGMOID)                                                \
+static inline __attribute__((always_inline)) void NAME(const double *r, int64_t m, double *g, double *value) { \
+    for (int h = 0; h < LANES; h += HALF) {                                                   \
+        half_f64 p[D], sum[D], pw[D], rk, acc, zero = {0};                                    \
+        for (int n = 0; n < D; ++n) p[n] = sum[n] = zero;                                     \
+        memcpy(g + h, &zero, sizeof zero);                                                    \
+        for (int64_t k = 1; k < m; ++k) {                                                     \
+            memcpy(&rk, r + k * LANES + h, sizeof rk);                                        \
+            pw[0] = rk;                                                                       \
+            for (int n = 1; n < D; ++n) pw[n] = pw[(n + 1) / 2 - 1] * pw[n - (n + 1) / 2];    \
+            acc = zero;                                                                       \
+            for (int n = 0; n < D; ++n) {                                                     \
+                p[n] = pw[n] * (p[n] + SIGMOID[n]);                                           \
+                acc += p[n];                                                                  \
+                sum[n] += p[n];                                                               \
+            }                                                                                 \
+            memcpy(g + k * LANES + h, &acc, sizeof acc);                                      \
         }                                                                                     \
-        memcpy(g + k * LANES, &acc, sizeof(V));                                               \
-    }                                                                                         \
-    for (int l = 0; l < LANES; ++l) {                                                         \
-        value[l] = 0.0;                                                                       \
-        for (int n = 0; n < D; ++n) value[l] += LOG1P[n] * sum[n][l];                         \
-    }                                                                                         \
-    for (int n = 0; n < D; ++n) p[n] = zero;                   /* now Q */                    \
-    for (int64_t k = m - 2; k >= 0; --k) {                                                    \
-        memcpy(&rk, r + (k + 1) * LANES, sizeof(V));                                          \
-        pw[0] = rk;                                                                           \
-        for (int n = 1; n < D; ++n) pw[n] = pw[(n + 1) / 2 - 1] * pw[n - (n + 1) / 2];        \
-        memcpy(&acc, g + k * LANES, sizeof(V));                                               \
-        for (int n = 0; n < D; ++n) {                                                         \
-            p[n] = pw[n] * (p[n] + 1);                                                        \
-            acc -= (T)SIGMOID[n] * p[n];                                                      \
+        for (int l = 0; l < HALF; ++l) {                                                      \
+            value[h + l] = 0.0;                                                               \
+            for (int n = 0; n < D; ++n) value[h + l] += LOG1P[n] / SIGMOID[n] * sum[n][l];    \
         }                                                                                     \
-        memcpy(g + k * LANES, &acc, sizeof(V));                                               \
+        for (int n = 0; n < D; ++n) p[n] = zero;                   /* now Q */                \
+        for (int64_t k = m - 2; k >= 0; --k) {                                                \
+            memcpy(&rk, r + (k + 1) * LANES + h, sizeof rk);                                  \
+            pw[0] = rk;                                                                       \
+            for (int n = 1; n < D; ++n) pw[n] = pw[(n + 1) / 2 - 1] * pw[n - (n + 1) / 2];    \
+            acc = zero;                                                                       \
+            for (int n = 0; n < D; ++n) {                                                     \
+                p[n] = pw[n] * (p[n] + SIGMOID[n]);                                           \
+                acc += p[n];                                                                  \
+            }                                                                                 \
+            half_f64 up;                                                                      \
+            memcpy(&up, g + k * LANES + h, sizeof up);                                        \
+            up -= acc;                                                                        \
+            memcpy(g + k * LANES + h, &up, sizeof up);                                        \
+        }                                                                                     \
     }                                                                                         \
 }
 
-DEFINE_CHAINS(chains_f32, double, vec_f64, 11, LOG1P_11, SIGMOID_11)
-DEFINE_CHAINS(chains_f64, double, vec_f64, 22, LOG1P_22, SIGMOID_22)
+DEFINE_CHAINS(chains_f32, 11, LOG1P_11, SIGMOID_11)
+DEFINE_CHAINS(chains_f64, 22, LOG1P_22, SIGMOID_22)
 
 /* The floats that the sort keys are made of: float32 logits themselves; float64 ones rounded and
  * saturated to the float range, a weak order of the values that exact_fix then makes strict. */
@@ -350,16 +428,16 @@ INLINE const float *floats_f64(const double *v, float *vf, int64_t m) {
     return vf;
 }
 
-/* out[q] = r_q = exp(-(s_q - s_{q-1})) for q >= 1 (out[0] unused), LANES at a time, in double. */
+/* out[q] = r_q = exp(-(s_q - s_{q-1})) for q >= 1 (out[0] unused), HALF at a time, in double. */
 INLINE void gaps(const double *s, int64_t m, double *out) {
     out[0] = 0.0;
-    for (int64_t q0 = 1; q0 < m; q0 += LANES) {
-        const int64_t rest = m - q0 < LANES ? m - q0 : LANES;
-        vec_f64 hi = {0}, lo = {0};
-        if (rest == LANES) { memcpy(&hi, s + q0, sizeof hi); memcpy(&lo, s + q0 - 1, sizeof lo); }
+    for (int64_t q0 = 1; q0 < m; q0 += HALF) {
+        const int64_t rest = m - q0 < HALF ? m - q0 : HALF;
+        half_f64 hi = {0}, lo = {0};
+        if (rest == HALF) { memcpy(&hi, s + q0, sizeof hi); memcpy(&lo, s + q0 - 1, sizeof lo); }
         else for (int l = 0; l < rest; ++l) { hi[l] = s[q0 + l]; lo[l] = s[q0 + l - 1]; }
-        const vec_f64 r = exp_vec_f64(lo - hi);
-        if (rest == LANES) memcpy(out + q0, &r, sizeof r);
+        const half_f64 r = exp_half_f64(lo - hi);
+        if (rest == HALF) memcpy(out + q0, &r, sizeof r);
         else for (int l = 0; l < rest; ++l) out[q0 + l] = r[l];
     }
 }
@@ -374,85 +452,142 @@ INLINE double spread_of(const double *s, int64_t m) {
     return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
-/* Float64: insertion passes by the exact values over keys sorted by their float roundings. */
-static void exact_fix(uint64_t *key, const double *v, int64_t m) {
+/* Float64: insertion passes by the exact values over the values sorted by their float roundings
+ * (sv), their columns moved along. */
+static void exact_fix(double *sv, int32_t *col, int64_t m) {
     for (int64_t j = 1; j < m; ++j) {
-        const uint64_t x = key[j];
-        const double vx = v[(uint32_t)x];
+        const double x = sv[j];
+        const int32_t c = col[j];
         int64_t p = j;
-        while (p > 0 && v[(uint32_t)key[p - 1]] > vx) { key[p] = key[p - 1]; --p; }
-        key[p] = x;
+        while (p > 0 && sv[p - 1] > x) { sv[p] = sv[p - 1]; col[p] = col[p - 1]; --p; }
+        sv[p] = x;
+        col[p] = c;
     }
 }
 
-/* Scratch of one group (bytes), carved in this order (each part stays aligned): key, pad
- * (uint64); sv, rl, r, g (double); v (T); vf (float); rank, start, col (int32). */
-static size_t group_bytes(int64_t k, size_t t_size) {
+/* The scratch of one group, carved from one buffer: key, pad (uint64, m each); sv, rl (double, m
+ * each), r, g (double, LANES m each); v (T, m); vf (float, m); wk (uint32, m + 2 WINDOW + LANES);
+ * wp, bucket (int32, m each), start (2m + LANES), col (LANES m). Part j starts at 192 j bytes past
+ * a 4 KiB boundary: parts read and written in step at the same index (sv and rl, wk and wp) would
+ * otherwise often be a multiple of 4 KiB apart (m = 999: 8 KiB), and the CPU then takes each
+ * load for a read of the store before it (4K aliasing; the gaps pass ran 2x slower). */
+struct parts {
+    uint64_t *key, *pad;
+    double *sv, *rl, *r, *g;
+    void *v;
+    float *vf;
+    uint32_t *wk;
+    int32_t *wp, *bucket, *start, *col;
+};
+
+enum { PARTS = 13 };
+
+/* The parts' offsets into at[] in the order of struct parts; returns the total size in bytes. */
+static size_t layout(int64_t k, size_t t_size, size_t at[PARTS]) {
     const size_t mm = (size_t)(k > 1 ? k - 1 : 1);
-    return (2 * mm + 2 * WINDOW) * sizeof(uint64_t) + (2 * mm + 2 * LANES * mm) * sizeof(double)
-           + mm * t_size + mm * sizeof(float) + (mm + 2 * mm + 1 + LANES * mm) * sizeof(int32_t);
+    const size_t bytes[PARTS] = {
+        mm * sizeof(uint64_t), mm * sizeof(uint64_t), mm * sizeof(double), mm * sizeof(double),
+        LANES * mm * sizeof(double), LANES * mm * sizeof(double), mm * t_size, mm * sizeof(float),
+        (mm + 2 * WINDOW + LANES) * sizeof(uint32_t), mm * sizeof(int32_t), mm * sizeof(int32_t),
+        (2 * mm + LANES) * sizeof(int32_t), LANES * mm * sizeof(int32_t)};
+    size_t end = 0;
+    for (int j = 0; j < PARTS; ++j) {
+        at[j] = (end + 4095) / 4096 * 4096 + 192 * (size_t)j;
+        end = at[j] + bytes[j];
+    }
+    return end;
 }
 
-/* One group of LANES rows from `first`: BD_i and S_i into bd_row / be_row, gradients into gbd /
- * gbe; returns the number of out-of-range labels. */
-#define DEFINE_GROUP(NAME, T, BD, CHAINS, FLOATS, FIX)                                  \
+static size_t group_bytes(int64_t k, size_t t_size) {
+    size_t at[PARTS];
+    return layout(k, t_size, at);
+}
+
+static struct parts carve(char *buf, int64_t k, size_t t_size) {
+    size_t at[PARTS];
+    layout(k, t_size, at);
+    const struct parts s = {
+        (uint64_t *)(buf + at[0]), (uint64_t *)(buf + at[1]), (double *)(buf + at[2]), (double *)(buf + at[3]),
+        (double *)(buf + at[4]), (double *)(buf + at[5]), buf + at[6], (float *)(buf + at[7]),
+        (uint32_t *)(buf + at[8]), (int32_t *)(buf + at[9]), (int32_t *)(buf + at[10]),
+        (int32_t *)(buf + at[11]), (int32_t *)(buf + at[12])};
+    return s;
+}
+
+/* 1 if the k logits are all finite (inf * 0 and NaN * 0 are NaN; the order of the sum is free). */
+#define DEFINE_FINITE(NAME, T)                                                                \
+static inline __attribute__((always_inline)) int NAME(const T *xi, int64_t k) {               \
+    T check = 0;                                                                              \
+    _Pragma("omp simd reduction(+:check)")                                                    \
+    for (int64_t j = 0; j < k; ++j) check += xi[j] * (T)0;                                    \
+    return check == 0;                                                                        \
+}
+
+DEFINE_FINITE(finite_f32, float)
+DEFINE_FINITE(finite_f64, double)
+
+/* Lane l of a group, for a finite row xi with label `label` and m >= 1 other logits: those logits
+ * sorted (columns into col[l m ..]), the recursion inputs r_q into column l of r; returns
+ * sum_q (2q - m + 1) s_q, (a). */
+#define DEFINE_PREPARE(NAME, T, FLOATS, SORT, FIX)                                            \
+static inline __attribute__((always_inline)) double NAME(const T *xi, int64_t label, int64_t m, int l, \
+                                                         const struct parts *s) {             \
+    T *v = (T *)s->v;                                                                         \
+    int32_t *col = s->col + l * m;                                                            \
+    memcpy(v, xi, (size_t)label * sizeof(T));                                                 \
+    memcpy(v + label, xi + label + 1, (size_t)(m - label) * sizeof(T));                       \
+    SORT(FLOATS(v, s->vf, m), v, m, label, s->sv, col, s->wk, s->wp, s->bucket, s->start, s->key, s->pad); \
+    FIX                                                                                       \
+    gaps(s->sv, m, s->rl);                                                                    \
+    for (int64_t q = 1; q < m; ++q) s->r[q * LANES + l] = s->rl[q];                           \
+    return spread_of(s->sv, m);                                                               \
+}
+
+DEFINE_PREPARE(prepare_f32, float, floats_f32, sort_row_f32, )
+DEFINE_PREPARE(prepare_f64, double, floats_f64, sort_row_f64, exact_fix(s->sv, col, m);)
+
+/* One group of LANES rows from `first`: BD_i and S_i into bd_row / be_row, gradients into grad
+ * (w_be dS/dl written first, at the sorted columns; w_bd dBD/dl then added in BD's pass);
+ * returns the number of out-of-range labels. state: 0 no row, -1 bad label, 1 finite, 2 not. */
+#define DEFINE_GROUP(NAME, T, BD, CHAINS, FINITE, PREPARE)                                    \
 WIDE_SIMD static int64_t NAME(const T *x, const int64_t *y, int64_t n, int64_t k, int64_t first, \
                               double w_bd, double w_be, T *grad, double *bd_row, double *be_row, char *buf) { \
-    const int64_t m = k - 1, mm = m > 0 ? m : 1;                                              \
-    uint64_t *key = (uint64_t *)buf, *pad = key + mm;                                         \
-    double *sv = (double *)(pad + mm + 2 * WINDOW), *rl = sv + mm, *r = rl + mm, *g = r + LANES * mm; \
-    T *v = (T *)(g + LANES * mm);                                                             \
-    float *vf = (float *)(v + mm);                                                            \
-    int32_t *rank = (int32_t *)(vf + mm), *start = rank + mm, *col = start + 2 * mm + 1;      \
+    const int64_t m = k - 1;                                                                  \
+    const struct parts s = carve(buf, k, sizeof(T));                                          \
     double spread[LANES], value[LANES];                                                       \
-    int64_t bad = 0;                                                                          \
+    int state[LANES], live[LANES], lives = 0;                                                 \
     for (int l = 0; l < LANES; ++l) {                                                         \
         const int64_t i = first + l, label = i < n ? y[i] : -1;                               \
-        int finite = 0;                                                                       \
-        spread[l] = 0.0;                                                                      \
-        if (i < n && label >= 0 && label < k) {                                               \
-            const T *xi = x + i * k;                                                          \
-            bd_row[i] = BD(xi, label, k, (T)w_bd, grad + i * k, &finite);                     \
-            memcpy(v, xi, (size_t)label * sizeof(T));                                         \
-            memcpy(v + label, xi + label + 1, (size_t)(m - label) * sizeof(T));               \
-        } else if (i < n) {                                                                   \
-            bad += 1;                                                                         \
-            bd_row[i] = be_row[i] = 0.0;                                                      \
-        }                                                                                     \
-        if (!finite || m == 0) {                         /* a padding lane, or no pairs */   \
-            if (i < n && !finite) spread[l] = NAN;                                            \
-            for (int64_t q = 0; q < m; ++q) r[q * LANES + l] = 0;                             \
-            continue;                                                                         \
-        }                                                                                     \
-        sort_keys(FLOATS(v, vf, m), m, key, pad, rank, start);                                \
-        FIX                                                                                   \
-        for (int64_t q = 0; q < m; ++q) {                                                     \
-            const uint32_t c = (uint32_t)key[q];                                              \
-            col[l * mm + q] = (int32_t)(c + (c >= label));                                    \
-            sv[q] = (double)v[c];                                                             \
-        }                                                                                     \
-        spread[l] = spread_of(sv, m);                                                         \
-        gaps(sv, m, rl);                                                                      \
-        for (int64_t q = 1; q < m; ++q) r[q * LANES + l] = rl[q];                             \
+        state[l] = i >= n ? 0 : label < 0 || label >= k ? -1 : FINITE(x + i * k, k) ? 1 : 2;  \
+        spread[l] = state[l] == 2 ? NAN : 0.0;                                                \
+        if (state[l] == 1 && m > 0) { spread[l] = PREPARE(x + i * k, label, m, l, &s); live[lives++] = l; } \
+        else for (int64_t q = 0; q < m; ++q) s.r[q * LANES + l] = 0;                          \
     }                                                                                         \
-    CHAINS(r, m, g, value);                                                                   \
+    CHAINS(s.r, m, s.g, value);                                                               \
+    for (int64_t q = 0; q < m; ++q) {                  /* g row by row: it is laid out by q */ \
+        const double spread_grad = (double)(-(2 * q - m + 1));                                \
+        for (int j = 0; j < lives; ++j) {                                                     \
+            const int l = live[j];                                                            \
+            grad[(first + l) * k + s.col[l * m + q]] = (T)(w_be * (spread_grad + 2.0 * s.g[q * LANES + l])); \
+        }                                                                                     \
+    }                                                                                         \
+    int64_t bad = 0;                                                                          \
     for (int l = 0; l < LANES && first + l < n; ++l) {                                        \
         const int64_t i = first + l;                                                          \
-        if (y[i] < 0 || y[i] >= k) continue;                                                  \
         T *gi = grad + i * k;                                                                 \
+        bd_row[i] = be_row[i] = 0.0;                                                          \
+        if (state[l] < 0) { bad += 1; continue; }                                             \
+        if (state[l] == 2 || m == 0) memset(gi, 0, (size_t)k * sizeof(T));                    \
+        gi[y[i]] = 0;                                                                         \
+        bd_row[i] = BD(x + i * k, y[i], k, (T)w_bd, gi);                                      \
         be_row[i] = -spread[l] - 2.0 * value[l];                                              \
-        if (spread[l] != spread[l]) {                                                         \
-            for (int64_t j = 0; j < k; ++j) gi[j] = (T)NAN;                                   \
-            continue;                                                                         \
-        }                                                                                     \
-        for (int64_t q = 0; q < m; ++q)                                                       \
-            gi[col[l * mm + q]] += (T)(w_be * ((double)(-(2 * q - m + 1)) + 2.0 * g[q * LANES + l])); \
+        if (state[l] == 2) for (int64_t j = 0; j < k; ++j) gi[j] = (T)NAN;                    \
     }                                                                                         \
     return bad;                                                                               \
 }
 
-DEFINE_GROUP(group_f32, float, bd_f32, chains_f32, floats_f32, )
-DEFINE_GROUP(group_f64, double, bd_f64, chains_f64, floats_f64, exact_fix(key, v, m);)
+DEFINE_GROUP(group_f32, float, bd_f32, chains_f32, finite_f32, prepare_f32)
+DEFINE_GROUP(group_f64, double, bd_f64, chains_f64, finite_f64, prepare_f64)
 
 /* The scratch of one group: one buffer per thread, kept between calls (a fresh allocation of this
  * size is an mmap, whose page faults cost more than the whole group). */
