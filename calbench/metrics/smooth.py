@@ -170,12 +170,12 @@ class _SmoothECE:
         self.values: dict[float, np.ndarray] = {}
         self.spectra: np.ndarray | None = None  # rfft of each row's residual histogram (shared grid)
         self.have = np.zeros(self.b, dtype=bool)
-        self.stacked: np.ndarray | None = None
+        self.abs_res: np.ndarray | None = None  # |h_res| on the shared grid
 
     def hists(self, points: int):
         if points not in self.hist_cache:
-            self.hist_cache[points] = (grid_hist(self.stats, self.W, points, "resid"),
-                                       grid_hist(self.stats, self.W, points, "one"))
+            self.hist_cache[points] = (np.ascontiguousarray(grid_hist(self.stats, self.W, points, "resid")),
+                                       np.ascontiguousarray(grid_hist(self.stats, self.W, points, "one")))
         return self.hist_cache[points]
 
     def _known(self, sigma: float) -> np.ndarray:
@@ -206,24 +206,32 @@ class _SmoothECE:
             known[todo] = bw.mesh_abs_mass(self.smoothed(bw, todo)) / dens
         return known[rows]
 
-    def _stacked(self) -> np.ndarray:
-        """(3b, G) rows h_one, h_res, |h_res| of every weight row on the shared grid."""
-        if self.stacked is None:
-            h_res, h_one = self.hists(SMECE_SHARED_GRID)
-            self.stacked = np.stack([h_one, h_res, np.abs(h_res)], axis=1).reshape(3 * self.b, -1)
-        return self.stacked
+    def _shared_products(self, U: np.ndarray) -> np.ndarray:
+        """(b, 3, S): u . h_one, u . h_res and u . |h_res| of every weight row on the shared grid for
+        each column u of U. With count rows the first two are W @ (A^T U) (A the sparse split matrix
+        of grid_hist: n samples instead of G grid points); only |h_res| is read as a (b, G) matrix."""
+        G = SMECE_SHARED_GRID
+        h_res, h_one = self.hists(G)
+        if self.abs_res is None:
+            self.abs_res = np.abs(h_res)
+        absolute = self.abs_res @ U
+        if self.W is None:
+            return np.stack([h_one @ U, h_res @ U, absolute], axis=1)
+        split = self.stats.cache
+        dens = self.W @ np.asarray(split[("grid", "one", G)].T @ U)
+        signed = self.W @ np.asarray(split[("grid", "resid", G)].T @ U)
+        return np.stack([dens, signed, absolute], axis=1)
 
     def masses(self, sig: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(3, len(rows)): u . h_one, u . h_res and u . |h_res| of each row at its own bandwidth
         sig[i] (the density's sum and both bounds of _Bandwidth). Rows on the shared grid get all
-        their bandwidths' u from ONE matrix product (b rows x distinct bandwidths)."""
+        their bandwidths' u from one set of products (_shared_products)."""
         out = np.empty((3, rows.size))
         uniq, inv = np.unique(sig[rows], return_inverse=True)
         bws = [_bandwidth(float(v)) for v in uniq]
         shared = np.array([bw.points == SMECE_SHARED_GRID for bw in bws])
         if shared.any():
-            U = np.stack([bw.u for bw, sh in zip(bws, shared) if sh], axis=1)
-            prod = (self._stacked() @ U).reshape(self.b, 3, -1)
+            prod = self._shared_products(np.stack([bw.u for bw, sh in zip(bws, shared) if sh], axis=1))
             at = np.flatnonzero(shared[inv])
             out[:, at] = prod[rows[at], :, (np.cumsum(shared) - 1)[inv[at]]].T
         for j in np.flatnonzero(~shared):

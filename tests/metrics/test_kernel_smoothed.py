@@ -102,3 +102,73 @@ def test_carry_forward_equals_the_running_maximum_form():
     want = np.where(last >= 0, np.take_along_axis(values, np.maximum(last, 0), axis=1), 0.0)
     kde._carry_forward(values, valid)
     np.testing.assert_array_equal(values, want)
+
+
+# --- smece: relplot's smooth_ece and bandwidth search, one explicit resample at a time ---
+
+
+def _smooth_ece_reference(r, c, sigma):
+    """relplot.metrics.smooth_ece(r, c, sigma) written out: linear split onto the grid, the reflected
+    Gaussian smoothing of smooth.py's reference form, interpolation onto the mesh."""
+    from calbench.metrics import smooth
+
+    G = max(2000, round(20 / sigma)) // 2 + 1
+    T = max(round(10 / sigma), smooth.SMECE_MESH)
+
+    def hist(v):
+        pos = r * (G - 1)
+        j = pos.astype(int).clip(0, G - 2)
+        return np.bincount(j, (1 - (pos - j)) * v, G) + np.bincount(j + 1, (pos - j) * v, G)
+
+    t = np.linspace(0, 1, T)
+    inds = (t * (G - 1)).astype(int).clip(0, G - 2)
+    res = (t - inds / (G - 1)) * (G - 1)
+
+    def on_mesh(v):
+        y = smooth._reflected_smooth(hist(v)[None], sigma)[0]
+        return y[inds] * (1 - res) + y[inds + 1] * res
+
+    dens = on_mesh(np.ones_like(r)) + smooth.SMECE_DENS_EPS
+    return np.abs(on_mesh(r - c)).sum() / dens.sum()
+
+
+def _smece_reference(r, c):
+    def exceeds(sigma):
+        return sigma < 1e-3 or sigma < _smooth_ece_reference(r, c, sigma)
+    if exceeds(1.0):
+        return _smooth_ece_reference(r, c, 1.0)
+    start, end = 1.0, 0.0
+    for _ in range(10):
+        mid = (start + end) / 2
+        start, end = (start, mid) if exceeds(mid) else (mid, end)
+    return _smooth_ece_reference(r, c, start)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_smece_bootstrap_rows_equal_relplots_search_on_each_resample(scale):
+    from calbench.metrics.bootstrap import bootstrap_indices, bootstrap_metrics
+
+    logits, labels = synth(400, 10, 5, scale)
+    p = softmax(logits)
+    r, c = p.max(1), (p.argmax(1) == labels).astype(float)
+    res = bootstrap_metrics(labels, probs=p, B=4, seed=2, keys=("smece",))
+    idx = bootstrap_indices(400, 4, 2)
+    want = [_smece_reference(r[i], c[i]) for i in idx]
+    np.testing.assert_allclose(res["samples"]["smece"], want, rtol=0, atol=1e-9)
+    assert abs(res["point"]["smece"] - _smece_reference(r, c)) < 1e-9
+
+
+def test_smece_shared_products_equal_the_dense_products():
+    """The bounds' masses from W @ (A^T U) equal the products of the (b, G) histograms."""
+    from calbench.metrics import smooth
+    from calbench.metrics.bootstrap import Resampler, bootstrap_indices, counts_from_indices
+    from calbench.metrics.inputs import prepare
+
+    logits, labels = synth(300, 10, 2)
+    rs = Resampler(prepare(labels, logits=logits), 15, ("smece",))
+    W = counts_from_indices(rs.inv[bootstrap_indices(300, 6, 0)], 300)
+    ev = smooth._SmoothECE(rs.sample_stats, W)
+    U = np.stack([smooth._bandwidth(s).u for s in (0.5, 0.0625, 0.015625)], axis=1)
+    h_res, h_one = ev.hists(smooth.SMECE_SHARED_GRID)
+    want = np.stack([h_one @ U, h_res @ U, np.abs(h_res) @ U], axis=1)
+    np.testing.assert_allclose(ev._shared_products(U), want, rtol=1e-12, atol=0)
