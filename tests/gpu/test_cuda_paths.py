@@ -121,7 +121,7 @@ def test_auto_puts_small_datasets_on_the_gpu(tmp_path):
     assert isinstance(parts.train_set, resident.ResidentImages) and parts.train_set.images.is_cuda
     off = _parts(tmp_path / "off", data_on_device="off")
     assert isinstance(off.train_set, Split)
-    splits = make_splits(create_dataset("digits", seed=0), off.cfg, torch.device("cuda"))
+    splits = make_splits(create_dataset("digits", seed=0), parts.cfg, torch.device("cuda"))
     assert all(isinstance(s, resident.ResidentTensors) and s.tensors[0].is_cuda for s in splits)
 
 
