@@ -13,7 +13,7 @@ import scipy.sparse
 from calbench.metrics.binning import bin_edges, bin_index, equal_mass_groups
 from calbench.metrics.equal_mass import group_ends
 from calbench.metrics.registry import metric
-from calbench.metrics.sorted_rows import adaptive_order, conf_rows
+from calbench.metrics.sorted_rows import adaptive_order, conf_rows, key_walk
 from calbench.metrics.stats import SampleStats, cached, sorted_key, sorted_samples, unpack, weighted
 
 __all__ = ["adaptive_order", "aece", "cece", "ece", "mce"]
@@ -106,7 +106,8 @@ def _aece_weighted(stats: SampleStats, W: np.ndarray) -> np.ndarray:
         needs=("conf",), binning="equal-mass")
 def aece(stats: SampleStats, weights: np.ndarray | None):
     if weights is None:
-        return _aece_point(stats)
+        walk = key_walk(stats)  # the C walk over the sorted keys, when built
+        return _aece_point(stats) if walk is None else walk["aece"]
     fast = conf_rows(stats, weights)
     return _aece_weighted(stats, weights) if fast is None else fast["aece"]
 

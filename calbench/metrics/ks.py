@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from calbench.metrics.registry import metric
-from calbench.metrics.sorted_rows import conf_rows, sorted_inputs
+from calbench.metrics.sorted_rows import conf_rows, key_walk, sorted_inputs
 from calbench.metrics.stats import SampleStats, sorted_key, unpack, weighted
 
 
@@ -45,7 +45,8 @@ def _ks_point(stats: SampleStats, step: int = 1 << 16) -> float:
         definition="max over sorted confidences of |cumsum(r_i - c_i)| / N (Gupta et al. 2021)", needs=("conf",))
 def ks(stats: SampleStats, weights: np.ndarray | None):
     if weights is None:
-        return _ks_point(stats)
+        walk = key_walk(stats)  # the C walk over the sorted keys, when built
+        return _ks_point(stats) if walk is None else walk["ks"]
     fast = conf_rows(stats, weights)  # the C walk shared with ece's bins and aece
     if fast is not None:
         return fast["ks"]

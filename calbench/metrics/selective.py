@@ -22,11 +22,8 @@ import numpy as np
 
 from calbench.metrics.ks import tie_ends
 from calbench.metrics.registry import metric
-from calbench.metrics.sorted_rows import selective_rows, sorted_inputs
+from calbench.metrics.sorted_rows import COVERAGES, RISK_PERCENTS, key_walk, selective_rows, sorted_inputs
 from calbench.metrics.stats import SampleStats, cached, sorted_key, unpack, weighted
-
-PERCENTS = (80, 90, 95)  # risk@cov<percent>
-COVERAGES = tuple(p / 100 for p in PERCENTS)
 
 
 def run_sums(stats: SampleStats, weights: np.ndarray | None):
@@ -109,7 +106,8 @@ def _aurc(stats: SampleStats, weights: np.ndarray | None) -> np.ndarray:
     """aurc_of the runs, once per call for aurc and e-aurc (the C walk of sorted_rows.py for weights
     when built: one pass per count row for every selective metric)."""
     if weights is None:
-        return cached(stats, "point_aurc", lambda: aurc_of(*run_sums(stats, None)))
+        walk = key_walk(stats)  # the C walk over the sorted keys, when built
+        return np.array([walk["aurc"]]) if walk else cached(stats, "point_aurc", lambda: aurc_of(*run_sums(stats, None)))
     fast = selective_rows(stats, weights, COVERAGES)
     if fast is not None:
         return fast["aurc"]
@@ -128,8 +126,10 @@ def optimal_aurc(rho: np.ndarray) -> np.ndarray:
 @metric("e-aurc", name="excess AURC", higher_is_better=False, percent=True, header="E-AURC",
         definition="aurc minus the aurc of a perfect ranking, rho + (1-rho) ln(1-rho)", needs=("conf",))
 def e_aurc(stats: SampleStats, weights: np.ndarray | None):
-    fast = None if weights is None else selective_rows(stats, weights, COVERAGES)
+    fast = key_walk(stats) if weights is None else selective_rows(stats, weights, COVERAGES)
     if fast is not None:
+        if weights is None:
+            return fast["aurc"] - float(optimal_aurc(np.array(fast["errors"] / stats.n)))
         return fast["aurc"] - optimal_aurc(fast["errors"] / fast["totals"])
     count, errors = run_sums(stats, weights)
     return _value(_aurc(stats, weights) - optimal_aurc(errors.sum(axis=1) / count.sum(axis=1)), weights)
@@ -139,7 +139,7 @@ def e_aurc(stats: SampleStats, weights: np.ndarray | None):
         header="AUGRC", definition="integral over coverage of P(error and accepted) (Traub et al. 2024)",
         needs=("conf",), default=False)
 def augrc(stats: SampleStats, weights: np.ndarray | None):
-    fast = None if weights is None else selective_rows(stats, weights, COVERAGES)
+    fast = key_walk(stats) if weights is None else selective_rows(stats, weights, COVERAGES)
     if fast is not None:
         return fast["augrc"]
     count, errors = run_sums(stats, weights)
@@ -160,7 +160,7 @@ def risk_at_coverage(count: np.ndarray, errors: np.ndarray, coverage: float) -> 
 
 def risk_of(stats: SampleStats, weights: np.ndarray | None, coverage: float):
     """risk@cov at `coverage` (one of COVERAGES: the C walk computes them all at once)."""
-    fast = None if weights is None else selective_rows(stats, weights, COVERAGES)
+    fast = key_walk(stats) if weights is None else selective_rows(stats, weights, COVERAGES)
     if fast is not None:
         return fast["risk"][coverage]
     return _value(risk_at_coverage(*run_sums(stats, weights), coverage), weights)
@@ -173,5 +173,5 @@ def _register(percent: int) -> None:
         lambda stats, weights: risk_of(stats, weights, percent / 100))
 
 
-for _percent in PERCENTS:
+for _percent in RISK_PERCENTS:
     _register(_percent)

@@ -233,3 +233,55 @@ int calbench_sweep_rows(int64_t b, int64_t n, const double *W, const double *r, 
     free(buf);
     return 0;
 }
+
+/* The point estimates of the same metrics from the packed keys sorted ascending (stats.sorted_key:
+ * (bits of r) << 1 | c, every count 1), in one walk: out = [aece, ks, aurc, augrc, risk at each
+ * k_at[q]]. aece sums each of `groups` equal-mass groups directly (the groups end at integer
+ * positions); H(K) - H(K0) is summed term by term, 1/j for j = K0 + 1 .. K (no n-long table). */
+void calbench_key_walk(int64_t n, const uint64_t *key, double errors, int64_t groups, int64_t ncov,
+                       const double *k_at, double *out)
+{
+    double N = (double)n, E = errors, scale = 1.0 / (2.0 * N * N);
+    double d = 0.0, best = 0.0, gap = 0.0, group_c = 0.0, group_r = 0.0;
+    double below = 0.0, err_below = 0.0, m = 0.0, e = 0.0, aurc = 0.0, augrc = 0.0;
+    int64_t g = 1, end = group_end(n, groups, 1);
+    for (int64_t q = 0; q < ncov; q++)
+        out[4 + q] = NAN;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t bits = key[i] >> 1;
+        double r, c = (double)(key[i] & 1u);
+        memcpy(&r, &bits, sizeof r);
+        d += r - c;
+        group_c += c;
+        group_r += r;
+        while (g <= groups && i + 1 == end) {
+            gap += fabs(group_c - group_r);
+            group_c = group_r = 0.0;
+            g++;
+            if (g <= groups)
+                end = group_end(n, groups, g);
+        }
+        m += 1.0;
+        e += 1.0 - c;
+        if (i + 1 < n && (key[i + 1] >> 1) == bits)
+            continue;
+        if (fabs(d) > best)
+            best = fabs(d);
+        double before = below;
+        below += m;
+        err_below += e;
+        double K = N - before, K0 = N - below, E0 = E - err_below, s = m == 1.0 ? e : e / m, h = 0.0;
+        for (double j = K0 + 1.0; j <= K; j += 1.0)
+            h += 1.0 / j;
+        aurc += h * (E0 - K0 * s) + s * m;
+        augrc += (2.0 * E0 + e) * m * scale;
+        for (int64_t q = 0; q < ncov; q++)
+            if (before <= N - k_at[q] && N - k_at[q] < below)
+                out[4 + q] = (E0 + (k_at[q] - K0) * e / m) / k_at[q];
+        m = e = 0.0;
+    }
+    out[0] = gap / N;
+    out[1] = best / N;
+    out[2] = aurc / N;
+    out[3] = augrc;
+}

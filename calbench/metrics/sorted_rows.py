@@ -18,9 +18,11 @@ import numpy as np
 
 from calbench import native
 from calbench.metrics.binning import bin_index
-from calbench.metrics.stats import SampleStats, cached, sorted_samples, weighted
+from calbench.metrics.stats import SampleStats, cached, sorted_key, sorted_samples, weighted
 
 MONOTONE_TOL = 1e-12  # ece-sweep: accuracies equal up to rounding count as non-decreasing
+RISK_PERCENTS = (80, 90, 95)  # the coverages of selective.py's risk@cov<percent>, one walk for all
+COVERAGES = tuple(p / 100 for p in RISK_PERCENTS)
 
 
 def _kernel() -> ctypes.CDLL | None:
@@ -35,6 +37,8 @@ def _kernel() -> ctypes.CDLL | None:
         lib.calbench_selective_rows.restype = None
         lib.calbench_mmce_rows.argtypes = [i64, i64, p, p, p, p, p]
         lib.calbench_mmce_rows.restype = None
+        lib.calbench_key_walk.argtypes = [i64, p, f64, i64, i64, p, p]
+        lib.calbench_key_walk.restype = None
         lib.calbench_sweep_rows.argtypes = [i64, i64, p, p, p, f64, p]
         lib.calbench_sweep_rows.restype = ctypes.c_int
         lib._calbench_typed = True
@@ -108,7 +112,7 @@ def conf_rows(stats: SampleStats, W: np.ndarray) -> dict | None:
     return memo["conf_rows"]
 
 
-def selective_rows(stats: SampleStats, W: np.ndarray, coverages: tuple[float, ...]) -> dict | None:
+def selective_rows(stats: SampleStats, W: np.ndarray, coverages: tuple[float, ...] = COVERAGES) -> dict | None:
     """{"aurc", "augrc", "errors": (b,), "risk": {coverage: (b,)}} of each count row (one walk in
     decreasing confidence per row, memoised per W), or None without the kernel."""
     memo, name = weighted(stats, W), f"selective_rows_{coverages}"
@@ -172,3 +176,23 @@ def sweep_rows(stats: SampleStats, W: np.ndarray) -> np.ndarray | None:
     if lib.calbench_sweep_rows(Ws.shape[0], Ws.shape[1], _ptr(Ws), _ptr(r), _ptr(c), MONOTONE_TOL, _ptr(out)):
         return None
     return out
+
+
+def key_walk(stats: SampleStats, coverages: tuple[float, ...] = COVERAGES) -> dict | None:
+    """Point estimates {"aece", "ks", "aurc", "augrc", "errors", "risk": {coverage: value}} from ONE
+    walk over the sorted packed keys (stats.sorted_key), memoised on stats; None without the kernel."""
+    name = f"key_walk_{coverages}"
+    if name not in stats.cache:
+        lib = _kernel()
+        if lib is None or stats.key is None or stats.n == 0:
+            return None
+        key = sorted_key(stats)
+        errors = float(stats.n - stats.totals["correct"])
+        cov = np.asarray(coverages, dtype=np.float64)
+        k_at = np.ascontiguousarray(np.ceil(np.round(cov * stats.n, 9)))
+        out = np.empty(4 + cov.size)
+        lib.calbench_key_walk(stats.n, _ptr(key), errors, stats.bins, cov.size, _ptr(k_at), _ptr(out))
+        stats.cache[name] = {"aece": float(out[0]), "ks": float(out[1]), "aurc": float(out[2]),
+                             "augrc": float(out[3]), "errors": errors,
+                             "risk": {q: float(out[4 + j]) for j, q in enumerate(coverages)}}
+    return stats.cache[name]

@@ -87,3 +87,22 @@ def test_run_slopes_mark_mixed_runs():
     ends = sorted_rows.run_ends(np.array([0.1, 0.1, 0.2, 0.3, 0.3, 0.4]))
     assert ends.tolist() == [0, 1, 1, 0, 1, 1]
     assert sorted_rows.run_slopes(c, ends).tolist() == [-1.0, -1.0, 1.0, 0.0, 0.0, 1.0]
+
+
+POINT_KEYS = ("aece", "ks", "aurc", "e-aurc", "augrc", "risk@cov80", "risk@cov90", "risk@cov95")
+
+
+@needs_kernel
+@pytest.mark.parametrize("case", ["distinct", "ties", "coarse"])
+@pytest.mark.parametrize("n", [1, 7, 600])
+def test_key_walk_point_estimates_equal_the_numpy_paths(case, n, monkeypatch):
+    from calbench.metrics import compute_metrics
+
+    _, logits, labels = next(c for c in _cases() if c[0] == case)
+    logits, labels = logits[:n], labels[:n]
+    fast = compute_metrics(labels, logits=logits, keys=POINT_KEYS)
+    with monkeypatch.context() as m:
+        m.setattr(sorted_rows, "_kernel", lambda: None)
+        slow = compute_metrics(labels, logits=logits, keys=POINT_KEYS)
+    for key in POINT_KEYS:
+        assert fast[key] == pytest.approx(slow[key], abs=1e-12), key
