@@ -48,18 +48,49 @@ def _values(r: np.ndarray, c: np.ndarray, what: str) -> np.ndarray:
     return {"resid": lambda: r - c, "one": lambda: np.ones_like(r), "correct": lambda: c}[what]()
 
 
+def point_hists(stats: SampleStats, points: int, resid: bool) -> dict[str, np.ndarray]:
+    """The point estimate's grid histograms ("one", "correct" and, if resid, "resid") in one pass
+    over the packed key: per (cell j, c) the count and the sum of the split fractions f (and of r,
+    f r), so that cell j gets sum (1 - f) v and cell j + 1 sum f v of every sample in cell j
+    (grid_hist's linear split; equal to rounding). Cached on stats per grid."""
+    key = ("point_hists", points, resid)
+    if key in stats.cache:
+        return stats.cache[key]
+    m = 2 * points
+    sums = np.zeros((4 if resid else 2, m))
+    for start in range(0, stats.n, 1 << 20):
+        k = stats.key[start:start + (1 << 20)]
+        r = (k >> np.uint64(1)).view(np.float64)
+        j, f = _split(r, points)
+        cell = (j << 1) | (k & np.uint64(1)).astype(np.int64)  # 2 j + c
+        sums[0] += np.bincount(cell, minlength=m)
+        sums[1] += np.bincount(cell, f, m)
+        if resid:
+            sums[2] += np.bincount(cell, r, m)
+            sums[3] += np.bincount(cell, f * r, m)
+    count, frac = sums[0].reshape(points, 2), sums[1].reshape(points, 2)
+
+    def spread(left, right):  # left[j] to cell j, right[j] to cell j + 1
+        out = left.copy()
+        out[1:] += right[:-1]
+        return out
+
+    out = {"one": spread((count - frac).sum(axis=1), frac.sum(axis=1)),
+           "correct": spread(count[:, 1] - frac[:, 1], frac[:, 1])}
+    if resid:
+        rsum, frsum = sums[2].reshape(points, 2).sum(axis=1), sums[3].reshape(points, 2).sum(axis=1)
+        out["resid"] = spread(rsum - frsum - (count[:, 1] - frac[:, 1]), frsum - frac[:, 1])
+    stats.cache[key] = out
+    return out
+
+
 def grid_hist(stats: SampleStats, W: np.ndarray | None, points: int, what: str) -> np.ndarray:
     """Linear split of each sample's value (r - c, 1 or c) onto a uniform grid of `points` on [0, 1]
-    (relplot's smooth_round_to_grid): (1, points) for the point estimate, (b, points) weighted by
-    each row of W (the sparse split matrix is cached per grid on stats)."""
+    (relplot's smooth_round_to_grid): (1, points) for the point estimate (point_hists), (b, points)
+    weighted by each row of W (the sparse split matrix is cached per grid on stats)."""
     if W is None:
-        out = np.zeros(points)
-        for r, c in stats.conf_chunks():
-            j, frac = _split(r, points)
-            v = _values(r, c, what)
-            out += np.bincount(j, weights=(1.0 - frac) * v, minlength=points)
-            out += np.bincount(j + 1, weights=frac * v, minlength=points)
-        return out[None, :]
+        hists = point_hists(stats, points, resid=what == "resid" or ("point_hists", points, True) in stats.cache)
+        return hists[what][None, :]
     r, c = stats.sample("conf"), stats.sample("correct")
     a = cached(stats, ("grid", what, points), lambda: grid_matrix(r, _values(r, c, what), points))
     return np.asarray(a @ weighted(stats, W)["Wt"]).T
@@ -303,6 +334,22 @@ def _sece_gaps(conf: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.ndarray
     return np.abs(num_i / np.maximum(den_i, 1e-300) - conf[:, None])
 
 
+def _sece_point_gaps(stats: SampleStats, num: np.ndarray, den: np.ndarray) -> float:
+    """mean_i |acc_hat(r_i) - r_i| for the point estimate, one pass over the packed key (r only),
+    the interpolation as num_j + f (num_j+1 - num_j) from 1-d gathers (_sece_gaps' value, to rounding)."""
+    G = num.shape[0]
+    lo_num, step_num, lo_den, step_den = num[:-1], np.diff(num), den[:-1], np.diff(den)
+    total = 0.0
+    for start in range(0, stats.n, 1 << 20):
+        r = (stats.key[start:start + (1 << 20)] >> np.uint64(1)).view(np.float64)
+        j, f = _split(r, G)
+        gap = np.take(lo_num, j) + f * np.take(step_num, j)
+        gap /= np.maximum(np.take(lo_den, j) + f * np.take(step_den, j), 1e-300)
+        gap -= r
+        total += np.abs(gap, out=gap).sum()
+    return float(total / stats.n)
+
+
 SECE_DENSE_MAX = 512  # sets up to this size: the (n, n) operator of _sece_operators (BLAS beats the FFTs)
 
 
@@ -359,6 +406,6 @@ def sece(stats: SampleStats, weights: np.ndarray | None, bandwidth: float = SECE
 
     num, den = smoothed("correct"), smoothed("one")
     if weights is None:
-        return float(sum(_sece_gaps(r, num, den).sum() for r, _ in stats.conf_chunks()) / stats.n)
+        return _sece_point_gaps(stats, num[:, 0], den[:, 0])
     w = weighted(stats, weights)
     return np.einsum("ij,ij->j", w["Wt"], _sece_gaps(stats.sample("conf"), num, den)) / w["total"]

@@ -172,3 +172,39 @@ def test_smece_shared_products_equal_the_dense_products():
     h_res, h_one = ev.hists(smooth.SMECE_SHARED_GRID)
     want = np.stack([h_one @ U, h_res @ U, np.abs(h_res) @ U], axis=1)
     np.testing.assert_allclose(ev._shared_products(U), want, rtol=1e-12, atol=0)
+
+
+# --- sece / smece point estimates: the one-pass histograms against the weighted (sparse) path ---
+
+
+def _stats_with_samples(n, seed):
+    from calbench.metrics.bootstrap import Resampler
+    from calbench.metrics.inputs import prepare
+    from calbench.metrics.stats import pack
+
+    logits, labels = synth(n, 10, seed)
+    rs = Resampler(prepare(labels, logits=logits), 15, ("sece", "smece"))
+    st = rs.sample_stats  # samples sorted, key dropped: give the point path a key again, shuffled
+    order = np.random.default_rng(seed).permutation(n)
+    st.key = pack(st.sample("conf")[order], st.sample("correct")[order].astype(bool))
+    return st
+
+
+@pytest.mark.parametrize("points", [1001, 2001])
+def test_point_histograms_equal_the_sparse_split(points):
+    from calbench.metrics import smooth
+
+    st = _stats_with_samples(3000, 4)
+    hists = smooth.point_hists(st, points, resid=True)
+    for what in ("one", "correct", "resid"):
+        want = smooth.grid_hist(st, np.ones((1, st.n)), points, what)[0]
+        np.testing.assert_allclose(hists[what], want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+def test_sece_and_smece_point_estimates_equal_their_weighted_paths_on_a_row_of_ones():
+    from calbench.metrics import smooth
+
+    st = _stats_with_samples(3000, 6)  # n > SECE_DENSE_MAX: the FFT path with _sece_gaps
+    ones = np.ones((1, st.n))
+    assert abs(smooth.sece(st, None) - smooth.sece(st, ones)[0]) < 1e-13
+    assert abs(smooth.smece(st, None) - smooth.smece(st, ones)[0]) < 1e-13
