@@ -31,6 +31,12 @@ pytestmark = CUDA_ONLY
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Decoded-image caches of the fixtures go to the test's folder, not ~/.cache/calbench."""
+    monkeypatch.setenv("CALBENCH_CACHE", str(tmp_path / "cache"))
+
+
 def _spec(method="ce", dataset="digits", root=None, options=None, backbone="mlp", **train):
     raw = {"name": "cuda", "seeds": [0], "methods": [method], "backbones": [backbone], "posthoc": ["ts"],
            "datasets": [{"name": dataset, **({"root": str(root)} if root else {}), "options": options or {}}],
@@ -97,9 +103,8 @@ def test_bf16_autocast_and_channels_last_are_in_effect(tmp_path):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_the_resident_loader_equals_the_dataloader_on_cuda(tmp_path, num_workers, monkeypatch):
+def test_the_resident_loader_equals_the_dataloader_on_cuda(tmp_path, num_workers):
     """Tiny-ImageNet JPEGs: batches cut on the GPU equal the DataLoader's (CPU workers) bit for bit."""
-    monkeypatch.setenv("CALBENCH_CACHE", str(tmp_path / "cache"))
     root = make_tiny_imagenet(tmp_path / "tiny-imagenet-200")
     bundle = create_dataset("tiny-imagenet", root, seed=0, val_per_class=2)
     cuda = torch.device("cuda")
