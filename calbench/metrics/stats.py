@@ -19,10 +19,13 @@ With keep_samples=True (the bootstrap) the pass also keeps aligned per-sample ar
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from calbench import native
 from calbench.metrics.binning import bin_edges, bin_index
 from calbench.metrics.inputs import Prepared, check_block
 
@@ -224,13 +227,16 @@ def _classwise_and_brier(st, needs, start, stop, y, p) -> None:
     """p is the block's float64 probabilities; it is turned into p - onehot(y) here. Classwise
     sums: only the entries above the first bin need a bin index; their flat positions index the
     values and a periodic table of class cells (no integer division of positions, no boolean
-    gathers, which are slow when many entries qualify)."""
+    gathers, which are slow when many entries qualify). The C walk of pass_blocks.c does the same
+    in one pass over the entries when it is built."""
     M, k = st.bins, st.num_classes
-    at_label = np.arange(stop - start) * k + y  # flat position of p[i, y_i]
     if st.samples is not None and "probs" in st.samples:
         st.samples["probs"][start:stop] = p
     if st.probs is not None:
         st.probs[start:stop] = p
+    if _classwise_kernel(st, y, p, start, stop):
+        return
+    at_label = np.arange(stop - start) * k + y  # flat position of p[i, y_i]
     flat = p.reshape(-1)
     if st.cece_sums is not None:
         above = np.flatnonzero(flat > bin_edges(M)[1])
@@ -243,6 +249,35 @@ def _classwise_and_brier(st, needs, start, stop, y, p) -> None:
     if st.cece_sums is not None:
         st.cece_sums += np.bincount(cells, weights=np.take(flat, above), minlength=k * M)
         st.cache["class_total"] += column_sums(p)
+
+
+@functools.cache
+def _pass_kernel():
+    lib = native.load("pass_blocks", package="metrics")
+    if lib is not None:
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.calbench_classwise_block.argtypes = [i64, i64, i64, p, p, p, p, p, p]
+        lib.calbench_classwise_block.restype = None
+    return lib
+
+
+def _classwise_kernel(st: SampleStats, y: np.ndarray, p: np.ndarray, start: int, stop: int) -> bool:
+    """_classwise_and_brier's sums by the C walk (pass_blocks.c); False where it is not built."""
+    lib = _pass_kernel()
+    if lib is None or not (p.flags.c_contiguous and p.dtype == np.float64):
+        return False
+    rows, k, M = p.shape[0], st.num_classes, st.bins
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    edges, brier = bin_edges(M), np.empty(rows)
+    cls = st.cece_sums is not None
+    total = st.cache["class_total"] if cls else None
+    lib.calbench_classwise_block(rows, k, M, edges.ctypes.data, p.ctypes.data, y.ctypes.data,
+                                 st.cece_sums.ctypes.data if cls else None, total.ctypes.data if cls else None,
+                                 brier.ctypes.data)
+    st.totals["brier"] += float(brier.sum())
+    if st.samples is not None:
+        st.samples["brier"][start:stop] = brier
+    return True
 
 
 def _class_cells(st: SampleStats, size: int) -> np.ndarray:

@@ -106,3 +106,38 @@ def test_key_walk_point_estimates_equal_the_numpy_paths(case, n, monkeypatch):
         slow = compute_metrics(labels, logits=logits, keys=POINT_KEYS)
     for key in POINT_KEYS:
         assert fast[key] == pytest.approx(slow[key], abs=1e-12), key
+
+
+def _edge_probs():
+    """Probabilities on the bin edges b / 15 (and 0, 1) as well as between them."""
+    rng = np.random.default_rng(11)
+    probs = rng.dirichlet(np.full(4, 0.4), 500)
+    probs[:60] = np.array([1 / 15, 2 / 15, 4 / 15, 8 / 15])
+    probs[60:80] = np.array([1.0, 0.0, 0.0, 0.0])
+    probs[80:100] = np.array([0.2, 0.2, 0.6, 0.0])
+    return probs, rng.integers(0, 4, 500)
+
+
+@pytest.mark.skipif(__import__("calbench.metrics.stats", fromlist=["_"])._pass_kernel() is None,
+                    reason="C kernel not built here")
+@pytest.mark.parametrize("case", ["edges", "logits3", "logits20"])
+def test_classwise_block_kernel_equals_the_numpy_pass(case, monkeypatch):
+    from calbench.metrics import compute_metrics, stats
+
+    if case == "edges":
+        args = dict(zip(("probs", "labels"), _edge_probs()))
+    else:
+        logits, labels = synth(700, int(case[6:]), seed=12)
+        args = {"logits": logits, "labels": labels}
+    keys = ("cece", "sce", "brier")
+    fast = compute_metrics(keys=keys, bins=15, **args)
+    rs_fast = Resampler(prepare(**args), 15, keys)
+    with monkeypatch.context() as m:
+        m.setattr(stats, "_pass_kernel", lambda: None)
+        slow = compute_metrics(keys=keys, bins=15, **args)
+        rs_slow = Resampler(prepare(**args), 15, keys)
+    for key in keys:
+        assert fast[key] == pytest.approx(slow[key], abs=1e-12), key
+    np.testing.assert_allclose(rs_fast.sample_stats.samples["brier"], rs_slow.sample_stats.samples["brier"],
+                               rtol=0, atol=1e-13)
+    np.testing.assert_array_equal(rs_fast.sample_stats.samples["probs"], rs_slow.sample_stats.samples["probs"])
