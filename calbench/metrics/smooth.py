@@ -179,9 +179,10 @@ SMECE_SHARED_GRID = 1001  # the grid of every bandwidth >= 0.01: its residual sp
 def _full_layout(G: int) -> tuple[np.ndarray, int]:
     """The reflected gather of the untruncated kernel (klo = 0, khi = G - 1) and its FFT size: the
     linear convolution spans 3G - 2 points, but a circular one of 2G - 1 or more leaves the G kept
-    ones (G - 1 .. 2G - 2) free of wrapped terms."""
+    ones (G - 1 .. 2G - 2) free of wrapped terms. The size is the power of two above 2G - 2 (2048
+    for G = 1001: pocketfft's radix-4 path, faster here than the 5-smooth 2025)."""
     c = G // 2
-    return _reflect(np.arange(c - (G - 1), G + c), G), scipy.fft.next_fast_len(2 * G - 1, real=True)
+    return _reflect(np.arange(c - (G - 1), G + c), G), 1 << (2 * G - 2).bit_length()
 
 
 @functools.lru_cache(maxsize=4096)  # bisection midpoints are dyadic: the same few recur across runs
@@ -200,7 +201,6 @@ class _SmoothECE:
         self.hist_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.values: dict[float, np.ndarray] = {}
         self.spectra: np.ndarray | None = None  # rfft of each row's residual histogram (shared grid)
-        self.have = np.zeros(self.b, dtype=bool)
         self.abs_res: np.ndarray | None = None  # |h_res| on the shared grid
 
     def hists(self, points: int):
@@ -220,13 +220,13 @@ class _SmoothECE:
         if G != SMECE_SHARED_GRID:
             return bw.smooth(h_res[rows])
         gather, size = _full_layout(G)
-        if self.spectra is None:
-            self.spectra = np.empty((self.b, size // 2 + 1), dtype=np.complex128)
-        new = rows[~self.have[rows]]
-        if new.size:
-            self.spectra[new] = scipy.fft.rfft(h_res[new][:, gather], size, axis=1)
-            self.have[new] = True
-        return scipy.fft.irfft(self.spectra[rows] * bw.full_fker, size, axis=1)[:, G - 1: 2 * G - 1]
+        if self.spectra is None:  # every row's at once (nearly all rows need one value on this grid)
+            x = np.zeros((self.b, size))
+            x[:, :gather.size] = h_res[:, gather]
+            self.spectra = scipy.fft.rfft(x, axis=1)
+        spec = self.spectra[rows]
+        spec *= bw.full_fker
+        return scipy.fft.irfft(spec, size, axis=1)[:, G - 1: 2 * G - 1]
 
     def at(self, sigma: float, rows: np.ndarray) -> np.ndarray:
         """relplot.metrics.smooth_ece(f, y, sigma) for the given weight rows."""
