@@ -17,6 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__GNUC__) || defined(__clang__)
+#define RARELY(x) __builtin_expect(!!(x), 0)
+#else
+#define RARELY(x) (x)
+#endif
+#define MAX_COVERAGES 8
+
 static int64_t group_end(int64_t total, int64_t groups, int64_t g)
 {
     int64_t base = total / groups, extra = total % groups;
@@ -95,21 +102,31 @@ void calbench_conf_rows(int64_t b, int64_t n, const double *W, const double *r, 
  * holding the k-th sample). The walk goes up in confidence: what is accepted before a run is what
  * lies above it, N minus the count so far. A run drawn zero times adds nothing to any of them
  * (K = K0 and m = 0). slope[i] (at run ends) is the run's s when all its samples share one
- * correctness (1 - c, whatever the counts), -1 for a mixed run (s = e / m then). */
+ * correctness (1 - c, whatever the counts), -1 for a mixed run (s = e / m then). The k-th sample
+ * from the top lies in the run where the count from the bottom first exceeds t = N - k: only the
+ * smallest t not yet passed is compared per run (at most MAX_COVERAGES coverages). */
 void calbench_selective_rows(int64_t b, int64_t n, const double *W, const double *c,
                              const uint8_t *run_end, const double *slope, const double *H,
                              int64_t ncov, const double *k_at,
                              const double *totals, const double *errors, double *aurc_out,
                              double *augrc_out, double *risk_out)
 {
+    if (ncov > MAX_COVERAGES)
+        return;
     for (int64_t row = 0; row < b; row++) {
         const double *w = W + row * n;
         double N = totals[row], E = errors[row], scale = 1.0 / (2.0 * N * N);
         double below = 0.0, err_below = 0.0, m = 0.0, e = 0.0, aurc = 0.0, augrc = 0.0;
         const double *k = k_at + row * ncov;
-        double *risk = risk_out + row * ncov;
-        for (int64_t q = 0; q < ncov; q++)
+        double *risk = risk_out + row * ncov, t[MAX_COVERAGES];
+        for (int64_t q = 0; q < ncov; q++) {
             risk[q] = NAN;
+            t[q] = N - k[q];  /* the k-th sample from the top is the (N - k + 1)-th from the bottom */
+        }
+        double next_t = INFINITY;  /* the smallest t[q] not yet passed */
+        for (int64_t q = 0; q < ncov; q++)
+            if (t[q] < next_t)
+                next_t = t[q];
         for (int64_t i = 0; i < n; i++) {
             m += w[i];
             e += w[i] * (1.0 - c[i]);
@@ -119,12 +136,20 @@ void calbench_selective_rows(int64_t b, int64_t n, const double *W, const double
             below += m;
             err_below += e;
             double K = N - before, K0 = N - below, E0 = E - err_below;
-            double s = slope[i] >= 0.0 ? slope[i] : (m > 0.0 ? e / m : 0.0);
+            double s = slope[i];
+            if (RARELY(s < 0.0))
+                s = m > 0.0 ? e / m : 0.0;
             aurc += (H[(int64_t)(K + 0.5)] - H[(int64_t)(K0 + 0.5)]) * (E0 - K0 * s) + s * m;
             augrc += (2.0 * E0 + e) * m * scale;  /* ((2 E - e) / 2N) m / N, E = E0 + e */
-            for (int64_t q = 0; q < ncov; q++)
-                if (before <= N - k[q] && N - k[q] < below)
-                    risk[q] = (E0 + (k[q] - K0) * e / m) / k[q];
+            if (RARELY(below > next_t)) {
+                next_t = INFINITY;
+                for (int64_t q = 0; q < ncov; q++) {
+                    if (before <= t[q] && t[q] < below)
+                        risk[q] = (E0 + (k[q] - K0) * e / m) / k[q];
+                    if (t[q] >= below && t[q] < next_t)
+                        next_t = t[q];
+                }
+            }
             m = e = 0.0;
         }
         aurc_out[row] = aurc / N;

@@ -127,6 +127,8 @@ def selective_rows(stats: SampleStats, W: np.ndarray, coverages: tuple[float, ..
         np.reciprocal(H[1:], out=H[1:])
         np.cumsum(H, out=H)  # H[m] = sum_{j <= m} 1/j, H[0] = 0
         cov = np.asarray(coverages, dtype=np.float64)
+        if cov.size > 8:
+            raise ValueError("selective_rows: at most 8 coverages per walk")
         k_at = np.ascontiguousarray(np.ceil(np.round(cov[None, :] * totals[:, None], 9)))
         errors = Ws @ (1.0 - c)  # integer counts: exact in any order
         aurc, augrc, risk = np.empty(b), np.empty(b), np.empty((b, cov.size))
