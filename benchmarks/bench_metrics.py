@@ -113,6 +113,11 @@ def print_table(rows: list[dict]) -> None:
         m = r["med"]
         per = ", ".join(f"{key} {m['calbench ' + key] / m['torchmetrics ' + key]:.2f}" for key in ("ece", "mce", "ece-l2"))
         print(f"{r['config']:>22} per metric, calbench / torchmetrics: {per}")
+    from calbench.metrics import default_keys
+
+    keys = default_keys()
+    print(f"cb all = compute_metrics' default keys ({len(keys)}: {', '.join(keys)}); tm 3 = torchmetrics "
+          "ECE + MCE + RMSCE.")
     print("seconds are the best of interleaved rounds; ratio = calbench / torchmetrics; targets: ece "
           "ratio <= 0.7, all and per-metric ratios <= 1.5, peak/in <= 1.2.\n|ece diff|: torchmetrics accumulates in float32.")
 
