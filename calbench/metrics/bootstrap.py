@@ -85,6 +85,8 @@ class Resampler:
         self.inv[order] = np.arange(self.n)
         st.samples = {name: a[order] for name, a in st.samples.items()}
         st.key, st.cache["sorted"] = None, True
+        if st.probs is not None:  # the point estimates are taken: keep one (n, K) copy, sorted
+            st.probs, st.labels = st.samples["probs"], st.samples["labels"]
         self.sample_stats = st
 
     def stats_of_indices(self, idx: np.ndarray) -> dict[str, np.ndarray]:

@@ -104,8 +104,8 @@ def collect(prep: Prepared, bins: int, needs: frozenset, keep_samples: bool = Fa
     if keep_samples:
         st.samples = {"labels": prep.labels, "pred": np.empty(n, np.int64), "conf": np.empty(n),
                       "nll": np.empty(n), "brier": np.empty(n)}
-        if "classwise" in needs or "probs" in needs:
-            st.samples["probs"] = np.empty((n, k))
+        if "classwise" in needs or "probs" in needs:  # one (n, K) array serves both (no second copy)
+            st.samples["probs"] = st.probs if st.probs is not None else np.empty((n, k))
     for start, stop in prep.chunks():
         _block(prep, st, needs, start, stop, check_values)
     _finish(st, needs)
@@ -232,7 +232,7 @@ def _classwise_and_brier(st, needs, start, stop, y, p) -> None:
     M, k = st.bins, st.num_classes
     if st.samples is not None and "probs" in st.samples:
         st.samples["probs"][start:stop] = p
-    if st.probs is not None:
+    if st.probs is not None and (st.samples is None or st.samples.get("probs") is not st.probs):
         st.probs[start:stop] = p
     if _classwise_kernel(st, y, p, start, stop):
         return
