@@ -130,14 +130,17 @@ def _carry_forward(values: np.ndarray, valid: np.ndarray) -> None:
 def kde_ece_from(s_all: np.ndarray, s_cor: np.ndarray, n: np.ndarray, n_c: np.ndarray, g_a: int) -> np.ndarray:
     """The estimate of the module docstring from the smoothed counts (b, M) of all samples and of
     the correct ones on the grid points g_a .. KDE_LAST (g_a >= KDE_SEL[0]; the density is exactly 0
-    on the points of [0, 1] before g_a, which then add nothing to either integral and carry 0)."""
+    on the points of [0, 1] before g_a, which then add nothing to either integral and carry 0).
+    Both arrays are overwritten (the densities and the integrand are computed in their buffers)."""
     x = KDE_GRID[g_a:KDE_LAST + 1]
     inside = KDE_INSIDE[g_a - KDE_SEL[0]:]
-    p2 = s_all / n[:, None]
-    p1 = s_cor / np.maximum(n_c, 1e-300)[:, None]
+    p2, p1 = s_all, s_cor  # the densities, in the buffers of the smoothed counts
+    p2 /= n[:, None]
+    p1 /= np.maximum(n_c, 1e-300)[:, None]
     if not inside.all():
         p2[:, ~inside], p1[:, ~inside] = 0.0, 0.0
-    valid = np.maximum(p1, p2) > KDE_FLOOR
+    valid = p1 > KDE_FLOOR
+    valid |= p2 > KDE_FLOOR
     integrand = p1  # acc(x) = min(acc * p1 / p2, 1), then |x - acc(x)| p2, in p1's buffer
     integrand *= (n_c / n)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):  # p2 <= 0: fixed below
