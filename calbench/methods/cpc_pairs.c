@@ -465,12 +465,12 @@ static void exact_fix(double *sv, int32_t *col, int64_t m) {
     }
 }
 
-/* The scratch of one group, carved from one buffer: key, pad (uint64, m each); sv, rl (double, m
- * each), r, g (double, LANES m each); v (T, m); vf (float, m); wk (uint32, m + 2 WINDOW + LANES);
- * wp, bucket (int32, m each), start (2m + LANES), col (LANES m). Part j starts at 192 j bytes past
- * a 4 KiB boundary: parts read and written in step at the same index (sv and rl, wk and wp) would
- * otherwise often be a multiple of 4 KiB apart (m = 999: 8 KiB), and the CPU then takes each
- * load for a read of the store before it (4K aliasing; the gaps pass ran 2x slower). */
+/* The scratch of one group, carved from one buffer: key, pad (uint64, m each); sv (double, m); rl,
+ * r, g (double, LANES m each: rows of r_q, then of the gradient terms; r and g in lane order);
+ * v (T, m); vf (float, m); wk (uint32, m + 2 WINDOW + LANES); wp, bucket (int32, m each), start
+ * (2m + LANES), col (LANES m). Part j starts at 192 j bytes past a 4 KiB boundary: parts read and
+ * written in step at the same index would otherwise often be a multiple of 4 KiB apart (m = 999:
+ * sv and rl 8 KiB), and the CPU then takes each load for a read of the store before it. */
 struct parts {
     uint64_t *key, *pad;
     double *sv, *rl, *r, *g;
@@ -486,7 +486,7 @@ enum { PARTS = 13 };
 static size_t layout(int64_t k, size_t t_size, size_t at[PARTS]) {
     const size_t mm = (size_t)(k > 1 ? k - 1 : 1);
     const size_t bytes[PARTS] = {
-        mm * sizeof(uint64_t), mm * sizeof(uint64_t), mm * sizeof(double), mm * sizeof(double),
+        mm * sizeof(uint64_t), mm * sizeof(uint64_t), mm * sizeof(double), LANES * mm * sizeof(double),
         LANES * mm * sizeof(double), LANES * mm * sizeof(double), mm * t_size, mm * sizeof(float),
         (mm + 2 * WINDOW + LANES) * sizeof(uint32_t), mm * sizeof(int32_t), mm * sizeof(int32_t),
         (2 * mm + LANES) * sizeof(int32_t), LANES * mm * sizeof(int32_t)};
@@ -538,13 +538,31 @@ static inline __attribute__((always_inline)) double NAME(const T *xi, int64_t la
     memcpy(v + label, xi + label + 1, (size_t)(m - label) * sizeof(T));                       \
     SORT(FLOATS(v, s->vf, m), v, m, label, s->sv, col, s->wk, s->wp, s->bucket, s->start, s->key, s->pad); \
     FIX                                                                                       \
-    gaps(s->sv, m, s->rl);                                                                    \
-    for (int64_t q = 1; q < m; ++q) s->r[q * LANES + l] = s->rl[q];                           \
+    gaps(s->sv, m, s->rl + l * m);                                                            \
     return spread_of(s->sv, m);                                                               \
 }
 
 DEFINE_PREPARE(prepare_f32, float, floats_f32, sort_row_f32, )
 DEFINE_PREPARE(prepare_f64, double, floats_f64, sort_row_f64, exact_fix(s->sv, col, m);)
+
+/* lanes[q LANES + l] = rows[l m + q] for the LANES rows of m values, by tiles of LANES x LANES
+ * (which stay in L1; element by element, each store of a 128 KiB transposition misses it). */
+INLINE void to_lanes(const double *rows, int64_t m, double *lanes) {
+    for (int64_t q0 = 0; q0 < m; q0 += LANES) {
+        const int64_t end = q0 + LANES < m ? q0 + LANES : m;
+        for (int l = 0; l < LANES; ++l)
+            for (int64_t q = q0; q < end; ++q) lanes[q * LANES + l] = rows[l * m + q];
+    }
+}
+
+/* The inverse: rows[l m + q] = lanes[q LANES + l]. */
+INLINE void from_lanes(const double *lanes, int64_t m, double *rows) {
+    for (int64_t q0 = 0; q0 < m; q0 += LANES) {
+        const int64_t end = q0 + LANES < m ? q0 + LANES : m;
+        for (int l = 0; l < LANES; ++l)
+            for (int64_t q = q0; q < end; ++q) rows[l * m + q] = lanes[q * LANES + l];
+    }
+}
 
 /* One group of LANES rows from `first`: BD_i and S_i into bd_row / be_row, gradients into grad
  * (w_be dS/dl written first, at the sorted columns; w_bd dBD/dl then added in BD's pass);
@@ -561,15 +579,17 @@ WIDE_SIMD static int64_t NAME(const T *x, const int64_t *y, int64_t n, int64_t k
         state[l] = i >= n ? 0 : label < 0 || label >= k ? -1 : FINITE(x + i * k, k) ? 1 : 2;  \
         spread[l] = state[l] == 2 ? NAN : 0.0;                                                \
         if (state[l] == 1 && m > 0) { spread[l] = PREPARE(x + i * k, label, m, l, &s); live[lives++] = l; } \
-        else for (int64_t q = 0; q < m; ++q) s.r[q * LANES + l] = 0;                          \
+        else memset(s.rl + l * m, 0, (size_t)m * sizeof(double));                             \
     }                                                                                         \
+    to_lanes(s.rl, m, s.r);                                                                   \
     CHAINS(s.r, m, s.g, value);                                                               \
-    for (int64_t q = 0; q < m; ++q) {                  /* g row by row: it is laid out by q */ \
-        const double spread_grad = (double)(-(2 * q - m + 1));                                \
-        for (int j = 0; j < lives; ++j) {                                                     \
-            const int l = live[j];                                                            \
-            grad[(first + l) * k + s.col[l * m + q]] = (T)(w_be * (spread_grad + 2.0 * s.g[q * LANES + l])); \
-        }                                                                                     \
+    from_lanes(s.g, m, s.rl);                                                                 \
+    for (int j = 0; j < lives; ++j) {              /* w_be dS/ds_q, to the sorted columns */   \
+        const int l = live[j];                                                                \
+        const double *gl = s.rl + l * m;                                                      \
+        const int32_t *cl = s.col + l * m;                                                    \
+        T *gi = grad + (first + l) * k;                                                       \
+        for (int64_t q = 0; q < m; ++q) gi[cl[q]] = (T)(w_be * ((double)(-(2 * q - m + 1)) + 2.0 * gl[q])); \
     }                                                                                         \
     int64_t bad = 0;                                                                          \
     for (int l = 0; l < LANES && first + l < n; ++l) {                                        \
