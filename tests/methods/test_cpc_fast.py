@@ -158,3 +158,63 @@ def test_loss_and_gradient_equal_the_pytorch_path(dtype, monkeypatch):
     tol = {"rtol": 1e-12, "atol": 1e-15} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-7}
     torch.testing.assert_close(got.detach(), want.detach(), **tol)
     torch.testing.assert_close(got_x.grad, want_x.grad, **tol)
+
+
+@pytest.mark.parametrize("k", [17, 18, 33, 34, 65])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_lengths_at_the_vector_and_tile_edges(k, dtype):
+    """m = K - 1 a multiple of 16 (the vector width of the ranking, the bucket scan and the 16 x 16
+    transposition tiles), one past it, and one short of it."""
+    x, y = special_rows(k, torch.Generator().manual_seed(100 + k))
+    assert_matches(x, y, dtype)
+
+
+def crowded_grid_rows(copies, generator):
+    """6 rows of K = 301: the grid -20, -19.87, .., 20 shuffled, `copies` of its values (never the
+    ends) replaced by a cluster t + 0.02 + 0.001 (j // 2), j = 0 .. copies - 1 (pairs of ties,
+    scrambled), the label on another. With the ends fixed the 2m buckets are half a grid step
+    wide, so the cluster's bucket holds exactly `copies` logits and every other at most one."""
+    k = 301
+    grid = torch.linspace(-20.0, 20.0, k, dtype=torch.float64)
+    x, y = torch.empty(6, k, dtype=torch.float64), torch.empty(6, dtype=torch.int64)
+    for row in range(6):
+        order = torch.randperm(k, generator=generator)
+        x[row] = grid[order]
+        inner = [int(j) for j in torch.randperm(k, generator=generator) if 0 < order[j] < k - 1]
+        y[row], cluster = inner[0], inner[1:copies + 1]
+        t = float(x[row, cluster[0]])
+        x[row, cluster] = t + 0.02 + 0.001 * torch.arange(copies, dtype=torch.float64).div(2).floor()
+    return x, y
+
+
+@pytest.mark.parametrize("copies", [7, 8, 9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_bucket_at_the_limit_of_the_branch_free_ranking(copies, dtype):
+    """A bucket of 8 logits is the most the windowed ranking takes (the window reaches 7 either
+    side); one of 9 goes to the insertion sort."""
+    x, y = crowded_grid_rows(copies, torch.Generator().manual_seed(copies))
+    assert_matches(x, y, dtype)
+
+
+def test_bfloat16_logits_equal_the_float64_pair_sum_of_their_values():
+    """Half-precision logits run in float32 (the method upcasts them): the loss and its gradient
+    equal the float64 direct sums of the bfloat16 values, with ties from bfloat16's 8-bit mantissa."""
+    k, w_bd, w_be = 200, 0.7, 2.5
+    x, y = special_rows(k, torch.Generator().manual_seed(5))
+    x = x.clamp(-1e4, 1e4).to(torch.bfloat16)
+    method = create_method("cpc", k, w_bd=w_bd, w_be=w_be)
+    logits = x.clone().requires_grad_(True)
+    loss = method.loss(logits, y)
+    loss.backward()
+    assert loss.dtype == torch.float32 and logits.grad.dtype == torch.bfloat16
+    values = x.double()
+    bd, pair, g_bd, g_pair = direct_sums(values.numpy(), y.numpy())
+    n = x.shape[0]
+    scale_bd, scale_be = -w_bd / (n * (k - 1)), -0.5 * w_be / (n * (k - 1) * (k - 2))
+    ce = torch.nn.functional.cross_entropy(values, y)
+    want = float(ce) + scale_bd * bd + scale_be * pair
+    assert float(loss.detach()) == pytest.approx(want, rel=1e-6)
+    ce_grad = (torch.softmax(values, 1) - torch.nn.functional.one_hot(y, k)).numpy() / n
+    want_grad = ce_grad + scale_bd * g_bd + scale_be * g_pair
+    got_grad = logits.grad.double().numpy()
+    np.testing.assert_allclose(got_grad, want_grad, rtol=1e-2, atol=1e-2 * np.abs(want_grad).max())
