@@ -13,7 +13,7 @@ import scipy.sparse
 from calbench.metrics.binning import bin_edges, bin_index, equal_mass_groups
 from calbench.metrics.equal_mass import group_ends
 from calbench.metrics.registry import metric
-from calbench.metrics.sorted_rows import adaptive_order, conf_rows, key_walk
+from calbench.metrics.sorted_rows import adaptive_order, classwise_rows, conf_rows, key_walk
 from calbench.metrics.stats import SampleStats, cached, sorted_key, sorted_samples, unpack, weighted
 
 __all__ = ["adaptive_order", "aece", "cece", "ece", "mce"]
@@ -118,15 +118,22 @@ def cece_from_sums(sums: np.ndarray, n) -> np.ndarray:
 
 
 def _cece_parts(stats: SampleStats) -> tuple:
-    """Dense P (n, K), sparse label indicator Y (K, n), and the sparse (K*M, n) matrix of the few
-    entries p_ik above the first bin, holding p_ik - 1[y_i = k] in cell k * M + bin."""
+    """Dense P (n, K), the labels, and the few entries p_ik above the first bin as (sample i,
+    cell k * M + bin, p_ik - 1[y_i = k]) arrays sorted by sample."""
     P, labels, M = stats.sample("probs"), stats.sample("labels"), stats.bins
-    n, k = P.shape
-    Y = scipy.sparse.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n))
     i, cls = np.nonzero(P > bin_edges(M)[1])  # exactly the entries outside bin 0 = [0, 1/M]
     pv = P[i, cls]
-    hi = scipy.sparse.csr_matrix((pv - (labels[i] == cls), (cls * M + bin_index(pv, M), i)), shape=(k * M, n))
-    return P, Y, hi
+    entries = (i.astype(np.int64), (cls * M + bin_index(pv, M)).astype(np.int64), pv - (labels[i] == cls))
+    return P, np.ascontiguousarray(labels, dtype=np.int64), entries
+
+
+def _cece_sparse(labels: np.ndarray, k: int, M: int, entries, Wt: np.ndarray) -> tuple:
+    """classwise_rows' (label counts, cell sums) by two sparse products (the path without the kernel)."""
+    n = labels.size
+    Y = scipy.sparse.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n))
+    sample, cell, value = entries
+    hi = scipy.sparse.csr_matrix((value, (cell, sample)), shape=(k * M, n))
+    return (Y @ Wt).T, (hi @ Wt).T
 
 
 def _cece_weighted(stats: SampleStats, W: np.ndarray) -> np.ndarray:
@@ -140,10 +147,12 @@ def _cece_weighted(stats: SampleStats, W: np.ndarray) -> np.ndarray:
 
 
 def _cece_rows(stats: SampleStats, W: np.ndarray, w: dict) -> np.ndarray:
-    P, Y, hi_m = cached(stats, "cece", lambda: _cece_parts(stats))
+    P, labels, entries = cached(stats, "cece", lambda: _cece_parts(stats))
     k, M = stats.num_classes, stats.bins
-    class_total = W @ P - (Y @ w["Wt"]).T  # (b, K)
-    hi = (hi_m @ w["Wt"]).T.reshape(-1, k, M)
+    parts = classwise_rows(W, labels, k, k * M, entries)  # the C walk (sorted_rows.c), when built
+    counts, hi = _cece_sparse(labels, k, M, entries, w["Wt"]) if parts is None else parts
+    class_total = W @ P - counts  # (b, K)
+    hi = hi.reshape(-1, k, M)
     first = class_total - hi[:, :, 1:].sum(axis=2)
     return (np.abs(hi[:, :, 1:]).sum(axis=2) + np.abs(first)).mean(axis=1) / w["total"]
 

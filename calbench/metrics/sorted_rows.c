@@ -310,3 +310,23 @@ void calbench_key_walk(int64_t n, const uint64_t *key, double errors, int64_t gr
     out[2] = aurc / N;
     out[3] = augrc;
 }
+
+/* cece / sce under the bootstrap (calibration.py): per count row, the resampled count of each label
+ * (label_out, (b, K)) and the weighted sums of the few entries above the first bin, entry e of
+ * sample hi_sample[e] adding w * hi_value[e] to cell hi_cell[e] (hi_out, (b, cells)); the entries
+ * come sorted by sample, so each cell sums in the order of the sparse product it replaces. */
+void calbench_classwise_rows(int64_t b, int64_t n, const double *W, const int64_t *labels, int64_t K,
+                             int64_t cells, int64_t nhi, const int64_t *hi_sample, const int64_t *hi_cell,
+                             const double *hi_value, double *label_out, double *hi_out)
+{
+    for (int64_t row = 0; row < b; row++) {
+        const double *w = W + row * n;
+        double *lab = label_out + row * K, *hi = hi_out + row * cells;
+        memset(lab, 0, sizeof(double) * (size_t)K);
+        memset(hi, 0, sizeof(double) * (size_t)cells);
+        for (int64_t i = 0; i < n; i++)
+            lab[labels[i]] += w[i];
+        for (int64_t e = 0; e < nhi; e++)
+            hi[hi_cell[e]] += w[hi_sample[e]] * hi_value[e];
+    }
+}

@@ -39,6 +39,8 @@ def _kernel() -> ctypes.CDLL | None:
         lib.calbench_mmce_rows.restype = None
         lib.calbench_key_walk.argtypes = [i64, p, f64, i64, i64, p, p]
         lib.calbench_key_walk.restype = None
+        lib.calbench_classwise_rows.argtypes = [i64, i64, p, p, i64, i64, i64, p, p, p, p, p]
+        lib.calbench_classwise_rows.restype = None
         lib.calbench_sweep_rows.argtypes = [i64, i64, p, p, p, f64, p]
         lib.calbench_sweep_rows.restype = ctypes.c_int
         lib._calbench_typed = True
@@ -198,3 +200,19 @@ def key_walk(stats: SampleStats, coverages: tuple[float, ...] = COVERAGES) -> di
                              "augrc": float(out[3]), "errors": errors,
                              "risk": {q: float(out[4 + j]) for j, q in enumerate(coverages)}}
     return stats.cache[name]
+
+
+def classwise_rows(W: np.ndarray, labels: np.ndarray, num_classes: int, cells: int, entries) -> tuple | None:
+    """(label counts (b, K), cell sums (b, cells)) of each count row: sum_i w_i 1[y_i = k], and
+    sum_e w_{sample_e} value_e per cell of the entries (sample, cell, value) sorted by sample (the
+    sparse products of cece's weighted path in one walk per row), or None without the kernel."""
+    lib = _kernel()
+    if lib is None:
+        return None
+    W = np.ascontiguousarray(W, dtype=np.float64)
+    sample, cell, value = entries
+    b, n = W.shape
+    lab, hi = np.empty((b, num_classes)), np.empty((b, cells))
+    lib.calbench_classwise_rows(b, n, _ptr(W), _ptr(labels), num_classes, cells, sample.size, _ptr(sample),
+                                _ptr(cell), _ptr(value), _ptr(lab), _ptr(hi))
+    return lab, hi

@@ -322,13 +322,28 @@ def sorted_key(stats: SampleStats) -> np.ndarray:
     return stats.key
 
 
+class _WeightsMemo(dict):
+    """weighted()'s dict: "total" at once, "Wt" built on first use (the C paths never read it)."""
+
+    def __init__(self, W: np.ndarray):
+        super().__init__(total=W.sum(axis=1))
+        self._W = W
+
+    def __missing__(self, key):
+        if key != "Wt":
+            raise KeyError(key)
+        self["Wt"] = value = np.ascontiguousarray(self._W.T)
+        return value
+
+
 def weighted(stats: SampleStats, W: np.ndarray) -> dict:
     """Per-weights scratch shared by the metrics of one bootstrap block: the transposed counts
-    "Wt" (n, b) in C order (sparse @ dense wants it) and the resample sizes "total" (b,). Kept for
-    the latest W only (the reference to W itself is held, so identity is a safe test)."""
+    "Wt" (n, b) in C order (sparse @ dense wants it; made when first read) and the resample sizes
+    "total" (b,). Kept for the latest W only (the reference to W itself is held, so identity is a
+    safe test)."""
     memo = stats.cache.get("weights")
     if memo is None or memo[0] is not W:
-        memo = (W, {"Wt": np.ascontiguousarray(W.T), "total": W.sum(axis=1)})
+        memo = (W, _WeightsMemo(W))
         stats.cache["weights"] = memo
     return memo[1]
 

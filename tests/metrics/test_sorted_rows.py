@@ -141,3 +141,19 @@ def test_classwise_block_kernel_equals_the_numpy_pass(case, monkeypatch):
     np.testing.assert_allclose(rs_fast.sample_stats.samples["brier"], rs_slow.sample_stats.samples["brier"],
                                rtol=0, atol=1e-13)
     np.testing.assert_array_equal(rs_fast.sample_stats.samples["probs"], rs_slow.sample_stats.samples["probs"])
+
+
+@needs_kernel
+@pytest.mark.parametrize("k", [3, 12])
+def test_classwise_rows_equal_the_sparse_products(k):
+    from calbench.metrics.calibration import _cece_parts, _cece_sparse
+
+    logits, labels = synth(400, k, seed=13)
+    rs = Resampler(prepare(labels, logits=logits), 15, ("cece",))
+    P, lab, entries = _cece_parts(rs.sample_stats)
+    assert entries[0].size > 0
+    W = _rows(400, seed=7)
+    got = sorted_rows.classwise_rows(W, lab, k, k * 15, entries)
+    want = _cece_sparse(lab, k, 15, entries, np.ascontiguousarray(W.T))
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
