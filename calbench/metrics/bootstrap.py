@@ -33,7 +33,7 @@ from calbench.metrics.calibration import adaptive_order
 from calbench.metrics.core import check_bins, evaluate, needs_of, resolve_keys
 from calbench.metrics.inputs import Prepared, prepare
 from calbench.metrics.registry import METRICS
-from calbench.metrics.sorted_rows import counts as sorted_counts
+from calbench.metrics.sorted_rows import counts as sorted_counts, permute_rows
 from calbench.metrics.stats import collect
 
 BLOCK_ELEMENTS = 2_500_000  # resamples x samples held at once (20 MB of float64 counts)
@@ -83,7 +83,8 @@ class Resampler:
         order = adaptive_order(st.samples["conf"], st.samples["correct"])
         self.order, self.inv = order, np.empty_like(order)
         self.inv[order] = np.arange(self.n)
-        st.samples = {name: a[order] for name, a in st.samples.items()}
+        # the (n, K) probabilities are collect's own array: sorted in place (no second copy)
+        st.samples = {name: permute_rows(a, order) if name == "probs" else a[order] for name, a in st.samples.items()}
         st.key, st.cache["sorted"] = None, True
         if st.probs is not None:  # the point estimates are taken: keep one (n, K) copy, sorted
             st.probs, st.labels = st.samples["probs"], st.samples["labels"]

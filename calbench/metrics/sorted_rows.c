@@ -330,3 +330,43 @@ void calbench_classwise_rows(int64_t b, int64_t n, const double *W, const int64_
             hi[hi_cell[e]] += w[hi_sample[e]] * hi_value[e];
     }
 }
+
+/* Rows of the (n, width) matrix data permuted in place, new row i = old row order[i] (the
+ * bootstrap's sort of its (n, K) probabilities without a second (n, K) array): each cycle of the
+ * permutation is followed once, its first row held aside. Returns -1 when order is not a
+ * permutation of 0 .. n - 1 (data is then partly permuted) or memory runs out. */
+int calbench_permute_rows(int64_t n, int64_t width, double *data, const int64_t *order)
+{
+    size_t row = sizeof(double) * (size_t)width;
+    uint8_t *done = calloc((size_t)(n > 0 ? n : 1), 1);
+    double *held = malloc(row > 0 ? row : 1);
+    int rc = 0;
+    if (!done || !held)
+        rc = -1;
+    for (int64_t i = 0; i < n && rc == 0; i++)
+        if (order[i] < 0 || order[i] >= n)
+            rc = -1;
+    for (int64_t start = 0; start < n && rc == 0; start++) {
+        if (done[start])
+            continue;
+        memcpy(held, data + start * width, row);
+        int64_t j = start;
+        for (;;) {
+            int64_t k = order[j];
+            done[j] = 1;
+            if (k == start) {
+                memcpy(data + j * width, held, row);
+                break;
+            }
+            if (done[k]) {
+                rc = -1;
+                break;
+            }
+            memcpy(data + j * width, data + k * width, row);
+            j = k;
+        }
+    }
+    free(done);
+    free(held);
+    return rc;
+}

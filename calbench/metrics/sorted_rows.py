@@ -41,6 +41,8 @@ def _kernel() -> ctypes.CDLL | None:
         lib.calbench_key_walk.restype = None
         lib.calbench_classwise_rows.argtypes = [i64, i64, p, p, i64, i64, i64, p, p, p, p, p]
         lib.calbench_classwise_rows.restype = None
+        lib.calbench_permute_rows.argtypes = [i64, i64, p, p]
+        lib.calbench_permute_rows.restype = ctypes.c_int
         lib.calbench_sweep_rows.argtypes = [i64, i64, p, p, p, f64, p]
         lib.calbench_sweep_rows.restype = ctypes.c_int
         lib._calbench_typed = True
@@ -216,3 +218,17 @@ def classwise_rows(W: np.ndarray, labels: np.ndarray, num_classes: int, cells: i
     lib.calbench_classwise_rows(b, n, _ptr(W), _ptr(labels), num_classes, cells, sample.size, _ptr(sample),
                                 _ptr(cell), _ptr(value), _ptr(lab), _ptr(hi))
     return lab, hi
+
+
+def permute_rows(a: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """a[order] for a C-contiguous float64 (n, K) array the caller owns, in place by the kernel (no
+    second (n, K) array); a new a[order] where the kernel is not built or declines."""
+    lib = _kernel()
+    if lib is None or a.ndim != 2 or a.dtype != np.float64 or not a.flags.c_contiguous or not a.flags.writeable:
+        return a[order]
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    if order.shape != (a.shape[0],):
+        return a[order]
+    if lib.calbench_permute_rows(a.shape[0], a.shape[1], _ptr(a), _ptr(order)) != 0:
+        raise ValueError("permute_rows: order is not a permutation of the rows")
+    return a

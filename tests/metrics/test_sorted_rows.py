@@ -157,3 +157,21 @@ def test_classwise_rows_equal_the_sparse_products(k):
     want = _cece_sparse(lab, k, 15, entries, np.ascontiguousarray(W.T))
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+
+
+@needs_kernel
+def test_permute_rows_in_place_equals_fancy_indexing():
+    rng = np.random.default_rng(14)
+    a = rng.random((1000, 7))
+    # 2-cycles, fixed points and the random cycles of a permutation
+    order = np.concatenate([np.arange(10)[::-1], np.arange(10, 15), 15 + rng.permutation(985)])
+    want = a[order]
+    got = sorted_rows.permute_rows(a, order)
+    assert got is a
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="not a permutation"):
+        sorted_rows.permute_rows(rng.random((5, 2)), np.array([0, 1, 1, 3, 4]))
+    view = rng.random((6, 4))[:, :2]  # not C-contiguous: a copy, the input untouched
+    before = view.copy()
+    np.testing.assert_array_equal(sorted_rows.permute_rows(view, np.arange(6)[::-1]), before[::-1])
+    np.testing.assert_array_equal(view, before)
