@@ -2,9 +2,11 @@
 
 A resample is a row of per-sample counts w (how often each test sample was drawn). Every registered
 metric is called with a (b, n) block of such count rows (its `weights` path, see registry.py): binned
-metrics become sparse products over bins that never change (a sample's bin is fixed by its
-confidence), aece cuts each resampled multiset into equal-mass groups with cumulative counts over the
-sorted samples, smece and sece smooth weighted grid histograms. A metric declared
+metrics become sums over bins that never change (a sample's bin is fixed by its confidence), aece
+cuts each resampled multiset into equal-mass groups with cumulative counts over the sorted samples,
+smece and sece smooth weighted grid histograms. The metrics that read the samples in confidence
+order take one C walk per count row where it is built (sorted_rows.py: running sums instead of
+(b, n) cumulative arrays; their NumPy paths otherwise, equal to rounding). A metric declared
 `resample="explicit"` is recomputed on each explicit resample instead. Tests check every statistic
 against the metric recomputed on the explicit resample to 1e-9.
 
