@@ -116,15 +116,22 @@ def _trapezoid_weights(x: np.ndarray) -> np.ndarray:
 
 def _carry_forward(values: np.ndarray, valid: np.ndarray) -> None:
     """In place along each row: every invalid entry takes the value of the last valid one before it
-    (0 before the first), by runs of invalid entries (the few grid points of low density)."""
-    rows, cols = np.nonzero(~valid)
-    if rows.size == 0:
+    (0 before the first). The leading run (the kernel tail below the data) is zeroed by slicing;
+    the few later runs (gaps in the data) take their values by runs of invalid entries."""
+    rows, M = valid.shape
+    first = np.argmax(valid, axis=1)
+    first[~valid[np.arange(rows), first]] = M  # no valid entry at all
+    gaps = ~valid
+    for i, f in enumerate(first):
+        values[i, :f] = 0.0
+        gaps[i, :f] = False
+    if not gaps.any():
         return
-    first = np.ones(rows.size, dtype=bool)
-    first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1] + 1)
-    src_r, src_c = rows[first], cols[first] - 1
-    carried = np.where(src_c >= 0, values[src_r, np.maximum(src_c, 0)], 0.0)
-    values[rows, cols] = carried[np.cumsum(first) - 1]
+    rr, cc = np.nonzero(gaps)
+    starts = np.ones(rr.size, dtype=bool)
+    starts[1:] = (rr[1:] != rr[:-1]) | (cc[1:] != cc[:-1] + 1)
+    carried = values[rr[starts], cc[starts] - 1]  # a valid entry: each gap starts after one
+    values[rr, cc] = carried[np.cumsum(starts) - 1]
 
 
 def kde_ece_from(s_all: np.ndarray, s_cor: np.ndarray, n: np.ndarray, n_c: np.ndarray, g_a: int) -> np.ndarray:
