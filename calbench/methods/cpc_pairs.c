@@ -56,8 +56,10 @@
 #define CROWDED 48
 #define WINDOW 7   /* buckets of at most WINDOW + 1 values are ranked branch-free */
 
-/* The recursions are compiled for AVX-512, AVX2 + FMA and baseline x86-64, chosen at load time. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* The recursions are compiled for AVX-512, AVX2 + FMA and baseline x86-64, chosen at load time,
+ * unless the build already targets AVX-512 (-march=native on such a machine: the clones would add
+ * nothing, and GCC 12 fails with an internal error on the x86-64-v3 clone of group_f64 there). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(__AVX512F__)
 #define WIDE_SIMD __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define WIDE_SIMD
