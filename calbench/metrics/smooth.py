@@ -228,12 +228,17 @@ class _SmoothECE:
         spec *= bw.full_fker
         return scipy.fft.irfft(spec, size, axis=1)[:, G - 1: 2 * G - 1]
 
-    def at(self, sigma: float, rows: np.ndarray) -> np.ndarray:
-        """relplot.metrics.smooth_ece(f, y, sigma) for the given weight rows."""
+    def at(self, sigma: float, rows: np.ndarray, dens: np.ndarray | None = None) -> np.ndarray:
+        """relplot.metrics.smooth_ece(f, y, sigma) for the given weight rows; dens: their sums
+        u . h_one + T eps if already known (masses)."""
         known, bw = self._known(sigma), _bandwidth(sigma)
-        todo = rows[np.isnan(known[rows])]
+        missing = np.isnan(known[rows])
+        todo = rows[missing]
         if todo.size:
-            dens = self.hists(bw.points)[1][todo] @ bw.u + bw.T * SMECE_DENS_EPS
+            if dens is None:
+                dens = self.hists(bw.points)[1][todo] @ bw.u + bw.T * SMECE_DENS_EPS
+            else:
+                dens = dens[missing]
             known[todo] = bw.mesh_abs_mass(self.smoothed(bw, todo)) / dens
         return known[rows]
 
@@ -286,10 +291,10 @@ class _SmoothECE:
         low_ok = np.abs(signed) / dens > s * (1 + SMECE_MARGIN)
         open_ = ~low_ok & (absolute / dens >= s * (1 - SMECE_MARGIN))
         ok[rows] = low_ok
-        undecided = rows[open_]
+        undecided, dens_of = rows[open_], dens[open_]
         for v in np.unique(sig[undecided]):
-            part = undecided[sig[undecided] == v]
-            ok[part] = v < self.at(float(v), part)
+            pick = sig[undecided] == v
+            ok[undecided[pick]] = v < self.at(float(v), undecided[pick], dens_of[pick])
         return ok
 
     def by_sigma(self, sig: np.ndarray, fn) -> np.ndarray:
