@@ -27,7 +27,8 @@
  * double exp polynomial), run in double for float32 logits too: in float, the P_k of a tight
  * cluster of logits (r_k ~ 1, P_k ~ k) pick up rounding like eps k^2. Measured against a float64
  * direct pair sum at K = 1000: float32 S to 2e-13 relative and dS to 3e-8 (K - 1) absolute (the
- * exact float32 pair loop this replaced: 9e-9 and 1.8e-6 (K - 1)); float64 2e-16 and 7e-16 (K - 1).
+ * exact float32 pair loop this replaced: 9e-9 and 1.8e-6 (K - 1)); float64 2e-16 and 4e-16 (K - 1)
+ * on N(0, 25) rows, 1.1e-14 (K - 1) on a tight cluster (1e-3 N(0, 1): P_k ~ k cancel).
  *
  * Sorting (O(m) for spread-out rows): counting sort into 2m equal-width buckets over [min, max];
  * when no bucket holds more than WINDOW + 1 values, an element's rank is its bucket-order position
@@ -134,24 +135,23 @@ INLINE vec_f32 exp_vec_f32(vec_f32 v) {
 
 /* exp(v) for v <= 0 on every lane, in double: 2^n exp(r) with n = round(v / log 2) and
  * |r| <= log(2) / 2 (log 2 split in two, fdlibm's constants), exp(r) by its Taylor polynomial to
- * r^13 (truncation below 4e-18 relative) in Estrin's scheme (depth 8 instead of Horner's 26: a
- * row's vectors are independent, and the chain length, not the operation count, set the pace);
- * 0 below -708. On HALF lanes: one 512-bit vector (GCC 12 lowers a 1024-bit compare lane by lane,
- * which made this 6x slower). */
+ * r^13 (truncation below 4e-18 relative); 0 below -708. On HALF lanes: one 512-bit vector (GCC 12
+ * lowers a 1024-bit compare lane by lane, which made this 6x slower). Horner's scheme: Estrin's
+ * was 15% faster here but rounds r_q less well, and a tight cluster's gradient multiplies
+ * hundreds of them (1.5e-14 x (K - 1) from the pair sum instead of 1.1e-14). */
 INLINE half_f64 exp_half_f64(half_f64 v) {
     const half_i64 under = v < -708.0;
     const half_f64 zero = {0}, t = select_half(under, zero - 708.0, v);
     const half_i64 n = __builtin_convertvector(t * 1.4426950408889634 - 0.5, half_i64);
     const half_f64 nf = __builtin_convertvector(n, half_f64);
     const half_f64 r = (t - nf * 6.93147180369123816490e-01) - nf * 1.90821492927058770002e-10;
-    static const double f[14] = {
+    static const double inverse_factorial[14] = {
         1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
         1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0};
-    const half_f64 r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
-    const half_f64 low = ((f[0] + f[1] * r) + (f[2] + f[3] * r) * r2) + ((f[4] + f[5] * r) + (f[6] + f[7] * r) * r2) * r4;
-    const half_f64 high = ((f[8] + f[9] * r) + (f[10] + f[11] * r) * r2) + (f[12] + f[13] * r) * r4;
+    half_f64 p = zero + inverse_factorial[13];
+    for (int j = 12; j >= 0; --j) p = p * r + inverse_factorial[j];
     const half_i64 scale = (n + 1023) << 52;
-    return select_half(under, zero, (low + high * r8) * (half_f64)scale);
+    return select_half(under, zero, p * (half_f64)scale);
 }
 
 
@@ -376,10 +376,12 @@ INLINE double bd_f64(const double *xi, int64_t label, int64_t k, double w, doubl
 /* ---- the exclusion pair sum ---- */
 /* The recursions of (b) and (c) for LANES rows, HALF at a time: r[k * LANES + l] = r_k of lane l
  * (r_0 unused); out: g[k * LANES + l] = sum_n b_n (P_k^(n) - Q_k^(n)), value[l] = sum_n c_n sum_k
- * P_k^(n). The states are b_n P^(n) (recursion b_n P_k = r_k^n (b_n P_{k-1} + b_n)), so that
- * g is their plain sum; value weighs their sums by c_n / b_n. pw[n] = r_k^(n + 1) by a product
- * tree (depth log2 D). */
-#define DEFINE_CHAINS(NAME, D, LOG1P, SIGMOID)                                                \
+ * P_k^(n). SCALED: the states are b_n P^(n) (recursion b_n P_k = r_k^n (b_n P_{k-1} + b_n)), so
+ * that g is their plain sum (11 multiplications fewer per step) and value weighs their sums by
+ * c_n / b_n; used for float32 logits only: in float64, a tight cluster's gradient (P_k ~ k, the
+ * alternating b_n P_k cancelling to ~k / 2) came out 10x further from the pair sum (1e-13 x
+ * (K - 1) against 1.1e-14). pw[n] = r_k^(n + 1) by a product tree (depth log2 D). */
+#define DEFINE_CHAINS(NAME, D, LOG1P, SIGMOID, SCALED)                                                \
 static inline __attribute__((always_inline)) void NAME(const double *r, int64_t m, double *g, double *value) { \
     for (int h = 0; h < LANES; h += HALF) {                                                   \
         half_f64 p[D], sum[D], pw[D], rk, acc, zero = {0};                                    \
@@ -391,15 +393,15 @@ static inline __attribute__((always_inline)) void NAME(const double *r, int64_t 
             for (int n = 1; n < D; ++n) pw[n] = pw[(n + 1) / 2 - 1] * pw[n - (n + 1) / 2];    \
             acc = zero;                                                                       \
             for (int n = 0; n < D; ++n) {                                                     \
-                p[n] = pw[n] * (p[n] + SIGMOID[n]);                                           \
-                acc += p[n];                                                                  \
+                p[n] = pw[n] * (p[n] + (SCALED ? SIGMOID[n] : 1.0));                          \
+                acc += SCALED ? p[n] : SIGMOID[n] * p[n];                                     \
                 sum[n] += p[n];                                                               \
             }                                                                                 \
             memcpy(g + k * LANES + h, &acc, sizeof acc);                                      \
         }                                                                                     \
         for (int l = 0; l < HALF; ++l) {                                                      \
             value[h + l] = 0.0;                                                               \
-            for (int n = 0; n < D; ++n) value[h + l] += LOG1P[n] / SIGMOID[n] * sum[n][l];    \
+            for (int n = 0; n < D; ++n) value[h + l] += LOG1P[n] / (SCALED ? SIGMOID[n] : 1.0) * sum[n][l]; \
         }                                                                                     \
         for (int n = 0; n < D; ++n) p[n] = zero;                   /* now Q */                \
         for (int64_t k = m - 2; k >= 0; --k) {                                                \
@@ -408,8 +410,8 @@ static inline __attribute__((always_inline)) void NAME(const double *r, int64_t 
             for (int n = 1; n < D; ++n) pw[n] = pw[(n + 1) / 2 - 1] * pw[n - (n + 1) / 2];    \
             acc = zero;                                                                       \
             for (int n = 0; n < D; ++n) {                                                     \
-                p[n] = pw[n] * (p[n] + SIGMOID[n]);                                           \
-                acc += p[n];                                                                  \
+                p[n] = pw[n] * (p[n] + (SCALED ? SIGMOID[n] : 1.0));                          \
+                acc += SCALED ? p[n] : SIGMOID[n] * p[n];                                     \
             }                                                                                 \
             half_f64 up;                                                                      \
             memcpy(&up, g + k * LANES + h, sizeof up);                                        \
@@ -419,8 +421,8 @@ static inline __attribute__((always_inline)) void NAME(const double *r, int64_t 
     }                                                                                         \
 }
 
-DEFINE_CHAINS(chains_f32, 11, LOG1P_11, SIGMOID_11)
-DEFINE_CHAINS(chains_f64, 22, LOG1P_22, SIGMOID_22)
+DEFINE_CHAINS(chains_f32, 11, LOG1P_11, SIGMOID_11, 1)
+DEFINE_CHAINS(chains_f64, 22, LOG1P_22, SIGMOID_22, 0)
 
 /* The floats that the sort keys are made of: float32 logits themselves; float64 ones rounded and
  * saturated to the float range, a weak order of the values that exact_fix then makes strict. */
