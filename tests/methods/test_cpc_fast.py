@@ -218,3 +218,21 @@ def test_bfloat16_logits_equal_the_float64_pair_sum_of_their_values():
     want_grad = ce_grad + scale_bd * g_bd + scale_be * g_pair
     got_grad = logits.grad.double().numpy()
     np.testing.assert_allclose(got_grad, want_grad, rtol=1e-2, atol=1e-2 * np.abs(want_grad).max())
+
+
+@pytest.mark.parametrize("rows, dtype, s_rel, grad_abs", [
+    ("spread", torch.float32, 1e-12, 1e-7),
+    ("spread", torch.float64, 1e-15, 1e-15),
+    ("cluster", torch.float64, 1e-15, 3e-14),
+])
+def test_the_precision_the_kernel_header_states(rows, dtype, s_rel, grad_abs):
+    """cpc_pairs.c's header: at K = 1000, float32 S to ~2e-13 relative and dS to ~3e-8 (K - 1);
+    float64 2e-16 and 4e-16 (K - 1) on N(0, 25) rows, 1.1e-14 (K - 1) on a tight cluster. Bounds
+    ~3x those, tighter than `assert_matches` (a change that loses a digit there fails here)."""
+    k, g = 1000, torch.Generator().manual_seed(7)
+    x = torch.randn(8, k, generator=g, dtype=torch.float64) * (5.0 if rows == "spread" else 1e-3)
+    y = torch.randint(0, k, (8,), generator=g)
+    want = direct_sums(x.to(dtype).double().numpy(), y.numpy())
+    got = kernel_sums(x.to(dtype), y)
+    assert got[1] == pytest.approx(want[1], rel=s_rel)
+    np.testing.assert_allclose(got[3], want[3], rtol=0, atol=grad_abs * (k - 1))
