@@ -228,7 +228,8 @@ def separated_classes(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.flatnonzero((own_min > other_max) | (own_max < other_min))
 
 
-@POSTHOC.register("vs", description="Vector scaling: per-class scale and bias minimising validation NLL.",
+@POSTHOC.register("vs", description="Vector scaling: per-class scale and bias minimising validation NLL, "
+                  "with a ridge toward the identity (reg).",
                   paper="Guo et al., ICML 2017")
 class VectorScaling(Calibrator):
     """w * logits + b with (K,) w and b minimising the validation NLL plus (reg / N)(|w - 1|^2 + |b|^2)
