@@ -307,12 +307,18 @@ INLINE vec_f32 atanh_series_f32(vec_f32 z) {
     return 2.0f * z * s;
 }
 
-/* One block of LANES logits x of a row with label logit ly: the terms where `other` is set go into
- * the running sums, -w sigmoid(-a) (0 elsewhere) is returned. With a = l_y - l_k, e = exp(-|a|):
- * log sigmoid(a) = min(a, 0) - log(1 + e), log(1 + e) = 2 atanh(e / (2 + e)) and
- * sigmoid(-a) = (a >= 0 ? e : 1) / (1 + e), one division for both. */
-INLINE vec_f32 bd_block(vec_f32 x, float ly, float w, vec_i32 other, vec_f32 *sum, vec_f32 *to_label) {
-    const vec_f32 zero = {0}, a = ly - x, e = exp_vec_f32(select_f32(a < 0, a, -a));
+/* e = exp(-|a|) for one block of LANES logits x of a row with label logit ly, a = l_y - l_k. */
+INLINE vec_f32 bd_exp(vec_f32 x, float ly) {
+    const vec_f32 a = ly - x;
+    return exp_vec_f32(select_f32(a < 0, a, -a));
+}
+
+/* The rest of that block, given its e: the terms where `other` is set go into the running sums,
+ * -w sigmoid(-a) (0 elsewhere) is returned. log sigmoid(a) = min(a, 0) - log(1 + e),
+ * log(1 + e) = 2 atanh(e / (2 + e)) and sigmoid(-a) = (a >= 0 ? e : 1) / (1 + e), one division
+ * for both. */
+INLINE vec_f32 bd_rest(vec_f32 x, vec_f32 e, float ly, float w, vec_i32 other, vec_f32 *sum, vec_f32 *to_label) {
+    const vec_f32 zero = {0}, a = ly - x;
     const vec_f32 u = 1.0f + e, inv = 1.0f / (u * (u + 1.0f));
     const vec_f32 log_sig = select_f32(a < 0, a, zero) - atanh_series_f32(e * u * inv);
     const vec_f32 sig_neg = select_f32(a >= 0, e, zero + 1.0f) * (u + 1.0f) * inv;
@@ -322,7 +328,9 @@ INLINE vec_f32 bd_block(vec_f32 x, float ly, float w, vec_i32 other, vec_f32 *su
 }
 
 /* Row i's BD_i (returned) and w dBD_i/dl added into g (g[label] set): dBD/dl_k = -sigmoid(l_k - l_y)
- * for k != y and dBD/dl_y = the sum of those sigmoids. LANES logits at a
+ * for k != y and dBD/dl_y = the sum of those sigmoids. The exp of each block is taken two blocks
+ * ahead: one block's chain (exp, division, series) is ~60 dependent operations, and the CPU
+ * overlapped too few of them (BD 1.2 -> 0.73 us per row of 1000, same values). LANES logits at a
  * time (the last block padded); per-lane sums in float over FLUSH_BD blocks, then in double. */
 INLINE double bd_f32(const float *xi, int64_t label, int64_t k, float w, float *g) {
     const float ly = xi[label];
@@ -332,9 +340,16 @@ INLINE double bd_f32(const float *xi, int64_t label, int64_t k, float w, float *
     vec_i32 lane;
     for (int l = 0; l < LANES; ++l) lane[l] = l;
     const int64_t full = k / LANES * LANES;
+    vec_f32 e_next = zero, x_next = zero, e_after = zero, x_after = zero;
+    if (full > 0) { memcpy(&x_next, xi, sizeof x_next); e_next = bd_exp(x_next, ly); }
+    if (full > LANES) { memcpy(&x_after, xi + LANES, sizeof x_after); e_after = bd_exp(x_after, ly); }
     for (int64_t j0 = 0; j0 < full; j0 += LANES) {
-        memcpy(&x, xi + j0, sizeof x);
-        grad = bd_block(x, ly, w, lane != (int32_t)(label - j0), &part_sum, &part_to_label);
+        x = x_next;
+        const vec_f32 e = e_next;
+        x_next = x_after;
+        e_next = e_after;
+        if (j0 + 2 * LANES < full) { memcpy(&x_after, xi + j0 + 2 * LANES, sizeof x_after); e_after = bd_exp(x_after, ly); }
+        grad = bd_rest(x, e, ly, w, lane != (int32_t)(label - j0), &part_sum, &part_to_label);
         memcpy(&old, g + j0, sizeof old);
         grad += old;
         memcpy(g + j0, &grad, sizeof grad);
@@ -348,7 +363,7 @@ INLINE double bd_f32(const float *xi, int64_t label, int64_t k, float w, float *
         x = zero + ly;
         for (int64_t j = full; j < k; ++j) x[j - full] = xi[j];
         const vec_i32 other = (lane != (int32_t)(label - full)) & (lane < (int32_t)(k - full));
-        grad = bd_block(x, ly, w, other, &part_sum, &part_to_label);
+        grad = bd_rest(x, bd_exp(x, ly), ly, w, other, &part_sum, &part_to_label);
         for (int64_t j = full; j < k; ++j) g[j] += grad[j - full];
     }
     sum += __builtin_convertvector(part_sum, vec_f64);
@@ -432,17 +447,27 @@ INLINE const float *floats_f64(const double *v, float *vf, int64_t m) {
     return vf;
 }
 
-/* out[q] = r_q = exp(-(s_q - s_{q-1})) for q >= 1 (out[0] unused), HALF at a time, in double. */
+/* out[q] = r_q = exp(-(s_q - s_{q-1})) for q >= 1 (out[0] unused), in double, two vectors of HALF
+ * at a time (independent exps side by side: 15% faster than one at a time), the rest padded. */
 INLINE void gaps(const double *s, int64_t m, double *out) {
     out[0] = 0.0;
-    for (int64_t q0 = 1; q0 < m; q0 += HALF) {
+    int64_t q0 = 1;
+    for (; q0 + 2 * HALF <= m; q0 += 2 * HALF) {
+        half_f64 hi0, lo0, hi1, lo1;
+        memcpy(&hi0, s + q0, sizeof hi0);
+        memcpy(&lo0, s + q0 - 1, sizeof lo0);
+        memcpy(&hi1, s + q0 + HALF, sizeof hi1);
+        memcpy(&lo1, s + q0 + HALF - 1, sizeof lo1);
+        const half_f64 r0 = exp_half_f64(lo0 - hi0), r1 = exp_half_f64(lo1 - hi1);
+        memcpy(out + q0, &r0, sizeof r0);
+        memcpy(out + q0 + HALF, &r1, sizeof r1);
+    }
+    for (; q0 < m; q0 += HALF) {
         const int64_t rest = m - q0 < HALF ? m - q0 : HALF;
         half_f64 hi = {0}, lo = {0};
-        if (rest == HALF) { memcpy(&hi, s + q0, sizeof hi); memcpy(&lo, s + q0 - 1, sizeof lo); }
-        else for (int l = 0; l < rest; ++l) { hi[l] = s[q0 + l]; lo[l] = s[q0 + l - 1]; }
+        for (int l = 0; l < rest; ++l) { hi[l] = s[q0 + l]; lo[l] = s[q0 + l - 1]; }
         const half_f64 r = exp_half_f64(lo - hi);
-        if (rest == HALF) memcpy(out + q0, &r, sizeof r);
-        else for (int l = 0; l < rest; ++l) out[q0 + l] = r[l];
+        for (int l = 0; l < rest; ++l) out[q0 + l] = r[l];
     }
 }
 
