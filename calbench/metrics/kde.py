@@ -182,7 +182,8 @@ def _moments(W: np.ndarray, r: np.ndarray, c: np.ndarray):
 
 def _first_cell(entries, L: int) -> int:
     """The first grid point of [0, 1] whose density can be nonzero, less one (its value is then 0):
-    entries more than L cells left of KDE_SEL[0] (mirror images of r > L steps) reach none."""
+    L cells left of the lowest entry that reaches [0, 1] (a mirror image -r of a confidence more
+    than L steps above 0 reaches none). One cell per run bounds every resample's."""
     ordered = entries[3]
     at = np.searchsorted(ordered, KDE_SEL[0] - L)
     lowest = ordered[at] if at < ordered.size else KDE_LAST
