@@ -1,6 +1,9 @@
 """The C kernels (sorted_rows.c) of the metrics that read the samples in confidence order, under the
 bootstrap: one walk per count row carries the running sums that the NumPy paths build as (b, n)
 cumulative arrays (ece's bins, aece, ks, the selective metrics, mmce, ece-sweep). No metric here.
+Beside them: the count matrix of resampled indices, cece's per-row label counts and high-bin sums,
+the in-place sort of the bootstrap's (n, K) probabilities, and key_walk, the point estimates of
+aece / ks / the selective metrics in one walk over the sorted packed keys.
 
 Each wrapper takes the count matrix with its columns in the adaptive order (sorted_inputs) and
 returns None where the kernel is not built (no compiler, CALBENCH_NATIVE=0): the caller then takes
@@ -165,8 +168,8 @@ def mmce_rows(stats: SampleStats, W: np.ndarray, width: float) -> np.ndarray | N
     if got is None:
         return None
     lib, Ws, r, c, _ = got
-    a = c - r
-    up, down = np.exp(r / width), np.exp(-r / width)
+    a, up, down = cached(stats, f"mmce_factors_{sorted_samples(stats)}_{width}",
+                         lambda: (c - r, np.exp(r / width), np.exp(-r / width)))
     out = np.empty(Ws.shape[0])
     lib.calbench_mmce_rows(Ws.shape[0], Ws.shape[1], _ptr(Ws), _ptr(a), _ptr(up), _ptr(down), _ptr(out))
     return out
