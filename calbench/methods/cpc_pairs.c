@@ -47,6 +47,13 @@
  * series (7 terms, z <= 1/3: truncation below 2e-8 relative); float64: libm's exp and log1p.
  * A row with a non-finite logit gets NaN sums and NaN gradients (as the pair formula gives).
  * Returns 0, 1 if a label is out of range, 2 if memory ran out.
+ *
+ * Where the time goes (B = 128, K = 1000, float32, one thread, each part taken out in turn, of
+ * ~0.9 ms): the sort 40% (mostly its scalar passes, the bucket scatter and the placement by rank,
+ * ~0.8 ns per value each), the exps of the gaps 15%, the recursions 14% (about the machine's
+ * floating-point peak: ~100 operations per value for d = 11), BD 11%, the transpositions and the
+ * gradient scatter 10%. The whole cpc loss (with its cross-entropy) is then ~8.7x the
+ * cross-entropy alone (benchmarks/bench_losses.py), not the 5x aimed at.
  */
 #include <math.h>
 #include <stdint.h>
