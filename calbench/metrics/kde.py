@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft
+import scipy.sparse
 
 from calbench.metrics.registry import metric
 from calbench.metrics.stats import SampleStats, cached
@@ -48,6 +49,7 @@ def _entries(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 HIST_ENTRIES = 1 << 20  # rows x entries per bincount of _histograms
+SPARSE_SAMPLES = 1000  # from this many samples on, histograms by one sparse product (_histograms_sparse)
 
 
 def _histograms(entries, c: np.ndarray, W: np.ndarray, base: int, width: int, size: int) -> np.ndarray:
@@ -68,6 +70,36 @@ def _histograms(entries, c: np.ndarray, W: np.ndarray, base: int, width: int, si
                            2 * b * size)
         out = part if out is None else out + part
     return out.reshape(2, b, size)
+
+
+def _histograms_sparse(entries, c: np.ndarray, W: np.ndarray, base: int, width: int, size: int) -> np.ndarray:
+    """_histograms by one sparse product: the (2 G', n) matrix of every entry's share (all samples
+    over the correct ones) on the cells base0 .. (built once per sample set, entries[4]) times the
+    counts' transpose. For many samples this reads each count once instead of gathering it for
+    each of its four entries (50,000 samples: about 10x faster); for few, the bincount is cheaper
+    than the product's full-height output (SPARSE_SAMPLES)."""
+    matrix, base0, height = _entry_matrix(entries, c)
+    b = W.shape[0]
+    full = np.asarray(matrix @ np.ascontiguousarray(W.T)).reshape(2, height, b)
+    lo, hi = max(base, base0), min(base + width, base0 + height)  # the window's cells that have entries
+    out = np.zeros((2, b, size))
+    if hi > lo:
+        out[:, :, lo - base:hi - base] = full[:, lo - base0:hi - base0, :].transpose(0, 2, 1)
+    return out
+
+
+def _entry_matrix(entries, c: np.ndarray):
+    """(matrix, first cell, cells): the CSR matrix of _histograms_sparse, cached in entries[4]."""
+    memo = entries[4]
+    if "matrix" not in memo:
+        cells, share, sample = entries[:3]
+        base0 = int(cells.min())
+        height = int(cells.max()) - base0 + 1
+        rows = np.concatenate([cells - base0, cells - base0 + height])
+        values = np.concatenate([share, share * c[sample]])
+        memo["matrix"] = (scipy.sparse.csr_matrix((values, (rows, np.concatenate([sample, sample]))),
+                                                  shape=(2 * height, c.size)), base0, height)
+    return memo["matrix"]
 
 
 def _kernels(bw: np.ndarray, size: int | None = None) -> tuple[np.ndarray, int]:
@@ -171,13 +203,18 @@ def _moments(W: np.ndarray, r: np.ndarray, c: np.ndarray):
     (the mean, then the mean squared deviation, as np.std): exactly 0 for equal values whatever the
     summation order, so the fallback for a single confidence value never depends on rounding."""
     n, n_c = W.sum(axis=1), W @ c
-    def spread(weights, total):
-        m = weights @ r / np.maximum(total, 1e-300)
-        dev = r[None, :] - m[:, None]
-        return np.sqrt(np.einsum("ij,ij->i", weights * dev, dev) / np.maximum(total, 1e-300))
-    s_cor, s_all = spread(W * c, n_c), spread(W, n)
+    s_cor, s_all = _spread(W * c, n_c, r), _spread(W, n, r)
     s = np.where((n_c >= 2) & (s_cor > ZERO_SPREAD), s_cor, s_all)
     return n, n_c, s * (2.0 * n) ** -0.2, s_all
+
+
+def _spread(weights: np.ndarray, total: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Weighted standard deviation of r for each row of weights, two-pass; the squared deviations
+    are formed in place (one (b, n) temporary, not two)."""
+    m = weights @ r / np.maximum(total, 1e-300)
+    dev = np.subtract(r[None, :], m[:, None])
+    np.multiply(dev, dev, out=dev)
+    return np.sqrt(np.einsum("ij,ij->i", weights, dev) / np.maximum(total, 1e-300))
 
 
 def _first_cell(entries, L: int) -> int:
@@ -198,14 +235,16 @@ def _block(entries, c: np.ndarray, w: np.ndarray, n, n_c, bw: np.ndarray) -> np.
     width = KDE_LAST - g_a + 1 + 2 * L
     size = scipy.fft.next_fast_len(width, real=True)
     kernels, _ = _kernels(bw, size)
-    s_all, s_cor = _smooth(_histograms(entries, c, w, g_a - L, width, size), width, L, kernels)
+    histograms = _histograms_sparse if c.size >= SPARSE_SAMPLES else _histograms
+    s_all, s_cor = _smooth(histograms(entries, c, w, g_a - L, width, size), width, L, kernels)
     return kde_ece_from(s_all, s_cor, n, n_c, g_a)
 
 
 def kde_entries(r: np.ndarray):
-    """_entries(r) and its cells sorted (what every count row of the same samples shares)."""
+    """_entries(r), its cells sorted and a memo for the sparse histogram matrix (what every count row
+    of the same samples shares)."""
     cells, share, sample = _entries(r)
-    return cells, share, sample, np.sort(cells)
+    return cells, share, sample, np.sort(cells), {}
 
 
 def kde_ece_weighted(r: np.ndarray, c: np.ndarray, W: np.ndarray, entries=None) -> np.ndarray:

@@ -74,8 +74,11 @@ def _kde_cases():
     yield "narrow", r, np.concatenate([np.ones(32), np.zeros(10)])
 
 
+@pytest.mark.parametrize("histograms", ["bincount", "sparse"])
 @pytest.mark.parametrize("name, r, c", list(_kde_cases()), ids=[x[0] for x in _kde_cases()])
-def test_kde_weighted_rows_equal_the_full_grid_reference(name, r, c):
+def test_kde_weighted_rows_equal_the_full_grid_reference(name, r, c, histograms, monkeypatch):
+    """Both histogram paths (the bincount for few samples, the sparse product for many)."""
+    monkeypatch.setattr(kde, "SPARSE_SAMPLES", 0 if histograms == "sparse" else 10 ** 9)
     rng = np.random.default_rng(7)
     n = r.size
     W = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(2 * kde.ROWS_AT_ONCE + 3)])
