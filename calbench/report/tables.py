@@ -11,6 +11,8 @@ Conventions (bins, scale, intervals): docs/metrics.md.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 from calbench.report.intervals import Cell
@@ -77,6 +79,7 @@ class ReportTable:
         for rows in self.row_blocks():
             shown = {r: round(self.cells[(r, group)].estimate.point[key] * self.scale(key), d)
                      for r in rows if (r, group) in self.cells}
+            shown = {r: v for r, v in shown.items() if math.isfinite(v)}  # nan (e.g. no few-shot class) is never best
             best = sorted(set(shown.values()), reverse=higher)[:2]
             ranks.update({r: best.index(v) for r, v in shown.items() if v in best})
         return ranks

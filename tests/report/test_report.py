@@ -284,6 +284,20 @@ def test_best_and_second_marks_follow_direction_and_ties():
     assert tex.count(r"\textbf{2.45}") == 2 and r"\underline{3.00}" in tex and r"\textbf{95.00}" in tex
 
 
+def test_nan_cells_are_never_marked_best():
+    """A metric undefined for some rows (no few-shot class: nan) ranks only the rows that have it."""
+    from calbench.report.intervals import Cell, Estimate
+    from calbench.report.tables import ReportTable
+
+    g = ("digits", "mlp")
+    points = {"a": {"ece": float("nan")}, "b": {"ece": 0.03}, "c": {"ece": float("nan")}, "d": {"ece": 0.02}}
+    cells = {(r, g): Cell(Estimate(p, None, 1)) for r, p in points.items()}
+    table = ReportTable("t", list(points), [g], ("ece",), cells)
+    assert table.ranks(g, "ece") == {"d": 0, "b": 1}
+    only_nan = ReportTable("t", ["a", "c"], [g], ("ece",), {k: v for k, v in cells.items() if k[0] in "ac"})
+    assert only_nan.ranks(g, "ece") == {}
+
+
 # --- post-hoc calibrators refitted at report time ---------------------------------------------
 
 def _block_rows(stdout, suffix):
