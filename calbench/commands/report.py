@@ -294,9 +294,11 @@ def report(results_dir, recipe, metrics, posthoc, B, level, seed, reference, bin
     """
     from calbench.report.tables import print_rich, render_latex, render_markdown, render_text
 
+    from calbench.commands.evaluate import single_threaded
     from calbench.report.pool import set_workers
     from calbench.report.selection import parse_select, posthoc_request
 
+    single_threaded()  # parallelism comes from the worker processes (report/pool.py), not from BLAS
     set_workers(workers)
     if split is not None:
         from calbench.report.shift import split_text
