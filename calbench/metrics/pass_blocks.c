@@ -4,10 +4,11 @@
  * a gather, a bin index and a bincount over the entries above the first bin.
  *
  * For each entry v = p_ik - 1[y_i = k]: brier[i] = sum_k v^2 (in column order, as einsum's row
- * dot); where sums is given, entries above the first bin edge (p_ik > edges[1]) add v to
- * sums[k M + bin(p_ik)] and every entry adds v to class_total[k] (stats._finish derives the first
- * bin from the class total, as on the NumPy path). bin() is binning.bin_index: ceil(p M) - 1
- * clipped to [0, M - 1] and corrected by one step against the float edges (lo, hi]. */
+ * dot); where sums is given, every entry adds v to sums[k M + bin(p_ik)], the first bin included
+ * (the NumPy path derives the first bin from the class totals instead, to bin only the few entries
+ * above it; here binning every entry is cheaper than the unpredictable branch that would skip
+ * them). bin() is binning.bin_index: ceil(p M) - 1 clipped to [0, M - 1] and corrected by one
+ * step against the float edges (lo, hi]. */
 #include <math.h>
 #include <stdint.h>
 
@@ -26,20 +27,16 @@ static int64_t bin_of(double x, int64_t M, const double *edges)
 }
 
 void calbench_classwise_block(int64_t rows, int64_t K, int64_t M, const double *edges, const double *p,
-                              const int64_t *y, double *sums, double *class_total, double *brier)
+                              const int64_t *y, double *sums, double *brier)
 {
-    double first = edges[1];
     for (int64_t i = 0; i < rows; i++) {
         const double *row = p + i * K;
         double b = 0.0;
         for (int64_t k = 0; k < K; k++) {
             double x = row[k], v = k == y[i] ? x - 1.0 : x;
             b += v * v;
-            if (sums) {
-                class_total[k] += v;
-                if (x > first)
-                    sums[k * M + bin_of(x, M, edges)] += v;
-            }
+            if (sums)
+                sums[k * M + bin_of(x, M, edges)] += v;
         }
         brier[i] = b;
     }

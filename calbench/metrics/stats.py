@@ -227,8 +227,8 @@ def _classwise_and_brier(st, needs, start, stop, y, p) -> None:
     """p is the block's float64 probabilities; it is turned into p - onehot(y) here. Classwise
     sums: only the entries above the first bin need a bin index; their flat positions index the
     values and a periodic table of class cells (no integer division of positions, no boolean
-    gathers, which are slow when many entries qualify). The C walk of pass_blocks.c does the same
-    in one pass over the entries when it is built."""
+    gathers, which are slow when many entries qualify). The C walk of pass_blocks.c sums every bin
+    (the first one directly) and the Brier score in one pass over the entries when it is built."""
     M, k = st.bins, st.num_classes
     if st.samples is not None and "probs" in st.samples:
         st.samples["probs"][start:stop] = p
@@ -256,7 +256,7 @@ def _pass_kernel():
     lib = native.load("pass_blocks", package="metrics")
     if lib is not None:
         p, i64 = ctypes.c_void_p, ctypes.c_int64
-        lib.calbench_classwise_block.argtypes = [i64, i64, i64, p, p, p, p, p, p]
+        lib.calbench_classwise_block.argtypes = [i64, i64, i64, p, p, p, p, p]
         lib.calbench_classwise_block.restype = None
     return lib
 
@@ -264,16 +264,17 @@ def _pass_kernel():
 def _classwise_kernel(st: SampleStats, y: np.ndarray, p: np.ndarray, start: int, stop: int) -> bool:
     """_classwise_and_brier's sums by the C walk (pass_blocks.c); False where it is not built."""
     lib = _pass_kernel()
-    if lib is None or not (p.flags.c_contiguous and p.dtype == np.float64):
+    if lib is None:
         return False
+    p = np.ascontiguousarray(p, dtype=np.float64)  # every block or none: _finish reads one flag
     rows, k, M = p.shape[0], st.num_classes, st.bins
     y = np.ascontiguousarray(y, dtype=np.int64)
     edges, brier = bin_edges(M), np.empty(rows)
     cls = st.cece_sums is not None
-    total = st.cache["class_total"] if cls else None
+    if cls:  # every bin summed directly, the first one included (_finish leaves it as it is)
+        st.cache["first_bin_summed"] = True
     lib.calbench_classwise_block(rows, k, M, edges.ctypes.data, p.ctypes.data, y.ctypes.data,
-                                 st.cece_sums.ctypes.data if cls else None, total.ctypes.data if cls else None,
-                                 brier.ctypes.data)
+                                 st.cece_sums.ctypes.data if cls else None, brier.ctypes.data)
     st.totals["brier"] += float(brier.sum())
     if st.samples is not None:
         st.samples["brier"][start:stop] = brier
@@ -302,7 +303,9 @@ def column_sums(p: np.ndarray) -> np.ndarray:
 def _finish(st: SampleStats, needs) -> None:
     if st.cece_sums is not None:  # the first bin's sum is the class total minus the other bins
         sums = st.cece_sums.reshape(st.num_classes, st.bins)
-        sums[:, 0] = st.cache.pop("class_total") - sums[:, 1:].sum(axis=1)
+        class_total = st.cache.pop("class_total")
+        if not st.cache.pop("first_bin_summed", False):  # the C walk summed it directly
+            sums[:, 0] = class_total - sums[:, 1:].sum(axis=1)
         st.cache.pop("class_cells", None)
         st.cece_sums = sums
     if st.confusion is not None:
