@@ -28,7 +28,6 @@ Three interval kinds (`interval=`, docs/metrics.md "Intervals"), all from the sa
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import ndtr, ndtri
 
 from calbench.errors import InputError
 from calbench.metrics.calibration import adaptive_order
@@ -167,6 +166,8 @@ def acceleration(influence: np.ndarray) -> float:
 def bca_levels(samples: np.ndarray, point: float, ci: float, accel: float) -> tuple[float, float]:
     """The BCa quantile levels (Efron & Tibshirani 1993, eq. 14.10): z0 from the share of samples below
     the point (ties counted half, kept within [1/2B, 1 - 1/2B] so z0 stays finite)."""
+    from scipy.special import ndtr, ndtri  # only bca needs the normal quantiles
+
     B = samples.shape[0]
     share = (np.count_nonzero(samples < point) + 0.5 * np.count_nonzero(samples == point)) / B
     z0 = ndtri(min(max(share, 0.5 / B), 1 - 0.5 / B))

@@ -8,7 +8,6 @@ equal-mass groups: Nixon et al. (2019); classwise ECE: Kull et al. (2019).
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse
 
 from calbench.metrics.binning import bin_edges, bin_index, equal_mass_groups
 from calbench.metrics.equal_mass import group_ends
@@ -33,6 +32,8 @@ def mce_from_sums(count, sum_c, sum_r) -> np.ndarray:
 
 def _bin_matrix(stats: SampleStats) -> scipy.sparse.csr_matrix:
     """(3M, n) sparse: rows b, M + b, 2M + b of sample i (in bin b) hold 1, c_i, r_i."""
+    import scipy.sparse  # only the path without the C kernel builds sparse matrices
+
     M, n = stats.bins, stats.n
     conf, correct = stats.sample("conf"), stats.sample("correct")
     b = bin_index(conf, M)
@@ -129,6 +130,8 @@ def _cece_parts(stats: SampleStats) -> tuple:
 
 def _cece_sparse(labels: np.ndarray, k: int, M: int, entries, Wt: np.ndarray) -> tuple:
     """classwise_rows' (label counts, cell sums) by two sparse products (the path without the kernel)."""
+    import scipy.sparse
+
     n = labels.size
     Y = scipy.sparse.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n))
     sample, cell, value = entries
