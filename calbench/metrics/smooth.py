@@ -355,6 +355,7 @@ def _sece_point_gaps(stats: SampleStats, num: np.ndarray, den: np.ndarray) -> fl
     return float(total / stats.n)
 
 
+SECE_GAP_ROWS = 2048  # samples per block of the bootstrap's per-sample gaps
 SECE_DENSE_MAX = 512  # sets up to this size: the (n, n) operator of _sece_operators (BLAS beats the FFTs)
 
 
@@ -413,4 +414,8 @@ def sece(stats: SampleStats, weights: np.ndarray | None, bandwidth: float = SECE
     if weights is None:
         return _sece_point_gaps(stats, num[:, 0], den[:, 0])
     w = weighted(stats, weights)
-    return np.einsum("ij,ij->j", w["Wt"], _sece_gaps(stats.sample("conf"), num, den)) / w["total"]
+    conf, Wt, total = stats.sample("conf"), w["Wt"], np.zeros(weights.shape[0])
+    for start in range(0, conf.size, SECE_GAP_ROWS):  # cache-sized (samples, b) temporaries
+        part = slice(start, start + SECE_GAP_ROWS)
+        total += np.einsum("ij,ij->j", Wt[part], _sece_gaps(conf[part], num, den))
+    return total / w["total"]

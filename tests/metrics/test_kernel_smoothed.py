@@ -211,3 +211,17 @@ def test_sece_and_smece_point_estimates_equal_their_weighted_paths_on_a_row_of_o
     ones = np.ones((1, st.n))
     assert abs(smooth.sece(st, None) - smooth.sece(st, ones)[0]) < 1e-13
     assert abs(smooth.smece(st, None) - smooth.smece(st, ones)[0]) < 1e-13
+
+
+def test_sece_bootstrap_gaps_in_sample_blocks_equal_one_block(monkeypatch):
+    """The FFT path (n above SECE_DENSE_MAX) sums the per-sample gaps block by block; any block size
+    gives the one-block value to rounding."""
+    from calbench.metrics import bootstrap_metrics, smooth
+
+    logits, labels = synth(smooth.SECE_DENSE_MAX + 101, 10, 4)
+    monkeypatch.setattr(smooth, "SECE_GAP_ROWS", 10 ** 9)
+    whole = bootstrap_metrics(labels, logits=logits, B=40, keys=("sece",))
+    monkeypatch.setattr(smooth, "SECE_GAP_ROWS", 7)
+    blocks = bootstrap_metrics(labels, logits=logits, B=40, keys=("sece",))
+    np.testing.assert_allclose(blocks["samples"]["sece"], whole["samples"]["sece"], rtol=1e-13, atol=0)
+    assert np.ptp(whole["samples"]["sece"]) > 0
