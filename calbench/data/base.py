@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import numpy as np
-from torch.utils.data import Dataset
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from calbench.registry import Registry
 
@@ -61,3 +62,16 @@ def dataset(name: str, *, description: str, task: Task, num_classes: int, layout
         return build
 
     return add
+
+
+def tensors_of(ds: Dataset) -> tuple[torch.Tensor, ...] | None:
+    """The underlying tensors of an in-memory dataset (a TensorDataset, or Subsets of one), so that
+    it can be batched by indexing instead of through a DataLoader; None for any other dataset."""
+    if isinstance(ds, TensorDataset):
+        return ds.tensors
+    if isinstance(ds, Subset):
+        inner = tensors_of(ds.dataset)
+        if inner is not None:
+            idx = torch.as_tensor(np.asarray(ds.indices), dtype=torch.long)
+            return tuple(t[idx] for t in inner)
+    return None

@@ -37,8 +37,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset
 
+from calbench.data.base import tensors_of
 from calbench.errors import ConfigError
 
 MODES = ("auto", "on", "off")
@@ -393,22 +394,11 @@ class ResidentTensors:
             yield x[idx], y[idx]
 
 
-def _tensors(ds: Dataset) -> tuple[torch.Tensor, ...] | None:
-    if isinstance(ds, TensorDataset):
-        return ds.tensors
-    if isinstance(ds, Subset):
-        inner = _tensors(ds.dataset)
-        if inner is not None:
-            idx = torch.as_tensor(np.asarray(ds.indices), dtype=torch.long)
-            return tuple(t[idx] for t in inner)
-    return None
-
-
 def resident_split(ds: Dataset, device: torch.device, num_workers: int = 0, channels_last: bool = False,
                    decode_workers: int = 0):
     """A ResidentTensors / ResidentImages of `ds` on `device`, or None when its data or transform
     is not one the device can reproduce (the caller keeps the DataLoader path then)."""
-    tensors = _tensors(ds)
+    tensors = tensors_of(ds)
     if tensors is not None:
         return ResidentTensors(ds, tensors, device)
     plan = plan_of(getattr(ds, "transform", None))
@@ -424,7 +414,7 @@ def estimated_bytes(datasets: Sequence[Dataset], input_shape: Sequence[int]) -> 
     """Bytes the splits take resident: tensors as they are, images as uint8 of `input_shape`."""
     total = 0
     for ds in datasets:
-        tensors = _tensors(ds)
+        tensors = tensors_of(ds)
         if tensors is not None:
             total += sum(t.element_size() * t.numel() for t in tensors)
         else:

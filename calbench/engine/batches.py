@@ -14,19 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from calbench.data.base import tensors_of
 from calbench.specs import TrainConfig
-
-
-def tensors_of(ds: Dataset) -> tuple[torch.Tensor, ...] | None:
-    """The underlying tensors of an in-memory dataset (iterated without a DataLoader), else None."""
-    if isinstance(ds, TensorDataset):
-        return ds.tensors
-    if isinstance(ds, Subset):
-        inner = tensors_of(ds.dataset)
-        if inner is not None:
-            idx = torch.as_tensor(np.asarray(ds.indices), dtype=torch.long)
-            return tuple(t[idx] for t in inner)
-    return None
 
 
 def loader_context(num_workers: int) -> str | None:
