@@ -199,7 +199,7 @@ def test_a_whole_run_trains_to_the_same_result_with_the_switch_on_or_off(tmp_pat
                                                                        monkeypatch):
     """train_run on a CIFAR fixture (crop + flip; gammanet-sece also draws meta batches from the
     train split between steps): identical history, metrics and predictions, on and off."""
-    from tests.data.conftest import make_cifar
+    from data.conftest import make_cifar
 
     from calbench.engine.train import train_run
     from calbench.recipe import expand, parse_recipe

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gpu import needs_cuda
+from . import needs_cuda
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_gpu.py"
 TINY = ["--steps", "2", "--rounds", "1", "--batch-size", "4", "--image-size", "8", "--classes", "5",

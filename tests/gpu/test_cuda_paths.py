@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.gpu import CUDA_ONLY
-from tests.data.conftest import FIXTURES, make_cifar, make_tiny_imagenet
+from . import CUDA_ONLY
+from data.conftest import FIXTURES, make_cifar, make_tiny_imagenet
 
 from calbench.data import DATASETS, create_dataset
 from calbench.data import device_resident as resident
