@@ -18,11 +18,10 @@ loss), which leaves ~2 N points instead of N K (`pooled_thresholds`).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.isotonic import isotonic_regression
 
 from calbench.posthoc.base import Calibrator
 from calbench.posthoc.hb import check_classes, probabilities, renormalised
-from calbench.posthoc.isotonic import isotonic_apply
+from calbench.posthoc.isotonic import isotonic_apply, isotonic_regression
 from calbench.posthoc.registry import POSTHOC
 
 TIE_BREAK = 1e-9  # the authors' 1e-9 * p term
