@@ -1,5 +1,6 @@
-/* CPC's two penalty sums with their gradients, O(K log K) per row (calbench/methods/penalties.py,
- * `_NativePenalties`; compiled and loaded by calbench/native.py). For row i with label y:
+/* CPC's two penalty sums and the cross-entropy, with their gradients, O(K log K) per row
+ * (calbench/methods/penalties.py, `_NativePenalties`; compiled and loaded by calbench/native.py).
+ * For row i with label y:
  *   BD_i = sum_{k != y} log sigmoid(l_y - l_k)                         (K terms, direct)
  *   S_i  = sum_{j != k, both != y} log sigmoid(v_j - v_k)              (the exclusion pair sum)
  * Let s_0 <= ... <= s_{m-1} be the m = K - 1 logits other than l_y, sorted. Pairing (j, k) with
@@ -20,17 +21,26 @@
  *       dS_i/ds_k = -(2k - m + 1) + 2 sum_n b_n (P_k^(n) - Q_k^(n)).
  *     A tie (u = 1) contributes 1 - 2 g(1) = 0 either way, so the order of tied logits does not
  *     matter; dS/dl_y = 0. The gradient goes back through the sort permutation.
- * Degrees (max error of the polynomials over u in [0, 1], coefficients rounded to double, measured
- * at 2001 points in 60-digit arithmetic): float32 d = 11, log(1 + u) 4.5e-10, g 3.8e-9 (a pair's
- * value is >= 2 log 2 and its tanh comes out to 7.6e-9 absolute: below float32 rounding);
- * float64 d = 22, 2.8e-17 and 6.4e-17 (below float64 rounding). The recursions, and r_k (by a
+ * Degrees (max error of the polynomials over their interval, coefficients rounded to double,
+ * measured at 2001 points in 60-digit arithmetic): float32 d = 12 on u in [0, e^(1/8)] (the rows
+ * are in bucket order, not sorted: below), log(1 + u) 2.2e-10, g 2.0e-9 (a pair's value is
+ * >= 2 log 2 and its tanh comes out to 3.9e-9 absolute: below float32 rounding); float64 d = 22
+ * on [0, 1], 2.8e-17 and 6.4e-17 (below float64 rounding). The recursions, and r_k (by a
  * double exp polynomial), run in double for float32 logits too: in float, the P_k of a tight
  * cluster of logits (r_k ~ 1, P_k ~ k) pick up rounding like eps k^2. Measured against a float64
- * direct pair sum at K = 1000: float32 S to 2e-13 relative and dS to 3e-8 (K - 1) absolute (the
+ * direct pair sum at K = 1000: float32 S to 2.5e-13 relative and dS to 3e-8 (K - 1) absolute (the
  * exact float32 pair loop this replaced: 9e-9 and 1.8e-6 (K - 1)); float64 2e-16 and 4e-16 (K - 1)
  * on N(0, 25) rows, 1.1e-14 (K - 1) on a tight cluster (1e-3 N(0, 1): P_k ~ k cancel).
+ * The cross-entropy of the row comes from the same recursions (row_softmax): the caller's loss
+ * CE + BD + BE is one call.
  *
- * Sorting (O(m) for spread-out rows): counting sort into 2m equal-width buckets over [min, max];
+ * Order of the pairs. The identities of (a) - (c) hold for the pairs j < k of ANY order of the m
+ * values (a = s_k - s_j may be negative: log sigmoid(a) + log sigmoid(-a) = -a - 2 log(1 + e^-a)
+ * and tanh(a / 2) = 1 - 2 g(e^-a) for every real a); the order only has to keep every u = e^-a
+ * of a pair j < k inside the polynomials' interval. Float32 rows are put in bucket order
+ * (order_f32: a counting sort into buckets at most 0.12 wide, a bucket's values left as they
+ * come, so u < e^(1/8)): no comparison sort at all. Float64 rows, and float32 rows wider than
+ * the buckets allow, are sorted (u <= 1), in O(m) for spread-out rows: counting sort into 2m equal-width buckets over [min, max];
  * when no bucket holds more than WINDOW + 1 values, an element's rank is its bucket-order position
  * corrected by the WINDOW neighbours on either side (branch-free: whatever lies further away is in
  * another bucket); otherwise insertion sort, after a qsort of any bucket of more than CROWDED
@@ -48,11 +58,10 @@
  * A row with a non-finite logit gets NaN sums and NaN gradients (as the pair formula gives).
  * Returns 0, 1 if a label is out of range, 2 if memory ran out.
  *
- * Where the time goes (B = 128, K = 1000, float32, one thread, each part taken out in turn, of
- * ~0.9 ms): the sort 40% (mostly its scalar passes, the bucket scatter and the placement by rank,
- * ~0.8 ns per value each), the exps of the gaps 15%, the recursions 14% (about the machine's
- * floating-point peak: ~100 operations per value for d = 11), BD 11%, the transpositions and the
- * gradient scatter 10%. The whole cpc loss (with its cross-entropy) is then ~8.7x the
+ * Where the time goes (B = 128, K = 1000, float32, one thread, perf samples with the helpers
+ * kept out of line, of ~0.75 ms): the bucket order 29% (its scalar count and scatter passes
+ * most of it), the recursions 18%, the exps of the gaps 13%, BD 17%, the gradient scatter 9%,
+ * the transposition 5%, (a) 4%. The whole cpc loss (CE included) is then ~6.3x the
  * cross-entropy alone (benchmarks/bench_losses.py), not the 5x aimed at.
  */
 #include <math.h>
@@ -99,14 +108,15 @@ INLINE half_f64 select_half(half_i64 mask, half_f64 a, half_f64 b) {
 }
 
 /* c_n and b_n of log(1 + u) ~= sum_n c_n u^n and u / (1 + u) ~= sum_n b_n u^n; entry n - 1 is u^n. */
-static const double LOG1P_11[11] = {
-    9.9999999915568227e-1, -4.9999979491391229e-1, 3.3332497543526519e-1, -2.4986496459409927e-1,
-    1.9885820285008451e-1, -1.6087623009295731e-1, 1.2377995867871511e-1, -8.1880409235828432e-2,
-    4.1006573693958392e-2, -1.3187826565578387e-2, 1.9866965936534607e-3};
-static const double SIGMOID_11[11] = {
-    9.9999999241483699e-1, -9.9999815680538966e-1, 9.9992473242749648e-1, -9.9877931213236279e-1,
-    9.896159497712933e-1, -9.4685359208630235e-1, 8.2245400609360138e-1, -5.9005917511822595e-1,
-    3.1118537794777544e-1, -1.0339705848743976e-1, 1.5907239767298425e-2};
+/* Degree 12 on [0, e^(1/8)] (float32 logits, in bucket order: see order_f32), degree 22 on [0, 1]. */
+static const double LOG1P_12[12] = {
+    9.999999996083083e-1, -4.9999990009315465e-1, 3.333290551022476e-1, -2.4992713815846657e-1,
+    1.9934691185201012e-1, -1.631272453947321e-1, 1.3026659721462017e-1, -9.391853819950063e-2,
+    5.539026686835178e-2, -2.3878683972628906e-2, 6.483611795736014e-3, -8.177559563962409e-4};
+static const double SIGMOID_12[12] = {
+    9.999999963035662e-1, -9.999990568212335e-1, 9.999595368527169e-1, -9.993085135230027e-1,
+    9.937684406860223e-1, -9.659549104105911e-1, 8.774428751426123e-1, -6.920351284993469e-1,
+    4.32967338463551e-1, -1.9388077923110525e-1, 5.39590074179344e-2, -6.91880542583085e-3};
 static const double LOG1P_22[22] = {
     1.0, -4.9999999999999834e-1, 3.3333333333306461e-1, -2.4999999998264811e-1,
     1.9999999940349815e-1, -1.6666665403691092e-1, 1.428569630956731e-1, -1.2499817769513954e-1,
@@ -304,6 +314,45 @@ static inline __attribute__((always_inline)) void NAME(const float *f, const T *
 DEFINE_SORT_ROW(sort_row_f32, float)
 DEFINE_SORT_ROW(sort_row_f64, double)
 
+/* Float32 rows need no sort: the formulas of (a) - (c) hold for the pairs j < k of ANY order (a
+ * pair's a = s_k - s_j may be negative: log sigmoid(a) + log sigmoid(-a) = -a - 2 log(1 + e^-a)
+ * and tanh(a / 2) = 1 - 2 g(e^-a) for every real a), as long as the polynomials hold for every
+ * u = e^-a that occurs. order_f32 puts the row in bucket order (counting sort into nb equal-width
+ * buckets of width at most ORDER_WIDTH = 0.12, values in a bucket left in row order): a pair out
+ * of order lies in one bucket, so a > -0.12 and u < e^(1/8), the interval the float32
+ * polynomials are fitted on (LOG1P_12 / SIGMOID_12). nb = 2m, more (up to ORDER_BUCKETS(m)) when
+ * the row spans more than 0.12 x 2m; a row wider still is sorted (sort_row_f32). sv[j] = the
+ * value at place j (double), col[j] its column in the full row. */
+#define ORDER_WIDTH 0.12
+#define ORDER_BUCKETS(m) ((m) < 64 ? 256 : 4 * (m))
+static inline __attribute__((always_inline)) void order_f32(const float *f, const float *v, int64_t m, int64_t label, double *sv,
+        int32_t *col, uint32_t *wk, int32_t *wp, int32_t *bucket, int32_t *start, uint64_t *key, uint64_t *pad) {
+    (void)f;                                                 /* the keys are the values */
+    float lo, hi;
+    min_max(v, m, &lo, &hi);
+    const double range = (double)hi - (double)lo;
+    const double wanted = range / ORDER_WIDTH + 1.0;
+    if (range == 0.0 || wanted > (double)ORDER_BUCKETS(m)) {   /* all equal, or too wide */
+        sort_row_f32(v, v, m, label, sv, col, wk, wp, bucket, start, key, pad);
+        return;
+    }
+    const int64_t nb = ((2 * m > wanted ? 2 * m : (int64_t)wanted) + LANES - 1) / LANES * LANES;
+    const double scale = (double)nb / range;
+    _Pragma("omp simd")
+    for (int64_t q = 0; q < m; ++q) {
+        const int32_t b = (int32_t)(((double)v[q] - (double)lo) * scale);
+        bucket[q] = b < nb ? b : (int32_t)nb - 1;
+    }
+    memset(start, 0, (size_t)nb * sizeof(int32_t));
+    for (int64_t q = 0; q < m; ++q) start[bucket[q]] += 1;
+    (void)exclusive_scan(start, nb);
+    for (int64_t q = 0; q < m; ++q) {                      /* start[b]: then bucket b's end */
+        const int32_t d = start[bucket[q]]++;
+        sv[d] = (double)v[q];
+        col[d] = (int32_t)(q + (q >= label));
+    }
+}
+
 /* ---- binary discrimination ---- */
 
 #define FLUSH_BD 8
@@ -401,55 +450,86 @@ INLINE double bd_f64(const double *xi, int64_t label, int64_t k, double w, doubl
     return sum;
 }
 
-/* ---- the exclusion pair sum ---- */
-/* The recursions of (b) and (c) for LANES rows, HALF at a time: r[k * LANES + l] = r_k of lane l
- * (r_0 unused); out: g[k * LANES + l] = sum_n b_n (P_k^(n) - Q_k^(n)), value[l] = sum_n c_n sum_k
- * P_k^(n). SCALED: the states are b_n P^(n) (recursion b_n P_k = r_k^n (b_n P_{k-1} + b_n)), so
- * that g is their plain sum (11 multiplications fewer per step) and value weighs their sums by
- * c_n / b_n; used for float32 logits only: in float64, a tight cluster's gradient (P_k ~ k, the
- * alternating b_n P_k cancelling to ~k / 2) came out 10x further from the pair sum (1e-13 x
- * (K - 1) against 1.1e-14). pw[n] = r_k^(n + 1) by a product tree (depth log2 D). */
-#define DEFINE_CHAINS(NAME, D, LOG1P, SIGMOID, SCALED)                                                \
-static inline __attribute__((always_inline)) void NAME(const double *r, int64_t m, double *g, double *value) { \
+/* ---- the exclusion pair sum, with the cross-entropy ---- */
+
+/* One step of the recursions of (b) / (c) on HALF lanes: p[n] = r^(n + 1) (p[n] + 1), returns
+ * sum_n b_n p[n], and adds p[n] into sum[n] when `sum` is given (the forward pass: (b) needs
+ * sum_k P_k). SCALED: the states are b_n P^(n) (recursion b_n P_k = r_k^n (b_n P_{k-1} + b_n)),
+ * so that the returned sum is their plain sum (D multiplications fewer per step); used for
+ * float32 logits only: in float64, a tight cluster's gradient (P_k ~ k, the alternating b_n P_k
+ * cancelling to ~k / 2) came out 10x further from the pair sum (1e-13 x (K - 1) against
+ * 1.1e-14). Powers r^(n + 1) by a product tree (depth log2 D). */
+INLINE half_f64 chain_step(half_f64 *p, half_f64 *sum, half_f64 rk, int d, const double *sigmoid, int scaled) {
+    half_f64 pw[22], acc = {0};
+    pw[0] = rk;
+    for (int n = 1; n < d; ++n) pw[n] = pw[(n + 1) / 2 - 1] * pw[n - (n + 1) / 2];
+    for (int n = 0; n < d; ++n) {
+        p[n] = pw[n] * (p[n] + (scaled ? sigmoid[n] : 1.0));
+        acc += scaled ? p[n] : sigmoid[n] * p[n];
+        if (sum != NULL) sum[n] += p[n];
+    }
+    return acc;
+}
+
+/* Cross-entropy from the sorted row, per lane: sum_k exp(s_k - s_{m-1}) = 1 + P_{m-1}^(1)
+ * (p1: the first state after the forward pass, b_1 P^(1) when scaled), so with
+ * M = max(s_{m-1}, l_y), c = exp(s_{m-1} - M), Z = c (1 + P_{m-1}^(1)) + exp(l_y - M):
+ * CE = M - l_y + log Z, p_y = exp(l_y - M) / Z, and p at sorted position k is c E_k / Z with
+ * E_k = exp(s_k - s_{m-1}) = r_{k+1} E_{k+1} (E_{m-1} = 1), a product the backward pass forms.
+ * Returns w_ce c / Z, the factor of E_k in the gradient. */
+INLINE double row_softmax(double p1, double b1, double top, double ly, double w_ce, double *ce, double *py) {
+    const double others = 1.0 + p1 / b1;
+    if (top >= ly) {                                       /* M = s_{m-1}, c = 1 */
+        const double ey = exp(ly - top), z = others + ey;
+        *ce = (top - ly) + log(z);
+        *py = ey / z;
+        return w_ce / z;
+    }
+    const double c = exp(top - ly), z = 1.0 + c * others;  /* M = l_y */
+    *ce = log1p(c * others);
+    *py = 1.0 / z;
+    return w_ce * c / z;
+}
+
+/* The recursions of (b) and (c) for LANES rows, HALF at a time, r[k * LANES + l] = r_k of lane l
+ * (r_0 unused), with the cross-entropy of the same rows (row_softmax; top[l] = s_{m-1} and ly[l]
+ * = l_y of lane l). Out: g[k * LANES + l] = w_be dS/ds_k + w_ce dCE/ds_k at sorted position k,
+ * value[l] = sum_n c_n sum_k P_k^(n), ce[l] = CE of the row, py[l] = its softmax at the label. */
+#define DEFINE_CHAINS(NAME, D, LOG1P, SIGMOID, SCALED)                                        \
+static inline __attribute__((always_inline)) void NAME(const double *r, int64_t m, const double *top, \
+        const double *ly, double w_ce, double w_be, double *g, double *value, double *ce, double *py) { \
     for (int h = 0; h < LANES; h += HALF) {                                                   \
-        half_f64 p[D], sum[D], pw[D], rk, acc, zero = {0};                                    \
+        half_f64 p[D], sum[D], rk, acc, up, e, scale, zero = {0};                             \
         for (int n = 0; n < D; ++n) p[n] = sum[n] = zero;                                     \
         memcpy(g + h, &zero, sizeof zero);                                                    \
         for (int64_t k = 1; k < m; ++k) {                                                     \
             memcpy(&rk, r + k * LANES + h, sizeof rk);                                        \
-            pw[0] = rk;                                                                       \
-            for (int n = 1; n < D; ++n) pw[n] = pw[(n + 1) / 2 - 1] * pw[n - (n + 1) / 2];    \
-            acc = zero;                                                                       \
-            for (int n = 0; n < D; ++n) {                                                     \
-                p[n] = pw[n] * (p[n] + (SCALED ? SIGMOID[n] : 1.0));                          \
-                acc += SCALED ? p[n] : SIGMOID[n] * p[n];                                     \
-                sum[n] += p[n];                                                               \
-            }                                                                                 \
+            acc = chain_step(p, sum, rk, D, SIGMOID, SCALED);                                 \
             memcpy(g + k * LANES + h, &acc, sizeof acc);                                      \
         }                                                                                     \
         for (int l = 0; l < HALF; ++l) {                                                      \
             value[h + l] = 0.0;                                                               \
             for (int n = 0; n < D; ++n) value[h + l] += LOG1P[n] / (SCALED ? SIGMOID[n] : 1.0) * sum[n][l]; \
+            scale[l] = row_softmax(p[0][l], SCALED ? SIGMOID[0] : 1.0, top[h + l], ly[h + l], w_ce, \
+                                   ce + h + l, py + h + l);                                   \
         }                                                                                     \
         for (int n = 0; n < D; ++n) p[n] = zero;                   /* now Q */                \
+        e = zero + 1.0;                                            /* E_k */                  \
+        memcpy(&up, g + (m - 1) * LANES + h, sizeof up);                                      \
+        up = w_be * ((double)(1 - m) + 2.0 * up) + scale;                                     \
+        memcpy(g + (m - 1) * LANES + h, &up, sizeof up);                                      \
         for (int64_t k = m - 2; k >= 0; --k) {                                                \
             memcpy(&rk, r + (k + 1) * LANES + h, sizeof rk);                                  \
-            pw[0] = rk;                                                                       \
-            for (int n = 1; n < D; ++n) pw[n] = pw[(n + 1) / 2 - 1] * pw[n - (n + 1) / 2];    \
-            acc = zero;                                                                       \
-            for (int n = 0; n < D; ++n) {                                                     \
-                p[n] = pw[n] * (p[n] + (SCALED ? SIGMOID[n] : 1.0));                          \
-                acc += SCALED ? p[n] : SIGMOID[n] * p[n];                                     \
-            }                                                                                 \
-            half_f64 up;                                                                      \
+            acc = chain_step(p, NULL, rk, D, SIGMOID, SCALED);                                \
+            e *= rk;                                                                          \
             memcpy(&up, g + k * LANES + h, sizeof up);                                        \
-            up -= acc;                                                                        \
+            up = w_be * ((double)(m - 1 - 2 * k) + 2.0 * (up - acc)) + scale * e;             \
             memcpy(g + k * LANES + h, &up, sizeof up);                                        \
         }                                                                                     \
     }                                                                                         \
 }
 
-DEFINE_CHAINS(chains_f32, 11, LOG1P_11, SIGMOID_11, 1)
+DEFINE_CHAINS(chains_f32, 12, LOG1P_12, SIGMOID_12, 1)
 DEFINE_CHAINS(chains_f64, 22, LOG1P_22, SIGMOID_22, 0)
 
 /* The floats that the sort keys are made of: float32 logits themselves; float64 ones rounded and
@@ -531,7 +611,7 @@ static size_t layout(int64_t k, size_t t_size, size_t at[PARTS]) {
         mm * sizeof(uint64_t), mm * sizeof(uint64_t), mm * sizeof(double), LANES * mm * sizeof(double),
         LANES * mm * sizeof(double), LANES * mm * sizeof(double), mm * t_size, mm * sizeof(float),
         (mm + 2 * WINDOW + LANES) * sizeof(uint32_t), mm * sizeof(int32_t), mm * sizeof(int32_t),
-        (2 * mm + LANES) * sizeof(int32_t), LANES * mm * sizeof(int32_t)};
+        (ORDER_BUCKETS(mm) + LANES) * sizeof(int32_t), LANES * mm * sizeof(int32_t)};
     size_t end = 0;
     for (int j = 0; j < PARTS; ++j) {
         at[j] = (end + 4095) / 4096 * 4096 + 192 * (size_t)j;
@@ -569,11 +649,11 @@ DEFINE_FINITE(finite_f32, float)
 DEFINE_FINITE(finite_f64, double)
 
 /* Lane l of a group, for a finite row xi with label `label` and m >= 1 other logits: those logits
- * sorted (columns into col[l m ..]), the recursion inputs r_q into column l of r; returns
- * sum_q (2q - m + 1) s_q, (a). */
+ * sorted (columns into col[l m ..]), the recursion inputs r_q into column l of r, the largest
+ * other logit s_{m-1} into *top; returns sum_q (2q - m + 1) s_q, (a). */
 #define DEFINE_PREPARE(NAME, T, FLOATS, SORT, FIX)                                            \
 static inline __attribute__((always_inline)) double NAME(const T *xi, int64_t label, int64_t m, int l, \
-                                                         const struct parts *s) {             \
+                                                         const struct parts *s, double *top) { \
     T *v = (T *)s->v;                                                                         \
     int32_t *col = s->col + l * m;                                                            \
     memcpy(v, xi, (size_t)label * sizeof(T));                                                 \
@@ -581,10 +661,11 @@ static inline __attribute__((always_inline)) double NAME(const T *xi, int64_t la
     SORT(FLOATS(v, s->vf, m), v, m, label, s->sv, col, s->wk, s->wp, s->bucket, s->start, s->key, s->pad); \
     FIX                                                                                       \
     gaps(s->sv, m, s->rl + l * m);                                                            \
+    *top = s->sv[m - 1];                                                                      \
     return spread_of(s->sv, m);                                                               \
 }
 
-DEFINE_PREPARE(prepare_f32, float, floats_f32, sort_row_f32, )
+DEFINE_PREPARE(prepare_f32, float, floats_f32, order_f32, )
 DEFINE_PREPARE(prepare_f64, double, floats_f64, sort_row_f64, exact_fix(s->sv, col, m);)
 
 /* lanes[q LANES + l] = rows[l m + q] for the LANES rows of m values, by tiles of LANES x LANES
@@ -597,52 +678,51 @@ INLINE void to_lanes(const double *rows, int64_t m, double *lanes) {
     }
 }
 
-/* The inverse: rows[l m + q] = lanes[q LANES + l]. */
-INLINE void from_lanes(const double *lanes, int64_t m, double *rows) {
-    for (int64_t q0 = 0; q0 < m; q0 += LANES) {
-        const int64_t end = q0 + LANES < m ? q0 + LANES : m;
-        for (int l = 0; l < LANES; ++l)
-            for (int64_t q = q0; q < end; ++q) rows[l * m + q] = lanes[q * LANES + l];
-    }
-}
-
-/* One group of LANES rows from `first`: BD_i and S_i into bd_row / be_row, gradients into grad
- * (w_be dS/dl written first, at the sorted columns; w_bd dBD/dl then added in BD's pass);
- * returns the number of out-of-range labels. state: 0 no row, -1 bad label, 1 finite, 2 not. */
+/* One group of LANES rows from `first`: BD_i, S_i and CE_i into rows[i], rows[n + i] and
+ * rows[2n + i], the gradient w_ce dCE/dl + w_bd dBD/dl + w_be dS/dl (w[] = {w_ce, w_bd, w_be})
+ * into grad (the chains' part written first, at the sorted columns, read from the lane layout;
+ * BD's pass then adds its part and the label's). Returns the number of out-of-range labels.
+ * state: 0 no row, -1 bad label, 1 finite, 2 not (NaN values and gradient). */
 #define DEFINE_GROUP(NAME, T, BD, CHAINS, FINITE, PREPARE)                                    \
 WIDE_SIMD static int64_t NAME(const T *x, const int64_t *y, int64_t n, int64_t k, int64_t first, \
-                              double w_bd, double w_be, T *grad, double *bd_row, double *be_row, char *buf) { \
+                              const double *w, T *grad, double *rows, char *buf) {            \
     const int64_t m = k - 1;                                                                  \
     const struct parts s = carve(buf, k, sizeof(T));                                          \
-    double spread[LANES], value[LANES];                                                       \
+    double spread[LANES], value[LANES] = {0}, top[LANES], ly[LANES], ce[LANES] = {0}, py[LANES]; \
     int state[LANES], live[LANES], lives = 0;                                                 \
     for (int l = 0; l < LANES; ++l) {                                                         \
         const int64_t i = first + l, label = i < n ? y[i] : -1;                               \
         state[l] = i >= n ? 0 : label < 0 || label >= k ? -1 : FINITE(x + i * k, k) ? 1 : 2;  \
         spread[l] = state[l] == 2 ? NAN : 0.0;                                                \
-        if (state[l] == 1 && m > 0) { spread[l] = PREPARE(x + i * k, label, m, l, &s); live[lives++] = l; } \
-        else memset(s.rl + l * m, 0, (size_t)m * sizeof(double));                             \
+        top[l] = ly[l] = 0.0;                                                                 \
+        if (state[l] == 1 && m > 0) {                                                         \
+            spread[l] = PREPARE(x + i * k, label, m, l, &s, top + l);                         \
+            ly[l] = (double)x[i * k + label];                                                 \
+            live[lives++] = l;                                                                \
+        } else memset(s.rl + l * m, 0, (size_t)m * sizeof(double));                          \
     }                                                                                         \
-    to_lanes(s.rl, m, s.r);                                                                   \
-    CHAINS(s.r, m, s.g, value);                                                               \
-    from_lanes(s.g, m, s.rl);                                                                 \
-    for (int j = 0; j < lives; ++j) {              /* w_be dS/ds_q, to the sorted columns */   \
+    if (m > 0) {                                                                              \
+        to_lanes(s.rl, m, s.r);                                                               \
+        CHAINS(s.r, m, top, ly, w[0], w[2], s.g, value, ce, py);                              \
+    }                                                                                         \
+    for (int j = 0; j < lives; ++j) {              /* to the sorted columns */                \
         const int l = live[j];                                                                \
-        const double *gl = s.rl + l * m;                                                      \
         const int32_t *cl = s.col + l * m;                                                    \
         T *gi = grad + (first + l) * k;                                                       \
-        for (int64_t q = 0; q < m; ++q) gi[cl[q]] = (T)(w_be * ((double)(-(2 * q - m + 1)) + 2.0 * gl[q])); \
+        for (int64_t q = 0; q < m; ++q) gi[cl[q]] = (T)s.g[q * LANES + l];                    \
     }                                                                                         \
     int64_t bad = 0;                                                                          \
     for (int l = 0; l < LANES && first + l < n; ++l) {                                        \
         const int64_t i = first + l;                                                          \
         T *gi = grad + i * k;                                                                 \
-        bd_row[i] = be_row[i] = 0.0;                                                          \
+        rows[i] = rows[n + i] = rows[2 * n + i] = 0.0;                                        \
         if (state[l] < 0) { bad += 1; continue; }                                             \
         if (state[l] == 2 || m == 0) memset(gi, 0, (size_t)k * sizeof(T));                    \
         gi[y[i]] = 0;                                                                         \
-        bd_row[i] = BD(x + i * k, y[i], k, (T)w_bd, gi);                                      \
-        be_row[i] = -spread[l] - 2.0 * value[l];                                              \
+        rows[i] = BD(x + i * k, y[i], k, (T)w[1], gi);                                        \
+        rows[n + i] = -spread[l] - 2.0 * value[l];                                            \
+        rows[2 * n + i] = state[l] == 2 ? NAN : ce[l];                                        \
+        if (state[l] == 1 && m > 0) gi[y[i]] += (T)(w[0] * (py[l] - 1.0));                    \
         if (state[l] == 2) for (int64_t j = 0; j < k; ++j) gi[j] = (T)NAN;                    \
     }                                                                                         \
     return bad;                                                                               \
@@ -664,26 +744,28 @@ static char *scratch(size_t bytes) {
     return buf;
 }
 
-/* For n rows of k logits: sums[0] = sum_i BD_i, sums[1] = sum_i S_i, and
- * grad = w_bd dBD/dx + w_be dS/dx (the weights of the caller's loss, so one pass gives its gradient). */
+/* For n rows of k logits: sums[0] = sum_i BD_i, sums[1] = sum_i S_i, sums[2] = sum_i CE_i, and
+ * grad = w_ce dCE/dx + w_bd dBD/dx + w_be dS/dx (the weights of the caller's loss, so that one
+ * pass gives its gradient). */
 #define DEFINE_KERNEL(NAME, T, GROUP)                                                         \
-int NAME(const T *x, const int64_t *y, int64_t n, int64_t k, double w_bd, double w_be, T *grad, \
-         double *sums) {                                                                      \
-    double *rows = malloc((size_t)(2 * (n > 0 ? n : 1)) * sizeof(double));                   \
+int NAME(const T *x, const int64_t *y, int64_t n, int64_t k, double w_ce, double w_bd, double w_be, \
+         T *grad, double *sums) {                                                             \
+    double *rows = malloc((size_t)(3 * (n > 0 ? n : 1)) * sizeof(double));                   \
     if (rows == NULL) return 2;                                                              \
+    const double w[3] = {w_ce, w_bd, w_be};                                                  \
     const int64_t groups = (n + LANES - 1) / LANES;                                          \
     int64_t bad = 0, oom = 0;                                                                \
     _Pragma("omp parallel for schedule(dynamic, 1) reduction(+:bad, oom) if (n * k >= (1 << 14))") \
     for (int64_t grp = 0; grp < groups; ++grp) {                                             \
         char *buf = scratch(group_bytes(k, sizeof(T)));                                      \
         if (buf == NULL) { oom += 1; continue; }                                             \
-        bad += GROUP(x, y, n, k, grp * LANES, w_bd, w_be, grad, rows, rows + n, buf);        \
+        bad += GROUP(x, y, n, k, grp * LANES, w, grad, rows, buf);                           \
     }                                                                                        \
-    double bd = 0.0, be = 0.0;                                                               \
-    for (int64_t i = 0; i < n; ++i) { bd += rows[i]; be += rows[n + i]; }                    \
+    double total[3] = {0.0, 0.0, 0.0};                                                       \
+    for (int64_t i = 0; i < n; ++i)                                                          \
+        for (int j = 0; j < 3; ++j) total[j] += rows[j * n + i];                             \
     free(rows);                                                                              \
-    sums[0] = bd;                                                                            \
-    sums[1] = be;                                                                            \
+    for (int j = 0; j < 3; ++j) sums[j] = total[j];                                          \
     return oom ? 2 : bad ? 1 : 0;                                                            \
 }
 

@@ -69,8 +69,8 @@ class MMCE(Method):
         return ce + self.weight * mmce_penalty(logits, targets, self.bandwidth)
 
 
-def cpc_penalty(logits: torch.Tensor, targets: torch.Tensor, w_bd: float, w_be: float) -> torch.Tensor:
-    """w_bd * BD + w_be * BE, the two CPC terms normalised as in docs/methods.md:
+def cpc_loss(logits: torch.Tensor, targets: torch.Tensor, w_bd: float, w_be: float) -> torch.Tensor:
+    """CE + w_bd * BD + w_be * BE, the two CPC terms normalised as in docs/methods.md:
 
     BD = -(1/(N(K-1))) sum_{k != y} log sigmoid(l_y - l_k)
     BE = -(1/(N(K-1)(K-2))) sum_{j != k, both != y} 0.5 log sigmoid(l_j - l_k)   (0 when K < 3)
@@ -78,10 +78,10 @@ def cpc_penalty(logits: torch.Tensor, targets: torch.Tensor, w_bd: float, w_be: 
     BE has N K^2 pair terms, but their sum has an O(K log K) form per row (derivation in
     `_NativePenalties`): sort the row, then the |a| part is a weighted sum of the sorted logits and
     the log(1 + exp(-|a|)) part a polynomial in u = exp(-|a|) whose powers are prefix products.
-    On the CPU the C kernel (cpc_pairs.c) computes BD, BE and the weighted gradient in one pass;
-    elsewhere (CUDA, or no C compiler) BD goes through autograd and BE through the exact blocked
-    pair loop of `_PairSum`. Both agree with the direct pair sum to float rounding
-    (tests/methods/test_cpc_fast.py).
+    On the CPU the C kernel (cpc_pairs.c) computes CE, BD, BE and the weighted gradient of their
+    sum in one pass (the cross-entropy from the same sorted row); elsewhere (CUDA, or no C
+    compiler) CE and BD go through autograd and BE through the exact blocked pair loop of
+    `_PairSum`. Both agree with the direct pair sum to float rounding (tests/methods/test_cpc_fast.py).
     """
     logits = upcast(logits)
     n, k = logits.shape
@@ -89,9 +89,9 @@ def cpc_penalty(logits: torch.Tensor, targets: torch.Tensor, w_bd: float, w_be: 
     scale_be = -0.5 * w_be / (n * (k - 1) * (k - 2)) if k > 2 else 0.0
     kernel = _pair_kernels().get(logits.dtype) if logits.device.type == "cpu" else None
     if kernel is not None:
-        return _NativePenalties.apply(logits, targets, kernel, scale_bd, scale_be)
+        return _NativePenalties.apply(logits, targets, kernel, (1.0 / n, scale_bd, scale_be))
     bd_sum, pair_sum = _torch_penalty_sums(logits, targets)
-    return scale_bd * bd_sum + scale_be * pair_sum
+    return cross_entropy(logits, targets) + (scale_bd * bd_sum + scale_be * pair_sum)
 
 
 def _torch_penalty_sums(logits: torch.Tensor, targets: torch.Tensor):
@@ -105,13 +105,14 @@ def _torch_penalty_sums(logits: torch.Tensor, targets: torch.Tensor):
     return bd_sum, _PairSum.apply(logits, targets.long().unsqueeze(1), onehot)
 
 
-def native_penalty_sums(logits, targets, kernel, w_bd: float, w_be: float):
-    """The C kernel's (sum_i BD_i, sum_i S_i) as float64 and w_bd dBD/dl + w_be dS/dl (logits' dtype)."""
+def native_penalty_sums(logits, targets, kernel, w_bd: float, w_be: float, w_ce: float = 0.0):
+    """The C kernel's (sum_i BD_i, sum_i S_i, sum_i CE_i) as float64 and
+    w_ce dCE/dl + w_bd dBD/dl + w_be dS/dl (in the logits' dtype)."""
     x = logits.detach().contiguous()
     t = targets.to(torch.int64).contiguous()
     grad = torch.empty_like(x)
-    sums = torch.empty(2, dtype=torch.float64)
-    status = kernel(x.data_ptr(), t.data_ptr(), x.shape[0], x.shape[1], w_bd, w_be, grad.data_ptr(),
+    sums = torch.empty(3, dtype=torch.float64)
+    status = kernel(x.data_ptr(), t.data_ptr(), x.shape[0], x.shape[1], w_ce, w_bd, w_be, grad.data_ptr(),
                     sums.data_ptr())
     if status == 1:
         raise IndexError("Target is out of bounds.")
@@ -131,14 +132,14 @@ def _pair_kernels() -> dict:
         fn = getattr(lib, f"calbench_cpc_penalties_{suffix}")
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
-                       ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p]
+                       ctypes.c_double, ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p]
         kernels[dtype] = fn
     return kernels
 
 
 class _NativePenalties(torch.autograd.Function):
-    """scale_bd * sum_i BD_i + scale_be * sum_i S_i and its gradient from the C kernel (cpc_pairs.c),
-    in O(N K log K) (the K^2 pairs of each row are never visited).
+    """scale_ce * sum_i CE_i + scale_bd * sum_i BD_i + scale_be * sum_i S_i and its gradient from the
+    C kernel (cpc_pairs.c), in O(N K log K) (the K^2 pairs of each row are never visited).
 
     For row i with label y let s_0 <= ... <= s_{m-1} be the m = K - 1 other logits, sorted; for
     j < k, a = s_k - s_j >= 0 and u = exp(-a). Pairing (j, k) with (k, j),
@@ -153,29 +154,37 @@ class _NativePenalties(torch.autograd.Function):
         and u/(1 + u) = sum_n b_n u^n likewise, so at sorted position k
         dS_i/ds_k = -(2k - m + 1) + 2 sum_n b_n (P_k^(n) - Q_k^(n)), Q the same recursion run
         from the top (Q_{m-1} = 0, Q_k^(n) = r_{k+1}^n (Q_{k+1}^(n) + 1)); ties contribute 0.
-    With d = 11 (float32) the polynomials are within 4.5e-10 (log(1 + u)) and 3.8e-9 (u/(1 + u))
-    of the functions; each pair's value is >= 2 log 2, so S equals the pair sum to below float32
-    rounding; float64 uses d = 22 (errors 2.8e-17, 6.4e-17: below float64 rounding). The
-    recursions run in double for float32 logits too (in float, a tight cluster's P_k ~ k would
-    gather rounding like eps k^2). Measured against a float64 direct pair sum (K = 1000, logits
-    ~ N(0, 25), with ties, +-1e4 spreads and clusters in tests/methods/test_cpc_fast.py): float32
-    S to 2e-13 relative and its gradient to 3e-8 x (K - 1) absolute (the exact float32 pair loop
-    this replaces: 9e-9 and 1.8e-6 x (K - 1)); float64 2e-16 and 4e-16 x (K - 1), 1.1e-14 x (K - 1)
-    on a tight cluster (tested at 3x those bounds). The sort is a bucket sort, O(K) for spread-out
-    rows (cpc_pairs.c header, which also says where the time goes). BD is evaluated directly per
-    logit in the same pass.
+    The same sums hold for the pairs j < k of ANY order of the values (a may then be negative:
+    log sigmoid(a) + log sigmoid(-a) = -a - 2 log(1 + e^-a) and tanh(a/2) = 1 - 2 g(e^-a) for every
+    real a), as long as the polynomials hold for every u that occurs. Float32 rows are therefore
+    only put in bucket order (a counting sort into buckets at most 0.12 wide: u < e^(1/8)), and
+    their polynomials (d = 12) are fitted on [0, e^(1/8)]: within 2.2e-10 (log(1 + u)) and 2.0e-9
+    (u/(1 + u)); each pair's value is >= 2 log 2, so S equals the pair sum to below float32
+    rounding. Float64 rows are sorted and use d = 22 on [0, 1] (errors 2.8e-17, 6.4e-17: below
+    float64 rounding). The recursions run in double for float32 logits too (in float, a tight
+    cluster's P_k ~ k would gather rounding like eps k^2). Measured against a float64 direct pair
+    sum (K = 1000, logits ~ N(0, 25), with ties, +-1e4 spreads, clusters and buckets full of pairs
+    out of order in tests/methods/test_cpc_fast.py): float32 S to 2.5e-13 relative and its
+    gradient to 3e-8 x (K - 1) absolute (the exact float32 pair loop this replaces: 9e-9 and
+    1.8e-6 x (K - 1)); float64 2e-16 and 4e-16 x (K - 1), 1.1e-14 x (K - 1) on a tight cluster
+    (tested at ~3x those bounds). BD is evaluated directly per logit in the same pass, and the
+    cross-entropy comes from the same recursions: sum_k exp(s_k - s_{m-1}) = 1 + P_{m-1}^(1), and
+    exp(s_k - s_{m-1}) = r_{k+1} exp(s_{k+1} - s_{m-1}) in the pass from the top, so the whole
+    loss CE + w_bd BD + w_be BE and its gradient are one kernel call (cpc_pairs.c's header says
+    where the time goes).
     """
 
     @staticmethod
-    def forward(ctx, logits, labels, kernel, scale_bd, scale_be):
-        sums, grad = native_penalty_sums(logits, labels, kernel, scale_bd, scale_be)
+    def forward(ctx, logits, labels, kernel, scales):
+        scale_ce, scale_bd, scale_be = scales
+        sums, grad = native_penalty_sums(logits, labels, kernel, scale_bd, scale_be, scale_ce)
         ctx.save_for_backward(grad)
-        return (scale_bd * sums[0] + scale_be * sums[1]).to(logits.dtype)
+        return (scale_ce * sums[2] + (scale_bd * sums[0] + scale_be * sums[1])).to(logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
-        return grad * grad_out, None, None, None, None
+        return grad * grad_out, None, None, None
 
 
 class _PairSum(torch.autograd.Function):
@@ -221,7 +230,7 @@ class _PairSum(torch.autograd.Function):
 @METHODS.register("cpc", description="Calibration by pairwise constraints: CE + binary discrimination and exclusion terms.",
                   paper="Cheng & Vasconcelos, CVPR 2022")
 class PairwiseConstraints(Method):
-    """CE + w_bd * BD + w_be * BE (see `cpc_penalty`).
+    """CE + w_bd * BD + w_be * BE (see `cpc_loss`).
 
     Weights follow CALS App. C (w_bd = 10, w_be = 1); the CALS authors' code uses w_bd = 0.1 —
     set `w_bd: 0.1` in a recipe to reproduce that choice. CPC has no official code.
@@ -234,7 +243,6 @@ class PairwiseConstraints(Method):
         self.w_be = float(w_be)
 
     def loss_rows(self, logits, targets, features=None, ctx=None) -> torch.Tensor:
-        ce = cross_entropy(logits, targets)
         if self.w_bd == 0.0 and self.w_be == 0.0:
-            return ce
-        return ce + cpc_penalty(logits, targets, self.w_bd, self.w_be)
+            return cross_entropy(logits, targets)
+        return cpc_loss(logits, targets, self.w_bd, self.w_be)

@@ -226,7 +226,7 @@ def test_bfloat16_logits_equal_the_float64_pair_sum_of_their_values():
     ("cluster", torch.float64, 1e-15, 3e-14),
 ])
 def test_the_precision_the_kernel_header_states(rows, dtype, s_rel, grad_abs):
-    """cpc_pairs.c's header: at K = 1000, float32 S to ~2e-13 relative and dS to ~3e-8 (K - 1);
+    """cpc_pairs.c's header: at K = 1000, float32 S to ~2.5e-13 relative and dS to ~3e-8 (K - 1);
     float64 2e-16 and 4e-16 (K - 1) on N(0, 25) rows, 1.1e-14 (K - 1) on a tight cluster. Bounds
     ~3x those, tighter than `assert_matches` (a change that loses a digit there fails here)."""
     k, g = 1000, torch.Generator().manual_seed(7)
@@ -236,3 +236,47 @@ def test_the_precision_the_kernel_header_states(rows, dtype, s_rel, grad_abs):
     got = kernel_sums(x.to(dtype), y)
     assert got[1] == pytest.approx(want[1], rel=s_rel)
     np.testing.assert_allclose(got[3], want[3], rtol=0, atol=grad_abs * (k - 1))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 200, 1000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_cross_entropy_of_the_same_pass(k, dtype):
+    """The kernel's CE (sum_k exp(s_k - s_last) = 1 + P^(1) from the forward recursion, the softmax
+    by the backward one) equals float64 log-softmax, on the special rows (+-1e4 spreads: the
+    label far below or above the rest, ties, all equal) and on K = 1, 2."""
+    if k < 3:
+        g = torch.Generator().manual_seed(k)
+        x, y = torch.randn(20, k, generator=g, dtype=torch.float64) * 30, torch.randint(0, k, (20,), generator=g)
+    else:
+        x, y = special_rows(k, torch.Generator().manual_seed(200 + k))
+    x = x.to(dtype)
+    sums, grad = penalties.native_penalty_sums(x, y, penalties._pair_kernels()[dtype], 0.0, 0.0, 1.0)
+    values = x.double()
+    want = torch.nn.functional.cross_entropy(values, y, reduction="sum")
+    want_grad = torch.softmax(values, 1) - torch.nn.functional.one_hot(y, k)
+    value_rel, grad_abs = (1e-12, 2e-7) if dtype == torch.float32 else (1e-14, 1e-15)
+    assert float(sums[2]) == pytest.approx(float(want), rel=value_rel, abs=1e-300)
+    np.testing.assert_allclose(grad.double().numpy(), want_grad.numpy(), rtol=0, atol=grad_abs)
+
+
+def widest_bucket_rows(generator):
+    """8 rows of K = 1000 whose float32 buckets are as wide as the bucket order allows (0.12): the
+    row spans 240 (two outliers) and the other 997 logits lie in [100, 100.119], one or two buckets
+    in row order, so that most of their pairs come out of order (u up to e^0.119)."""
+    x = 100.0 + 0.119 * torch.rand(8, 1000, generator=generator, dtype=torch.float64)
+    x[:, 0], x[:, 1] = 0.0, 240.0
+    return x, torch.randint(2, 1000, (8,), generator=generator)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pairs_out_of_order_in_the_widest_buckets(dtype):
+    """Float32 rows are in bucket order, not sorted: the polynomials must hold up to u = e^(1/8).
+    Measured: S 4.4e-11 relative, dS 3e-9 (K - 1) (the sorted kernel: 3.3e-11 and 2.7e-9);
+    float64 (sorted) 5e-16 and 1.2e-14 (K - 1). Bounds ~3x those."""
+    x, y = widest_bucket_rows(torch.Generator().manual_seed(8))
+    x = x.to(dtype)
+    want = direct_sums(x.double().numpy(), y.numpy())
+    got = kernel_sums(x, y)
+    s_rel, grad_abs = (1.5e-10, 1e-8) if dtype == torch.float32 else (1.5e-15, 4e-14)
+    assert got[1] == pytest.approx(want[1], rel=s_rel)
+    np.testing.assert_allclose(got[3], want[3], rtol=0, atol=grad_abs * 999)
