@@ -204,9 +204,12 @@ def calibrated_predictions(arrays: dict, pred: str, posthoc: str | None, fit_on:
 @click.option("--fit-on", "fit_on", default=None, metavar="VAL.npz",
               help="Validation predictions (labels and logits or probs, or a run's predictions.npz) "
                    "to fit --posthoc on.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes sharing the bootstrap's resamples, one thread each [default: this machine's "
+                   "cores]; the numbers do not depend on it.")
 def evaluate(pred: str, as_json: bool, bins: int, B: int, level: float, seed: int, ignore_index: int | None,
              interval: str | None = None, metrics: str | None = None, posthoc: str | None = None,
-             fit_on: str | None = None) -> None:
+             fit_on: str | None = None, workers: int | None = None) -> None:
     """Compute the calibration metrics of PRED.npz.
 
     PRED.npz holds `labels` (N,) and `logits` or `probs` (N, K); segmentation (N, H, W) with
@@ -215,6 +218,7 @@ def evaluate(pred: str, as_json: bool, bins: int, B: int, level: float, seed: in
     from calbench.commands.report import parse_metrics, resolve_interval
     from calbench.metrics import bootstrap_metrics, compute_metrics
     from calbench.metrics.conventions import metric_conventions
+    from calbench.metrics.forked import available_cores
 
     interval = resolve_interval(interval)
     keys = parse_metrics(metrics) if metrics else None
@@ -225,7 +229,8 @@ def evaluate(pred: str, as_json: bool, bins: int, B: int, level: float, seed: in
     try:
         if B:
             res = bootstrap_metrics(arrays.pop("labels"), **arrays, B=B, seed=seed, ci=level, bins=bins,
-                                    ignore_index=ignore_index, interval=interval, keys=keys)
+                                    ignore_index=ignore_index, interval=interval, keys=keys,
+                                    workers=workers or available_cores())
             point, ci = res["point"], res["ci"]
         else:
             point, ci = compute_metrics(arrays.pop("labels"), **arrays, bins=bins, ignore_index=ignore_index,

@@ -1,0 +1,147 @@
+"""The bootstrap split over forked worker processes gives the serial path's numbers bit for bit."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from calbench.metrics import METRICS, bootstrap_metrics, paired_bootstrap
+from calbench.metrics import bootstrap as bootstrap_module
+from calbench.metrics import forked
+
+from .conftest import synth
+
+pytestmark = pytest.mark.skipif(not forked.can_fork(), reason="the worker processes need fork (Linux)")
+
+
+@pytest.fixture
+def forks(monkeypatch):
+    """Counts the children forked (their work is in other processes; the parent sees the forks)."""
+    calls = []
+    real = forked._fork
+
+    def counted(task):
+        calls.append(task)
+        return real(task)
+
+    monkeypatch.setattr(forked, "_fork", counted)
+    return calls
+
+
+def _every_key():
+    return tuple(METRICS.names())
+
+
+def _class_counts(k):
+    return np.array([150, 90, 60, 30, 15, 8, 4][:k])
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5])
+def test_every_metric_equals_the_serial_samples_bit_for_bit(monkeypatch, forks, workers):
+    monkeypatch.setattr(bootstrap_module, "BLOCK_ELEMENTS", 3 * 400)  # 3 resamples a block: 14 blocks
+    logits, labels = synth(400, 7, seed=2)
+    logits = np.round(logits, 1)  # ties in confidence
+    kw = dict(logits=logits, B=40, seed=5, keys=_every_key(), class_counts=_class_counts(7))
+    serial = bootstrap_metrics(labels, **kw)
+    parallel = bootstrap_metrics(labels, **kw, workers=workers)
+    assert len(forks) == workers - 1
+    assert parallel["point"] == serial["point"]
+    for key in serial["samples"]:
+        assert serial["samples"][key].shape == (40,)
+        assert np.array_equal(parallel["samples"][key], serial["samples"][key], equal_nan=True), key
+    assert parallel["ci"] == serial["ci"]
+
+
+def test_every_block_counts_once_and_in_order(monkeypatch, forks):
+    """A share assembled out of order, or a worker that skipped the wrong number of blocks, changes
+    which resample lands at which row: the rows must follow bootstrap_indices exactly."""
+    monkeypatch.setattr(bootstrap_module, "BLOCK_ELEMENTS", 2 * 300)
+    logits, labels = synth(300, 4, seed=1)
+    res = bootstrap_metrics(labels, logits=logits, B=23, seed=9, keys=("acc",), workers=4)
+    assert len(forks) == 3
+    idx = bootstrap_module.bootstrap_indices(300, 23, 9)
+    correct = (logits.argmax(1) == labels).astype(np.float64)
+    assert np.allclose(res["samples"]["acc"], correct[idx].mean(axis=1), rtol=0, atol=1e-15)
+
+
+def test_paired_bootstrap_equals_the_serial_path(monkeypatch, forks):
+    monkeypatch.setattr(bootstrap_module, "BLOCK_ELEMENTS", 4 * 250)
+    a, labels = synth(250, 5, seed=3)
+    b = a * 0.6
+    kw = dict(logits_a=a, logits_b=b, B=30, seed=1, keys=("ece", "aece", "tace", "smece", "kde-ece"))
+    serial, parallel = paired_bootstrap(labels, **kw), paired_bootstrap(labels, **kw, workers=2)
+    assert len(forks) == 1
+    for key in serial["samples"]:
+        assert np.array_equal(parallel["samples"][key], serial["samples"][key]), key
+
+
+def test_shares_cover_every_block_once():
+    for first, stop, workers in [(1, 20, 2), (1, 14, 5), (1, 3, 8), (1, 1, 2), (0, 7, 3)]:
+        parts = bootstrap_module.shares(first, stop, workers)
+        assert [j for part in parts for j in part] == list(range(first, stop))
+        sizes = [len(part) for part in parts]
+        assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+        assert len(parts) <= max(1, workers)
+
+
+def test_a_worker_error_is_raised_here_and_every_child_reaped():
+    def fails():
+        raise ValueError("bad block")
+
+    with pytest.raises(ValueError, match="bad block"):
+        forked.run_forked([lambda: 1, fails, lambda: 3])
+    with pytest.raises(RuntimeError, match="ended without a result"):
+        forked.run_forked([lambda: 1, lambda: os._exit(3)])
+    assert forked.run_forked([lambda: 1, lambda: np.arange(3), lambda: "x"])[1].tolist() == [0, 1, 2]
+    with pytest.raises(ChildProcessError):  # nothing left to wait for
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_workers_must_be_positive():
+    from calbench.errors import InputError
+
+    logits, labels = synth(50, 3)
+    with pytest.raises(InputError, match="workers"):
+        bootstrap_metrics(labels, logits=logits, B=5, workers=0)
+
+
+def test_fork_after_a_multithreaded_openmp_region_does_not_hang():
+    """libgomp's thread pool does not survive fork; the workers run with one OpenMP thread, so a pool
+    the parent already used with two threads (tace's kernel, unlimited) must not hang them."""
+    code = (
+        "import numpy as np\n"
+        "from calbench.metrics import bootstrap_metrics\n"
+        "from calbench.metrics import bootstrap as b\n"
+        "b.BLOCK_ELEMENTS = 5 * 2000\n"
+        "rng = np.random.default_rng(0)\n"
+        "logits, labels = rng.normal(size=(2000, 40)) * 3, rng.integers(0, 40, 2000)\n"
+        "one = bootstrap_metrics(labels, logits=logits, B=40, keys=('tace',))\n"
+        "two = bootstrap_metrics(labels, logits=logits, B=40, keys=('tace',), workers=2)\n"
+        "assert np.array_equal(one['samples']['tace'], two['samples']['tace'])\n"
+        "print('ok')\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_evaluate_workers_option_gives_the_same_json(tmp_path, monkeypatch, forks):
+    from click.testing import CliRunner
+
+    from calbench.cli import cli
+
+    monkeypatch.setattr(bootstrap_module, "BLOCK_ELEMENTS", 20 * 600)  # 10 blocks
+
+    logits, labels = synth(600, 6, seed=4)
+    path = tmp_path / "pred.npz"
+    np.savez(path, logits=logits.astype(np.float32), labels=labels)
+    outs = []
+    for workers in ("1", "2"):
+        res = CliRunner().invoke(cli, ["evaluate", str(path), "--json", "--bootstrap", "200",
+                                       "--workers", workers, "--metrics", "ece,aece,tace,smece"])
+        assert res.exit_code == 0, res.output
+        outs.append(json.loads(res.output))
+    assert len(forks) == 1
+    assert outs[0] == outs[1]
