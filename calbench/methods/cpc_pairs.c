@@ -59,9 +59,9 @@
  * Returns 0, 1 if a label is out of range, 2 if memory ran out.
  *
  * Where the time goes (B = 128, K = 1000, float32, one thread, perf samples with the helpers
- * kept out of line, of ~0.75 ms): the bucket order 29% (its scalar count and scatter passes
- * most of it), the recursions 18%, the exps of the gaps 13%, BD 17%, the gradient scatter 9%,
- * the transposition 5%, (a) 4%. The whole cpc loss (CE included) is then ~6.3x the
+ * kept out of line, of ~0.65 ms): the bucket order 30% (its scalar count and scatter passes
+ * most of it), the recursions 21%, the exps of the gaps 10%, BD 17%, the gradient scatter 10%,
+ * the transposition 2%, (a) 1%. The whole cpc loss (CE included) is then ~5.5-5.8x the
  * cross-entropy alone (benchmarks/bench_losses.py), not the 5x aimed at.
  */
 #include <math.h>
@@ -320,9 +320,10 @@ DEFINE_SORT_ROW(sort_row_f64, double)
  * u = e^-a that occurs. order_f32 puts the row in bucket order (counting sort into nb equal-width
  * buckets of width at most ORDER_WIDTH = 0.12, values in a bucket left in row order): a pair out
  * of order lies in one bucket, so a > -0.12 and u < e^(1/8), the interval the float32
- * polynomials are fitted on (LOG1P_12 / SIGMOID_12). nb = 2m, more (up to ORDER_BUCKETS(m)) when
- * the row spans more than 0.12 x 2m; a row wider still is sorted (sort_row_f32). sv[j] = the
- * value at place j (double), col[j] its column in the full row. */
+ * polynomials are fitted on (LOG1P_12 / SIGMOID_12). As few buckets as that width allows
+ * (range / 0.12 + 1, a multiple of LANES: ~300 for a row of N(0, 25) logits, where 2m buckets
+ * made the count's scan and clearing 6x dearer); a row too wide for ORDER_BUCKETS(m) is sorted
+ * (sort_row_f32). sv[j] = the value at place j (double), col[j] its column in the full row. */
 #define ORDER_WIDTH 0.12
 #define ORDER_BUCKETS(m) ((m) < 64 ? 256 : 4 * (m))
 static inline __attribute__((always_inline)) void order_f32(const float *f, const float *v, int64_t m, int64_t label, double *sv,
@@ -336,7 +337,7 @@ static inline __attribute__((always_inline)) void order_f32(const float *f, cons
         sort_row_f32(v, v, m, label, sv, col, wk, wp, bucket, start, key, pad);
         return;
     }
-    const int64_t nb = ((2 * m > wanted ? 2 * m : (int64_t)wanted) + LANES - 1) / LANES * LANES;
+    const int64_t nb = ((int64_t)wanted + LANES - 1) / LANES * LANES;
     const double scale = (double)nb / range;
     _Pragma("omp simd")
     for (int64_t q = 0; q < m; ++q) {
@@ -540,38 +541,79 @@ INLINE const float *floats_f64(const double *v, float *vf, int64_t m) {
     return vf;
 }
 
-/* out[q] = r_q = exp(-(s_q - s_{q-1})) for q >= 1 (out[0] unused), in double, two vectors of HALF
- * at a time (independent exps side by side: 15% faster than one at a time), the rest padded. */
-INLINE void gaps(const double *s, int64_t m, double *out) {
-    out[0] = 0.0;
-    int64_t q0 = 1;
-    for (; q0 + 2 * HALF <= m; q0 += 2 * HALF) {
-        half_f64 hi0, lo0, hi1, lo1;
-        memcpy(&hi0, s + q0, sizeof hi0);
-        memcpy(&lo0, s + q0 - 1, sizeof lo0);
-        memcpy(&hi1, s + q0 + HALF, sizeof hi1);
-        memcpy(&lo1, s + q0 + HALF - 1, sizeof lo1);
-        const half_f64 r0 = exp_half_f64(lo0 - hi0), r1 = exp_half_f64(lo1 - hi1);
-        memcpy(out + q0, &r0, sizeof r0);
-        memcpy(out + q0 + HALF, &r1, sizeof r1);
-    }
-    for (; q0 < m; q0 += HALF) {
-        const int64_t rest = m - q0 < HALF ? m - q0 : HALF;
-        half_f64 hi = {0}, lo = {0};
-        for (int l = 0; l < rest; ++l) { hi[l] = s[q0 + l]; lo[l] = s[q0 + l - 1]; }
-        const half_f64 r = exp_half_f64(lo - hi);
-        for (int l = 0; l < rest; ++l) out[q0 + l] = r[l];
-    }
+/* exp(v) for v <= 1 on every lane, in double, for the gaps of float32 rows (which need it to
+ * ~1e-15, not to 1 ulp): 2^(n / 8) exp(r) with n = round(8 v / log 2), |r| <= log(2) / 16, 2^(j / 8)
+ * from a table of 8 (one permutation of a register), exp(r) by its Taylor polynomial to r^8
+ * (truncation below 2e-18 relative): within 2 ulp of libm, 8 terms where exp_half_f64 takes 13. */
+INLINE half_f64 exp_gap_f64(half_f64 v) {
+    static const double eighth_powers[8] = {
+        1.0, 1.0905077326652577, 1.189207115002721, 1.2968395546510096,
+        1.4142135623730951, 1.5422108254079407, 1.681792830507429, 1.8340080864093424};
+    const half_i64 under = v < -708.0;
+    const half_f64 zero = {0}, shifter = zero + 6755399441055744.0, t = select_half(under, zero - 708.0, v);
+    const half_f64 nf = (t * 11.541560327111707 + shifter) - shifter;     /* round(8 t / log 2) */
+    const half_i64 n = __builtin_convertvector(nf, half_i64);
+    const half_f64 r = (t - nf * (6.93147180369123816490e-01 / 8)) - nf * (1.90821492927058770002e-10 / 8);
+    half_f64 p = zero + 1.0 / 40320;
+    static const double inverse_factorial[8] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040};
+    for (int j = 7; j >= 0; --j) p = p * r + inverse_factorial[j];
+    half_f64 table, power;
+    memcpy(&table, eighth_powers, sizeof table);
+#if defined(__GNUC__) && !defined(__clang__)
+    power = __builtin_shuffle(table, n & 7);
+#else
+    for (int l = 0; l < HALF; ++l) power[l] = eighth_powers[n[l] & 7];
+#endif
+    const half_i64 scale = ((n >> 3) + 1023) << 52;
+    return select_half(under, zero, p * power * (half_f64)scale);
 }
 
-/* (a): sum_q (2q - m + 1) s_q over the sorted s (4 interleaved sums, added in order). */
+/* out[q] = r_q = exp(-(s_q - s_{q-1})) for q >= 1 (out[0] unused), in double, two vectors of HALF
+ * at a time (independent exps side by side: 15% faster than one at a time), the rest padded. */
+#define DEFINE_GAPS(NAME, EXP, WIDTH)                                                         \
+static inline __attribute__((always_inline)) void NAME(const double *s, int64_t m, double *out) { \
+    out[0] = 0.0;                                                                             \
+    int64_t q0 = 1;                                                                           \
+    for (; q0 + WIDTH * HALF <= m; q0 += WIDTH * HALF) {                                      \
+        half_f64 hi[WIDTH], lo[WIDTH], r[WIDTH];                                              \
+        for (int j = 0; j < WIDTH; ++j) {                                                     \
+            memcpy(hi + j, s + q0 + j * HALF, sizeof hi[j]);                                  \
+            memcpy(lo + j, s + q0 + j * HALF - 1, sizeof lo[j]);                              \
+        }                                                                                     \
+        for (int j = 0; j < WIDTH; ++j) r[j] = EXP(lo[j] - hi[j]);                            \
+        for (int j = 0; j < WIDTH; ++j) memcpy(out + q0 + j * HALF, r + j, sizeof r[j]);      \
+    }                                                                                         \
+    for (; q0 < m; q0 += HALF) {                                                              \
+        const int64_t rest = m - q0 < HALF ? m - q0 : HALF;                                   \
+        half_f64 hi = {0}, lo = {0};                                                          \
+        for (int l = 0; l < rest; ++l) { hi[l] = s[q0 + l]; lo[l] = s[q0 + l - 1]; }          \
+        const half_f64 r = EXP(lo - hi);                                                      \
+        for (int l = 0; l < rest; ++l) out[q0 + l] = r[l];                                    \
+    }                                                                                         \
+}
+
+DEFINE_GAPS(gaps_f32, exp_gap_f64, 2)
+DEFINE_GAPS(gaps_f64, exp_half_f64, 2)
+
+/* (a): sum_q (2q - m + 1) s_q over the ordered s, as sum_q (2q - m + 1) (s_q - s_{m/2}) (the
+ * weights sum to 0; the centred terms are smaller, so is their rounding), HALF terms at a time in
+ * two vectors (the weights are integers, exact in double), their lanes added in order at the end. */
 INLINE double spread_of(const double *s, int64_t m) {
-    double acc[4] = {0.0, 0.0, 0.0, 0.0};
+    const double centre = s[m / 2];
+    half_f64 acc0 = {0}, acc1 = {0}, weight, block0, block1;
+    for (int l = 0; l < HALF; ++l) weight[l] = (double)(2 * l - m + 1);
     int64_t q = 0;
-    for (; q + 4 <= m; q += 4)
-        for (int j = 0; j < 4; ++j) acc[j] += (double)(2 * (q + j) - m + 1) * s[q + j];
-    for (; q < m; ++q) acc[0] += (double)(2 * q - m + 1) * s[q];
-    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (; q + 2 * HALF <= m; q += 2 * HALF) {
+        memcpy(&block0, s + q, sizeof block0);
+        memcpy(&block1, s + q + HALF, sizeof block1);
+        acc0 += weight * (block0 - centre);
+        acc1 += (weight + 2.0 * HALF) * (block1 - centre);
+        weight += 4.0 * HALF;
+    }
+    double total = 0.0;
+    for (int l = 0; l < HALF; ++l) total += acc0[l] + acc1[l];
+    for (; q < m; ++q) total += (double)(2 * q - m + 1) * (s[q] - centre);
+    return total;
 }
 
 /* Float64: insertion passes by the exact values over the values sorted by their float roundings
@@ -651,7 +693,7 @@ DEFINE_FINITE(finite_f64, double)
 /* Lane l of a group, for a finite row xi with label `label` and m >= 1 other logits: those logits
  * sorted (columns into col[l m ..]), the recursion inputs r_q into column l of r, the largest
  * other logit s_{m-1} into *top; returns sum_q (2q - m + 1) s_q, (a). */
-#define DEFINE_PREPARE(NAME, T, FLOATS, SORT, FIX)                                            \
+#define DEFINE_PREPARE(NAME, T, FLOATS, SORT, FIX, GAPS)                                            \
 static inline __attribute__((always_inline)) double NAME(const T *xi, int64_t label, int64_t m, int l, \
                                                          const struct parts *s, double *top) { \
     T *v = (T *)s->v;                                                                         \
@@ -660,22 +702,46 @@ static inline __attribute__((always_inline)) double NAME(const T *xi, int64_t la
     memcpy(v + label, xi + label + 1, (size_t)(m - label) * sizeof(T));                       \
     SORT(FLOATS(v, s->vf, m), v, m, label, s->sv, col, s->wk, s->wp, s->bucket, s->start, s->key, s->pad); \
     FIX                                                                                       \
-    gaps(s->sv, m, s->rl + l * m);                                                            \
+    GAPS(s->sv, m, s->rl + l * m);                                                            \
     *top = s->sv[m - 1];                                                                      \
     return spread_of(s->sv, m);                                                               \
 }
 
-DEFINE_PREPARE(prepare_f32, float, floats_f32, order_f32, )
-DEFINE_PREPARE(prepare_f64, double, floats_f64, sort_row_f64, exact_fix(s->sv, col, m);)
+DEFINE_PREPARE(prepare_f32, float, floats_f32, order_f32, , gaps_f32)
+DEFINE_PREPARE(prepare_f64, double, floats_f64, sort_row_f64, exact_fix(s->sv, col, m);, gaps_f64)
 
-/* lanes[q LANES + l] = rows[l m + q] for the LANES rows of m values, by tiles of LANES x LANES
- * (which stay in L1; element by element, each store of a 128 KiB transposition misses it). */
-INLINE void to_lanes(const double *rows, int64_t m, double *lanes) {
-    for (int64_t q0 = 0; q0 < m; q0 += LANES) {
-        const int64_t end = q0 + LANES < m ? q0 + LANES : m;
-        for (int l = 0; l < LANES; ++l)
-            for (int64_t q = q0; q < end; ++q) lanes[q * LANES + l] = rows[l * m + q];
+/* The 8 x 8 transposition of v[0..8) in registers: out[j][i] = v[i][j] (unpack, then 4 x 4 and
+ * 2 x 2 blocks of 128-bit lanes). */
+INLINE void transpose_8x8(const half_f64 *v, half_f64 *out) {
+    half_f64 a[8], b[8];
+    for (int i = 0; i < 8; i += 2) {
+        a[i] = __builtin_shufflevector(v[i], v[i + 1], 0, 8, 2, 10, 4, 12, 6, 14);
+        a[i + 1] = __builtin_shufflevector(v[i], v[i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
     }
+    for (int i = 0; i < 8; i += 4)
+        for (int j = 0; j < 2; ++j) {
+            b[i + j] = __builtin_shufflevector(a[i + j], a[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            b[i + j + 2] = __builtin_shufflevector(a[i + j], a[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int j = 0; j < 4; ++j) {
+        out[j] = __builtin_shufflevector(b[j], b[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        out[j + 4] = __builtin_shufflevector(b[j], b[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
+
+/* lanes[q LANES + l] = rows[l m + q] for the LANES rows of m values: 8 x 8 tiles transposed in
+ * registers (element by element it took 5% of the kernel), the last m % 8 columns one by one. */
+INLINE void to_lanes(const double *rows, int64_t m, double *lanes) {
+    int64_t q0 = 0;
+    for (; q0 + 8 <= m; q0 += 8)
+        for (int l0 = 0; l0 < LANES; l0 += 8) {
+            half_f64 v[8], t[8];
+            for (int i = 0; i < 8; ++i) memcpy(v + i, rows + (l0 + i) * m + q0, sizeof v[i]);
+            transpose_8x8(v, t);
+            for (int j = 0; j < 8; ++j) memcpy(lanes + (q0 + j) * LANES + l0, t + j, sizeof t[j]);
+        }
+    for (; q0 < m; ++q0)
+        for (int l = 0; l < LANES; ++l) lanes[q0 * LANES + l] = rows[l * m + q0];
 }
 
 /* One group of LANES rows from `first`: BD_i, S_i and CE_i into rows[i], rows[n + i] and
