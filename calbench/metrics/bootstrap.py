@@ -83,15 +83,18 @@ class Resampler:
         needs = needs_of(keys)
         self.shots = shot_groups_for(keys, needs, prep.num_classes, class_counts, shot_thresholds)
         st = collect(prep, bins, needs, keep_samples=True, check_values=False, shot_of_class=self.shots)
-        self.point = evaluate(st, keys)  # the same numbers as compute_metrics (the same pass and code)
         order = adaptive_order(st.samples["conf"], st.samples["correct"])
         self.order, self.inv = order, np.empty_like(order)
         self.inv[order] = np.arange(self.n)
         # the (n, K) probabilities are collect's own array: sorted in place (no second copy)
         st.samples = {name: permute_rows(a, order) if name == "probs" else a[order] for name, a in st.samples.items()}
-        st.key, st.cache["sorted"] = None, True
-        if st.probs is not None:  # the point estimates are taken: keep one (n, K) copy, sorted
+        st.cache["sorted"] = True
+        if st.probs is not None:  # one (n, K) copy, sorted (st.probs was that same array)
             st.probs, st.labels = st.samples["probs"], st.samples["labels"]
+        # the same numbers as compute_metrics: the same pass and code; point estimates read the pass's
+        # sums and packed keys, or (tace) structures that depend only on the multiset of samples
+        self.point = evaluate(st, keys)
+        st.key = None
         self.sample_stats = st
 
     def stats_of_indices(self, idx: np.ndarray) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ from calbench import native
 from calbench.metrics.calibration import cece
 from calbench.metrics.equal_mass import group_ends
 from calbench.metrics.registry import metric
-from calbench.metrics.stats import SampleStats, cached
+from calbench.metrics.stats import SampleStats, cached, sorted_samples
 
 TACE_THRESHOLD = 1e-3
 
@@ -174,9 +174,12 @@ def kernel_tace(orders: ClassOrders, W: np.ndarray, bins: int) -> np.ndarray | N
         header="TACE", definition="per class, entries p_ik > 1e-3 in M equal-mass ranges; mean over classes",
         needs=("probs",), default=False, binning="equal-mass", scope="class-wise")
 def tace(stats: SampleStats, weights: np.ndarray | None):
-    if weights is None:
+    """The point estimate reads only each class's sorted gaps, the same with indices or without (ties
+    in (p, target) have equal gaps): with the bootstrap's orders built (its sorted samples kept), the
+    point takes them too instead of a sort of its own."""
+    if weights is None and not (sorted_samples(stats) and "probs" in stats.samples):
         orders = ClassOrders(stats.probs, stats.labels, TACE_THRESHOLD, indices=False)
         return float(tace_of(orders, None, stats.bins)[0])
     orders = cached(stats, "tace", lambda: ClassOrders(stats.sample("probs"), stats.sample("labels"),
                                                        TACE_THRESHOLD))
-    return tace_of(orders, weights, stats.bins)
+    return float(tace_of(orders, None, stats.bins)[0]) if weights is None else tace_of(orders, weights, stats.bins)

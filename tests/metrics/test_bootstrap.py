@@ -153,3 +153,20 @@ def test_resamples_are_evaluated_in_blocks_not_one_by_one(monkeypatch):
     logits, labels = synth(5000, 4)
     bootstrap_metrics(labels, logits=logits, B=1000, seed=0)
     assert sum(calls) == 1000 and len(calls) == 2  # 500 resamples x 5000 samples per block
+
+
+def test_every_point_estimate_equals_compute_metrics_exactly():
+    """The Resampler takes its point estimates on the sorted samples (tace from the bootstrap's class
+    orders); every registered metric must still give compute_metrics' number bit for bit."""
+    from calbench.metrics import METRICS
+
+    logits, labels = synth(900, 9, seed=6)
+    logits = np.round(logits, 1)  # ties in confidence and in the class probabilities
+    counts = np.array([300, 150, 90, 60, 30, 15, 8, 4, 2])
+    keys = tuple(METRICS.names())
+    res = bootstrap_metrics(labels, logits=logits, B=3, keys=keys, class_counts=counts)
+    want = compute_metrics(labels, logits=logits, keys=keys, class_counts=counts)
+    assert res["point"] == want
+    probs = softmax(logits)
+    res = bootstrap_metrics(labels, probs=probs, B=3, keys=keys, class_counts=counts)
+    assert res["point"] == compute_metrics(labels, probs=probs, keys=keys, class_counts=counts)
