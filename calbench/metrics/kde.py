@@ -19,6 +19,8 @@ value r0 the KDE is a point mass and the value is |r0 - acc|.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.fft
 import scipy.sparse
@@ -48,77 +50,6 @@ def _entries(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.concatenate([j, j + 1]), np.concatenate([1 - frac, frac]), np.tile(np.arange(r.size), 4)
 
 
-HIST_ENTRIES = 1 << 20  # rows x entries per bincount of _histograms
-SPARSE_SAMPLES = 1000  # from this many samples on, histograms by one sparse product (_histograms_sparse)
-
-
-def _histograms(entries, c: np.ndarray, W: np.ndarray, base: int, width: int, size: int) -> np.ndarray:
-    """(2, b, size): each count row's linear-binned histogram of all samples and of the correct
-    ones on the grid cells base .. base + width - 1, zero-padded to `size` (entries outside the
-    window are dropped: they lie farther than the kernel's reach from every grid point read)."""
-    cells, share, sample = entries[:3]
-    b = W.shape[0]
-    out = None
-    offsets = (np.arange(2 * b) * size)[:, None]
-    step = max(1, HIST_ENTRIES // b)
-    for start in range(0, cells.size, step):
-        cl, sh, sm = cells[start:start + step], share[start:start + step], sample[start:start + step]
-        keep = (cl >= base) & (cl < base + width)
-        cl, sh, sm = cl[keep] - base, sh[keep], sm[keep]
-        counts = W[:, sm] * sh
-        part = np.bincount((cl[None, :] + offsets).ravel(), np.concatenate([counts, counts * c[sm]]).ravel(),
-                           2 * b * size)
-        out = part if out is None else out + part
-    return out.reshape(2, b, size)
-
-
-def _histograms_sparse(entries, c: np.ndarray, W: np.ndarray, base: int, width: int, size: int) -> np.ndarray:
-    """_histograms by one sparse product: the (2 G', n) matrix of every entry's share (all samples
-    over the correct ones) on the cells base0 .. (built once per sample set, entries[4]) times the
-    counts' transpose. For many samples this reads each count once instead of gathering it for
-    each of its four entries (50,000 samples: about 10x faster); for few, the bincount is cheaper
-    than the product's full-height output (SPARSE_SAMPLES)."""
-    matrix, base0, height = _entry_matrix(entries, c)
-    b = W.shape[0]
-    full = np.asarray(matrix @ np.ascontiguousarray(W.T)).reshape(2, height, b)
-    lo, hi = max(base, base0), min(base + width, base0 + height)  # the window's cells that have entries
-    out = np.zeros((2, b, size))
-    if hi > lo:
-        out[:, :, lo - base:hi - base] = full[:, lo - base0:hi - base0, :].transpose(0, 2, 1)
-    return out
-
-
-def _entry_matrix(entries, c: np.ndarray):
-    """(matrix, first cell, cells): the CSR matrix of _histograms_sparse, cached in entries[4]."""
-    memo = entries[4]
-    if "matrix" not in memo:
-        cells, share, sample = entries[:3]
-        base0 = int(cells.min())
-        height = int(cells.max()) - base0 + 1
-        rows = np.concatenate([cells - base0, cells - base0 + height])
-        values = np.concatenate([share, share * c[sample]])
-        memo["matrix"] = (scipy.sparse.csr_matrix((values, (rows, np.concatenate([sample, sample]))),
-                                                  shape=(2 * height, c.size)), base0, height)
-    return memo["matrix"]
-
-
-def _kernels(bw: np.ndarray, size: int | None = None) -> tuple[np.ndarray, int]:
-    """(b, 2L + 1) triweight kernels with standard deviation bw, sampled at the grid step (rows),
-    zero-padded to `size` columns if given."""
-    support = 3.0 * bw
-    L = _half_width(bw)
-    u = np.arange(-L, L + 1) * KDE_STEP
-    out = np.zeros((bw.size, size or 2 * L + 1))
-    z = np.clip(1.0 - (u[None, :] / support[:, None]) ** 2, 0.0, None)
-    out[:, :2 * L + 1] = 35.0 / 32.0 * z ** 3 / support[:, None]
-    return out, L
-
-
-def _half_width(bw: np.ndarray) -> int:
-    """L: the kernels of _kernels are zero beyond L grid steps from their centre."""
-    return int(np.floor(3.0 * bw.max() / KDE_STEP))
-
-
 # The estimate reads the densities only on the grid points in [0, 1] (KDE_SEL); every point outside
 # (0, 1) has density 0 and so never carries an integrand value into it.
 KDE_SEL = np.flatnonzero((KDE_GRID >= 0) & (KDE_GRID <= 1))
@@ -126,15 +57,138 @@ KDE_INSIDE = ((KDE_GRID > 0) & (KDE_GRID < 1))[KDE_SEL]
 KDE_LAST = int(KDE_SEL[-1])
 
 
-def _smooth(x: np.ndarray, width: int, L: int, kernels: np.ndarray) -> np.ndarray:
+def _histograms(entries, c: np.ndarray, W: np.ndarray, base: int, width: int, out: np.ndarray) -> np.ndarray:
+    """out (2, b, size), filled: each count row's linear-binned histogram of all samples and of the
+    correct ones on the grid cells base .. base + width - 1, zero-padded to `size` (entries outside
+    the window are dropped: they lie farther than the kernel's reach from every grid point read).
+    One sparse product: the (2C, n) matrix of every entry's share on the C distinct cells (all
+    samples, then the correct ones; built once per sample set) times the counts' transpose, whose
+    rows of the window's cells are then placed at their columns. Each count is read once per
+    entry, and the product is only as tall as the number of occupied cells."""
+    matrix, cells = _entry_matrix(entries, c)
+    lo, hi = np.searchsorted(cells, [base, base + width])
+    out.fill(0.0)
+    if hi > lo:
+        counts = np.asarray(matrix @ np.ascontiguousarray(W.T))  # (2C, b)
+        columns = cells[lo:hi] - base
+        out[0][:, columns] = counts[lo:hi].T
+        out[1][:, columns] = counts[cells.size + lo:cells.size + hi].T
+    return out
+
+
+def _entry_matrix(entries, c: np.ndarray):
+    """(matrix, cells): the CSR matrix of _histograms and its sorted distinct cells, cached in
+    entries[4]."""
+    memo = entries[4]
+    if "matrix" not in memo:
+        cells, share, sample = entries[:3]
+        distinct, row = np.unique(cells, return_inverse=True)
+        rows = np.concatenate([row, row + distinct.size])
+        values = np.concatenate([share, share * c[sample]])
+        memo["matrix"] = (scipy.sparse.csr_matrix((values, (rows, np.concatenate([sample, sample]))),
+                                                  shape=(2 * distinct.size, c.size)), distinct)
+    return memo["matrix"]
+
+
+# The sampled triweight kernel of standard deviation bw (KDEpy's: support s = 3 bw) at offset k
+# grid steps, |k| <= L = floor(s / step), is K(k) = 35 / (32 s) (1 - a k^2)^3 with a = (step / s)^2,
+# i.e. the even polynomial 35 / (32 s) sum_q COEF_q a^q k^(2q) (q = 0..3, COEF = 1, -3, 3, -1).
+# Centred at index 0 of a circular array of length N, its DFT is real:
+#   K^(j) = 35 / (32 s) sum_q COEF_q a^q T_q(j; L),  T_q(j; L) = sum_{|k| <= L} k^(2q) cos(2 pi j k / N),
+# so a block needs the four power sums T_q (one real FFT each, at the block's smallest L) and, for
+# each larger L of its rows, T_q(L) = T_q(L - 1) + 2 L^(2q) cos(2 pi j L / N): four transforms per
+# block instead of one per row, and a real spectrum (the product with the data's is real x complex).
+KERNEL_COEF = np.array([1.0, -3.0, 3.0, -1.0])
+KERNEL_POWERS = 2 * np.arange(4)
+
+
+def _half_widths(bw: np.ndarray) -> np.ndarray:
+    """L per row: the kernels are zero beyond L grid steps from their centre."""
+    return np.floor(3.0 * bw / KDE_STEP).astype(np.int64)
+
+
+def _half_width(bw: np.ndarray) -> int:
+    """The largest L of the rows."""
+    return int(_half_widths(bw).max())
+
+
+def _power_sums(L: int, size: int) -> np.ndarray:
+    """(4, size // 2 + 1): T_q(j; L) of the comment above, by one real FFT of the circular arrays
+    k^(2q), |k| <= L (even, so their DFTs are real: the imaginary rounding is dropped)."""
+    k = np.arange(L + 1, dtype=float)
+    powers = k[None, :] ** KERNEL_POWERS[:, None]
+    arrays = np.zeros((4, size))
+    arrays[:, :L + 1] = powers
+    if L:
+        arrays[:, size - L:] = powers[:, :0:-1]
+    return scipy.fft.rfft(arrays, axis=-1).real
+
+
+def _kernel_spectra(bw: np.ndarray, size: int, state: list) -> np.ndarray:
+    """(b, size // 2 + 1): the real DFT of each row's kernel centred at index 0 (comment above),
+    the rows' distinct L in increasing order (power sums: _sums_at)."""
+    support = 3.0 * bw
+    a = (KDE_STEP / support) ** 2
+    weights = (35.0 / 32.0 / support)[:, None] * KERNEL_COEF * a[:, None] ** np.arange(4)  # (b, 4)
+    half = _half_widths(bw)
+    out = np.empty((bw.size, size // 2 + 1))
+    for target in np.unique(half):
+        rows = half == target
+        out[rows] = weights[rows] @ _sums_at(int(target), size, state)
+    return out
+
+
+def _sums_at(target: int, size: int, state: list) -> np.ndarray:
+    """T_q(j; target) for transforms of length size. state = [size, L, T_q(j; L)] carries the power
+    sums from block to block (the rows come in increasing bandwidth, the blocks mostly share
+    lengths): increments from its L when target lies at most INCREMENTS_AT_MOST above it, else
+    _power_sums anew. Updated in place; the returned array changes with the next call."""
+    if state[0] != size or not 0 <= target - state[1] <= INCREMENTS_AT_MOST:
+        state[:] = [size, target, _power_sums(target, size)]
+    while state[1] < target:
+        state[1] += 1
+        state[2] += _power_increment(state[1], size)
+    return state[2]
+
+
+INCREMENTS_AT_MOST = 4  # an increment costs about a quarter of _power_sums' four transforms
+
+
+def _power_increment(L: int, size: int) -> np.ndarray:
+    """(4, size // 2 + 1): T_q(j; L) - T_q(j; L - 1) = 2 L^(2q) cos(2 pi j L / N), the cosines
+    looked up at (j L mod N) in a table of cos(2 pi t / N)."""
+    freq = np.arange(size // 2 + 1)
+    return (2.0 * float(L) ** KERNEL_POWERS)[:, None] * _cosines(size)[freq * L % size]
+
+
+@functools.lru_cache(maxsize=64)
+def _cosines(size: int) -> np.ndarray:
+    """cos(2 pi t / size) for t = 0 .. size - 1 (one table per transform length)."""
+    return np.cos((2 * np.pi / size) * np.arange(size))
+
+
+def _smooth(x: np.ndarray, spectra: np.ndarray, L: int, width: int, buffers: dict) -> np.ndarray:
     """Each row of x (2, b, size: grid cells g_a - L .. g_last + L, then zeros) convolved with its
-    row's kernel (b, size; 'same' alignment), on the M = width - 2L grid points g_a .. g_last only.
-    A circular convolution of size >= width leaves those points free of wrapped terms (the
-    kernel reaches L cells)."""
+    row's kernel (spectra: _kernel_spectra), on the M = width - 2L grid points g_a .. g_last only
+    (indices L .. width - L - 1: the kernel is centred at index 0). A circular convolution of size
+    >= width leaves those points free of wrapped terms (the kernel reaches L cells). The
+    transforms write into buffers kept across blocks (x's buffer takes the result): fresh
+    megabyte-sized outputs cost page faults comparable to the transforms themselves."""
     size = x.shape[-1]
-    spec = scipy.fft.rfft(x.reshape(-1, size), axis=-1).reshape(*x.shape[:-1], -1)  # 2-d: pocketfft's
-    spec *= scipy.fft.rfft(kernels, axis=-1)[None]                                  # fast batch loop
-    return scipy.fft.irfft(spec.reshape(-1, spec.shape[-1]), size, axis=-1).reshape(x.shape)[..., 2 * L: width]
+    rows = x.reshape(-1, size)
+    spec = _buffer(buffers, "spectrum", (rows.shape[0], size // 2 + 1), np.complex128)
+    np.fft.rfft(rows, axis=-1, out=spec)  # 2-d: pocketfft's batch loop
+    spec.reshape(2, *spectra.shape)[...] *= spectra
+    np.fft.irfft(spec, size, axis=-1, out=rows)
+    return x[..., L:width - L]
+
+
+def _buffer(buffers: dict, name: str, shape: tuple, dtype) -> np.ndarray:
+    """A C-contiguous array of `shape` over buffers[name], reallocated only when it is too small."""
+    need = int(np.prod(shape))
+    if name not in buffers or buffers[name].size < need:
+        buffers[name] = np.empty(need, dtype)
+    return buffers[name][:need].reshape(shape)
 
 
 def _trapezoid_weights(x: np.ndarray) -> np.ndarray:
@@ -170,32 +224,45 @@ def kde_ece_from(s_all: np.ndarray, s_cor: np.ndarray, n: np.ndarray, n_c: np.nd
     """The estimate of the module docstring from the smoothed counts (b, M) of all samples and of
     the correct ones on the grid points g_a .. KDE_LAST (g_a >= KDE_SEL[0]; the density is exactly 0
     on the points of [0, 1] before g_a, which then add nothing to either integral and carry 0).
-    Both arrays are overwritten (the densities and the integrand are computed in their buffers)."""
+    With p2 = s_all / N and p1 = s_cor / n_c, acc p1 / p2 = s_cor / s_all; every integrand value
+    carries p2's factor 1 / N, which cancels in the ratio of the two integrals, and for s_all > 0
+    |x - min(s_cor / s_all, 1)| s_all = |x s_all - min(s_cor, s_all)| (no division):
+      KDE-ECE = trapz(|x s_all - min(s_cor, s_all)|) / trapz(s_all),
+    the floor compared on the counts' scale (p1 > 1e-6 iff s_cor > 1e-6 n_c); s_all <= 0 at a valid
+    point: _nonpositive_tails. Both arrays are overwritten (the integrand lands in s_all's)."""
     x = KDE_GRID[g_a:KDE_LAST + 1]
     inside = KDE_INSIDE[g_a - KDE_SEL[0]:]
-    p2, p1 = s_all, s_cor  # the densities, in the buffers of the smoothed counts
-    p2 /= n[:, None]
-    p1 /= np.maximum(n_c, 1e-300)[:, None]
     if not inside.all():
-        p2[:, ~inside], p1[:, ~inside] = 0.0, 0.0
-    valid = p1 > KDE_FLOOR
-    valid |= p2 > KDE_FLOOR
-    integrand = p1  # acc(x) = min(acc * p1 / p2, 1), then |x - acc(x)| p2, in p1's buffer
-    integrand *= (n_c / n)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):  # p2 <= 0: fixed below
-        integrand /= p2
-        np.minimum(integrand, 1.0, out=integrand)
-        np.subtract(x, integrand, out=integrand)
-        np.abs(integrand, out=integrand)
-        integrand *= p2
-    nonpositive = p2 <= 0  # acc(x) = 1 there (rounding noise); invalid ones take carried values
-    nonpositive &= valid
-    if nonpositive.any():
-        rows, cols = np.nonzero(nonpositive)
-        integrand[rows, cols] = np.abs(x[cols] - 1.0) * p2[rows, cols]
-    _carry_forward(integrand, valid)
+        s_all[:, ~inside], s_cor[:, ~inside] = 0.0, 0.0
+    valid = s_all > (KDE_FLOOR * n)[:, None]
+    high_cor = s_cor > (KDE_FLOOR * n_c)[:, None]
+    tails = _nonpositive_tails(s_all, high_cor > valid, x)
+    valid |= high_cor
     w = _trapezoid_weights(x)
-    return (integrand @ w) / (p2 @ w)
+    total = s_all @ w
+    np.minimum(s_cor, s_all, out=s_cor)
+    integrand = np.multiply(s_all, x, out=s_all)
+    integrand -= s_cor
+    np.abs(integrand, out=integrand)
+    if tails is not None:
+        integrand[tails[0], tails[1]] = tails[2]
+    _carry_forward(integrand, valid)
+    return (integrand @ w) / total
+
+
+def _nonpositive_tails(s_all: np.ndarray, candidates: np.ndarray, x: np.ndarray):
+    """(rows, cols, values) where a point is valid by its correct samples' density alone but the
+    count of all samples is <= 0 (rounding noise of a far tail; only such candidates can be valid
+    with s_all <= 0): the authors' loop takes acc(x) = 1 there, the integrand |x - 1| s_all. None
+    if there is no such point."""
+    if not candidates.any():
+        return None
+    rows, cols = np.nonzero(candidates)
+    keep = s_all[rows, cols] <= 0
+    if not keep.any():
+        return None
+    rows, cols = rows[keep], cols[keep]
+    return rows, cols, np.abs(x[cols] - 1.0) * s_all[rows, cols]
 
 
 def _moments(W: np.ndarray, r: np.ndarray, c: np.ndarray):
@@ -227,16 +294,15 @@ def _first_cell(entries, L: int) -> int:
     return int(min(max(KDE_SEL[0], lowest - L - 1), KDE_LAST))
 
 
-def _block(entries, c: np.ndarray, w: np.ndarray, n, n_c, bw: np.ndarray) -> np.ndarray:
+def _block(entries, c: np.ndarray, w: np.ndarray, n, n_c, bw: np.ndarray, buffers: dict) -> np.ndarray:
     """KDE-ECE of the count rows w: histograms over the cells the read grid points need, one FFT
     convolution per row with its own kernel, the estimate (kde_ece_from)."""
     L = _half_width(bw)
     g_a = _first_cell(entries, L)
     width = KDE_LAST - g_a + 1 + 2 * L
     size = scipy.fft.next_fast_len(width, real=True)
-    kernels, _ = _kernels(bw, size)
-    histograms = _histograms_sparse if c.size >= SPARSE_SAMPLES else _histograms
-    s_all, s_cor = _smooth(histograms(entries, c, w, g_a - L, width, size), width, L, kernels)
+    hist = _histograms(entries, c, w, g_a - L, width, _buffer(buffers, "grid", (2, w.shape[0], size), np.float64))
+    s_all, s_cor = _smooth(hist, _kernel_spectra(bw, size, buffers.setdefault("power sums", [0, 0, None])), L, width, buffers)
     return kde_ece_from(s_all, s_cor, n, n_c, g_a)
 
 
@@ -257,9 +323,10 @@ def kde_ece_weighted(r: np.ndarray, c: np.ndarray, W: np.ndarray, entries=None) 
     bw = np.where(point, spare, bw)
     out = np.empty(W.shape[0])
     order = np.argsort(bw, kind="stable")
+    buffers = {}
     for start in range(0, W.shape[0], ROWS_AT_ONCE):
         rows = order[start:start + ROWS_AT_ONCE]
-        out[rows] = _block(ent, c, W[rows], n[rows], n_c[rows], bw[rows])
+        out[rows] = _block(ent, c, W[rows], n[rows], n_c[rows], bw[rows], buffers)
     return np.where(point, np.abs(W @ r / n - n_c / n), out)
 
 

@@ -74,11 +74,8 @@ def _kde_cases():
     yield "narrow", r, np.concatenate([np.ones(32), np.zeros(10)])
 
 
-@pytest.mark.parametrize("histograms", ["bincount", "sparse"])
 @pytest.mark.parametrize("name, r, c", list(_kde_cases()), ids=[x[0] for x in _kde_cases()])
-def test_kde_weighted_rows_equal_the_full_grid_reference(name, r, c, histograms, monkeypatch):
-    """Both histogram paths (the bincount for few samples, the sparse product for many)."""
-    monkeypatch.setattr(kde, "SPARSE_SAMPLES", 0 if histograms == "sparse" else 10 ** 9)
+def test_kde_weighted_rows_equal_the_full_grid_reference(name, r, c):
     rng = np.random.default_rng(7)
     n = r.size
     W = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(2 * kde.ROWS_AT_ONCE + 3)])
@@ -91,7 +88,8 @@ def test_kde_weighted_rows_equal_the_full_grid_reference(name, r, c, histograms,
     ref = np.array([_kde_reference_row(r, c, w) for w in W])
     np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-12)
     alone = np.array([kde.kde_ece_weighted(r, c, w[None])[0] for w in W[:5]])
-    np.testing.assert_allclose(alone, fast[:5], rtol=0, atol=1e-13)  # blocks share a kernel reach
+    # blocks share a kernel reach; a row's kernel spectrum is summed from its block's smallest L
+    np.testing.assert_allclose(alone, fast[:5], rtol=1e-13, atol=1e-14)
 
 
 def test_carry_forward_equals_the_running_maximum_form():
