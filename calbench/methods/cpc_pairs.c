@@ -59,10 +59,10 @@
  * Returns 0, 1 if a label is out of range, 2 if memory ran out.
  *
  * Where the time goes (B = 128, K = 1000, float32, one thread, perf samples with the helpers
- * kept out of line, of ~0.65 ms): the bucket order 30% (its scalar count and scatter passes
- * most of it), the recursions 21%, the exps of the gaps 10%, BD 17%, the gradient scatter 10%,
- * the transposition 2%, (a) 1%. The whole cpc loss (CE included) is then ~5.5-5.8x the
- * cross-entropy alone (benchmarks/bench_losses.py), not the 5x aimed at.
+ * kept out of line, of ~0.62 ms): the bucket order 30% (its scalar count and scatter passes
+ * most of it), the recursions 21%, the exps of the gaps 10%, BD 17%, the gradient scatter 8%,
+ * the transpositions 3%, (a) 1%. The whole cpc loss (CE included) is then ~5.2x the
+ * cross-entropy alone (benchmarks/bench_losses.py --clock cpu), not the 5x aimed at.
  */
 #include <math.h>
 #include <stdint.h>
@@ -314,6 +314,9 @@ static inline __attribute__((always_inline)) void NAME(const float *f, const T *
 DEFINE_SORT_ROW(sort_row_f32, float)
 DEFINE_SORT_ROW(sort_row_f64, double)
 
+static void exact_fix(double *sv, int32_t *col, int64_t m);
+static inline const float *floats_f64(const double *v, float *vf, int64_t m);
+
 /* Float32 rows need no sort: the formulas of (a) - (c) hold for the pairs j < k of ANY order (a
  * pair's a = s_k - s_j may be negative: log sigmoid(a) + log sigmoid(-a) = -a - 2 log(1 + e^-a)
  * and tanh(a / 2) = 1 - 2 g(e^-a) for every real a), as long as the polynomials hold for every
@@ -326,32 +329,46 @@ DEFINE_SORT_ROW(sort_row_f64, double)
  * (sort_row_f32). sv[j] = the value at place j (double), col[j] its column in the full row. */
 #define ORDER_WIDTH 0.12
 #define ORDER_BUCKETS(m) ((m) < 64 ? 256 : 4 * (m))
-static inline __attribute__((always_inline)) void order_f32(const float *f, const float *v, int64_t m, int64_t label, double *sv,
-        int32_t *col, uint32_t *wk, int32_t *wp, int32_t *bucket, int32_t *start, uint64_t *key, uint64_t *pad) {
-    (void)f;                                                 /* the keys are the values */
+static inline __attribute__((always_inline)) void order_f32(const float *xi, float *v, int64_t m, int64_t label,
+        double *sv, int32_t *col, uint32_t *wk, int32_t *wp, int32_t *bucket, int32_t *start, uint64_t *key,
+        uint64_t *pad) {
     float lo, hi;
-    min_max(v, m, &lo, &hi);
+    min_max(xi, m + 1, &lo, &hi);                          /* the label's logit included */
     const double range = (double)hi - (double)lo;
     const double wanted = range / ORDER_WIDTH + 1.0;
     if (range == 0.0 || wanted > (double)ORDER_BUCKETS(m)) {   /* all equal, or too wide */
+        memcpy(v, xi, (size_t)label * sizeof(float));
+        memcpy(v + label, xi + label + 1, (size_t)(m - label) * sizeof(float));
         sort_row_f32(v, v, m, label, sv, col, wk, wp, bucket, start, key, pad);
         return;
     }
     const int64_t nb = ((int64_t)wanted + LANES - 1) / LANES * LANES;
     const double scale = (double)nb / range;
     _Pragma("omp simd")
-    for (int64_t q = 0; q < m; ++q) {
-        const int32_t b = (int32_t)(((double)v[q] - (double)lo) * scale);
+    for (int64_t q = 0; q <= m; ++q) {
+        const int32_t b = (int32_t)(((double)xi[q] - (double)lo) * scale);
         bucket[q] = b < nb ? b : (int32_t)nb - 1;
     }
-    memset(start, 0, (size_t)nb * sizeof(int32_t));
-    for (int64_t q = 0; q < m; ++q) start[bucket[q]] += 1;
-    (void)exclusive_scan(start, nb);
-    for (int64_t q = 0; q < m; ++q) {                      /* start[b]: then bucket b's end */
+    bucket[label] = (int32_t)nb;                           /* the label last, at place m */
+    memset(start, 0, (size_t)(nb + LANES) * sizeof(int32_t));
+    for (int64_t q = 0; q <= m; ++q) start[bucket[q]] += 1;
+    (void)exclusive_scan(start, nb + LANES);
+    for (int64_t q = 0; q <= m; ++q) {                     /* start[b]: then bucket b's end */
         const int32_t d = start[bucket[q]]++;
-        sv[d] = (double)v[q];
-        col[d] = (int32_t)(q + (q >= label));
+        sv[d] = (double)xi[q];
+        col[d] = (int32_t)q;
     }
+}
+
+/* Float64 rows, sorted: the row without its label copied to v, sorted by its float roundings,
+ * then by the exact values. */
+static inline __attribute__((always_inline)) void sorted_f64(const double *xi, double *v, int64_t m, int64_t label,
+        double *sv, int32_t *col, uint32_t *wk, int32_t *wp, int32_t *bucket, int32_t *start, uint64_t *key,
+        uint64_t *pad, float *vf) {
+    memcpy(v, xi, (size_t)label * sizeof(double));
+    memcpy(v + label, xi + label + 1, (size_t)(m - label) * sizeof(double));
+    sort_row_f64(floats_f64(v, vf, m), v, m, label, sv, col, wk, wp, bucket, start, key, pad);
+    exact_fix(sv, col, m);
 }
 
 /* ---- binary discrimination ---- */
@@ -535,8 +552,7 @@ DEFINE_CHAINS(chains_f64, 22, LOG1P_22, SIGMOID_22, 0)
 
 /* The floats that the sort keys are made of: float32 logits themselves; float64 ones rounded and
  * saturated to the float range, a weak order of the values that exact_fix then makes strict. */
-INLINE const float *floats_f32(const float *v, float *vf, int64_t m) { (void)vf; (void)m; return v; }
-INLINE const float *floats_f64(const double *v, float *vf, int64_t m) {
+static inline const float *floats_f64(const double *v, float *vf, int64_t m) {
     for (int64_t q = 0; q < m; ++q) vf[q] = (float)(v[q] > 3.4e38 ? 3.4e38 : v[q] < -3.4e38 ? -3.4e38 : v[q]);
     return vf;
 }
@@ -650,10 +666,10 @@ enum { PARTS = 13 };
 static size_t layout(int64_t k, size_t t_size, size_t at[PARTS]) {
     const size_t mm = (size_t)(k > 1 ? k - 1 : 1);
     const size_t bytes[PARTS] = {
-        mm * sizeof(uint64_t), mm * sizeof(uint64_t), mm * sizeof(double), LANES * mm * sizeof(double),
+        mm * sizeof(uint64_t), mm * sizeof(uint64_t), (mm + 1) * sizeof(double), LANES * mm * sizeof(double),
         LANES * mm * sizeof(double), LANES * mm * sizeof(double), mm * t_size, mm * sizeof(float),
-        (mm + 2 * WINDOW + LANES) * sizeof(uint32_t), mm * sizeof(int32_t), mm * sizeof(int32_t),
-        (ORDER_BUCKETS(mm) + LANES) * sizeof(int32_t), LANES * mm * sizeof(int32_t)};
+        (mm + 2 * WINDOW + LANES) * sizeof(uint32_t), mm * sizeof(int32_t), (mm + 1) * sizeof(int32_t),
+        (ORDER_BUCKETS(mm) + 2 * LANES) * sizeof(int32_t), (LANES * mm + 1) * sizeof(int32_t)};
     size_t end = 0;
     for (int j = 0; j < PARTS; ++j) {
         at[j] = (end + 4095) / 4096 * 4096 + 192 * (size_t)j;
@@ -693,22 +709,18 @@ DEFINE_FINITE(finite_f64, double)
 /* Lane l of a group, for a finite row xi with label `label` and m >= 1 other logits: those logits
  * sorted (columns into col[l m ..]), the recursion inputs r_q into column l of r, the largest
  * other logit s_{m-1} into *top; returns sum_q (2q - m + 1) s_q, (a). */
-#define DEFINE_PREPARE(NAME, T, FLOATS, SORT, FIX, GAPS)                                            \
+#define DEFINE_PREPARE(NAME, T, ORDER, GAPS, ...)                                             \
 static inline __attribute__((always_inline)) double NAME(const T *xi, int64_t label, int64_t m, int l, \
                                                          const struct parts *s, double *top) { \
-    T *v = (T *)s->v;                                                                         \
     int32_t *col = s->col + l * m;                                                            \
-    memcpy(v, xi, (size_t)label * sizeof(T));                                                 \
-    memcpy(v + label, xi + label + 1, (size_t)(m - label) * sizeof(T));                       \
-    SORT(FLOATS(v, s->vf, m), v, m, label, s->sv, col, s->wk, s->wp, s->bucket, s->start, s->key, s->pad); \
-    FIX                                                                                       \
+    ORDER(xi, (T *)s->v, m, label, s->sv, col, s->wk, s->wp, s->bucket, s->start, s->key, s->pad __VA_ARGS__); \
     GAPS(s->sv, m, s->rl + l * m);                                                            \
     *top = s->sv[m - 1];                                                                      \
     return spread_of(s->sv, m);                                                               \
 }
 
-DEFINE_PREPARE(prepare_f32, float, floats_f32, order_f32, , gaps_f32)
-DEFINE_PREPARE(prepare_f64, double, floats_f64, sort_row_f64, exact_fix(s->sv, col, m);, gaps_f64)
+DEFINE_PREPARE(prepare_f32, float, order_f32, gaps_f32)
+DEFINE_PREPARE(prepare_f64, double, sorted_f64, gaps_f64, , s->vf)
 
 /* The 8 x 8 transposition of v[0..8) in registers: out[j][i] = v[i][j] (unpack, then 4 x 4 and
  * 2 x 2 blocks of 128-bit lanes). */
@@ -744,6 +756,21 @@ INLINE void to_lanes(const double *rows, int64_t m, double *lanes) {
         for (int l = 0; l < LANES; ++l) lanes[q0 * LANES + l] = rows[l * m + q0];
 }
 
+/* The inverse: rows[l m + q] = lanes[q LANES + l], by the same tiles (the gradient scatter then
+ * reads each row in order; reading the lanes with a stride of LANES cost 2x more). */
+INLINE void from_lanes(const double *lanes, int64_t m, double *rows) {
+    int64_t q0 = 0;
+    for (; q0 + 8 <= m; q0 += 8)
+        for (int l0 = 0; l0 < LANES; l0 += 8) {
+            half_f64 v[8], t[8];
+            for (int j = 0; j < 8; ++j) memcpy(v + j, lanes + (q0 + j) * LANES + l0, sizeof v[j]);
+            transpose_8x8(v, t);
+            for (int i = 0; i < 8; ++i) memcpy(rows + (l0 + i) * m + q0, t + i, sizeof t[i]);
+        }
+    for (; q0 < m; ++q0)
+        for (int l = 0; l < LANES; ++l) rows[l * m + q0] = lanes[q0 * LANES + l];
+}
+
 /* One group of LANES rows from `first`: BD_i, S_i and CE_i into rows[i], rows[n + i] and
  * rows[2n + i], the gradient w_ce dCE/dl + w_bd dBD/dl + w_be dS/dl (w[] = {w_ce, w_bd, w_be})
  * into grad (the chains' part written first, at the sorted columns, read from the lane layout;
@@ -771,11 +798,13 @@ WIDE_SIMD static int64_t NAME(const T *x, const int64_t *y, int64_t n, int64_t k
         to_lanes(s.rl, m, s.r);                                                               \
         CHAINS(s.r, m, top, ly, w[0], w[2], s.g, value, ce, py);                              \
     }                                                                                         \
-    for (int j = 0; j < lives; ++j) {              /* to the sorted columns */                \
+    if (m > 0) from_lanes(s.g, m, s.rl);                                                      \
+    for (int j = 0; j < lives; ++j) {              /* to the ordered columns */               \
         const int l = live[j];                                                                \
         const int32_t *cl = s.col + l * m;                                                    \
+        const double *gl = s.rl + l * m;                                                      \
         T *gi = grad + (first + l) * k;                                                       \
-        for (int64_t q = 0; q < m; ++q) gi[cl[q]] = (T)s.g[q * LANES + l];                    \
+        for (int64_t q = 0; q < m; ++q) gi[cl[q]] = (T)gl[q];                                 \
     }                                                                                         \
     int64_t bad = 0;                                                                          \
     for (int l = 0; l < LANES && first + l < n; ++l) {                                        \

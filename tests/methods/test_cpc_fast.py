@@ -280,3 +280,15 @@ def test_pairs_out_of_order_in_the_widest_buckets(dtype):
     s_rel, grad_abs = (1.5e-10, 1e-8) if dtype == torch.float32 else (1.5e-15, 4e-14)
     assert got[1] == pytest.approx(want[1], rel=s_rel)
     np.testing.assert_allclose(got[3], want[3], rtol=0, atol=grad_abs * 999)
+
+
+def test_backward_twice_and_scaled():
+    """The autograd node hands its gradient over on the first backward: a second one through a
+    retained graph recomputes it, and an upstream factor scales it."""
+    x, y = special_rows(50, torch.Generator().manual_seed(9))
+    logits = x.float().requires_grad_(True)
+    loss = create_method("cpc", 50).loss(logits, y)
+    (first,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (second,) = torch.autograd.grad(loss * 3.0, logits)
+    assert torch.isfinite(first).all() and first.abs().max() > 0
+    torch.testing.assert_close(second, 3.0 * first, rtol=1e-6, atol=0)
