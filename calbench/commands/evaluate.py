@@ -133,12 +133,20 @@ def _table(result: dict, ci: dict | None, level: float, title: str) -> None:
     Console().print(table)
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def single_threaded() -> None:
-    """One compute thread, deliberately: metrics run in numpy (one thread by nature); torch, if some
-    import brought it in, and the BLAS behind the bootstrap's few matrix products are limited to one
-    thread, since on a loaded small machine extra threads only contend."""
+    """One compute thread per process, deliberately: metrics run in numpy (one thread by nature);
+    torch, if some import brought it in, the BLAS behind the bootstrap's few matrix products and the
+    OpenMP of the C kernels are limited to one thread, since on a loaded small machine extra threads
+    only contend (the bootstrap's parallelism is its worker processes, --workers). The variables
+    reach the libraries loaded later (a kernel's libgomp is loaded on first use), threadpoolctl the
+    ones already loaded."""
     import sys
 
+    for name in THREAD_VARIABLES:
+        os.environ[name] = "1"
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     try:

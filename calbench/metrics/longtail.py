@@ -19,7 +19,6 @@ They are not in the default key set.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse
 
 from calbench.errors import InputError
 from calbench.metrics.binning import bin_index
@@ -69,8 +68,10 @@ def shot_groups_for(keys, needs: frozenset, num_classes: int, class_counts, thre
     return shot_groups(class_counts, num_classes, thresholds)
 
 
-def _shot_matrix(stats: SampleStats) -> scipy.sparse.csr_matrix:
+def _shot_matrix(stats: SampleStats) -> "scipy.sparse.csr_matrix":
     """(9M, n) sparse: rows (g * 3 + j) * M + b of sample i (group g, bin b) hold 1, c_i, r_i."""
+    import scipy.sparse  # only its bootstrap path builds the sparse matrix
+
     M, n = stats.bins, stats.n
     conf, correct = stats.sample("conf"), stats.sample("correct")
     cell = stats.shot_of_class[stats.sample("labels")] * 3 * M + bin_index(conf, M)

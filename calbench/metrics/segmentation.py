@@ -4,7 +4,6 @@ dropped by inputs.prepare); docs/metrics.md."""
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse
 
 from calbench.metrics.registry import metric
 from calbench.metrics.stats import SampleStats, cached, weighted
@@ -19,8 +18,10 @@ def miou_from_confusion(conf: np.ndarray) -> np.ndarray:
     return iou.sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
 
 
-def _cell_matrix(stats: SampleStats) -> scipy.sparse.csr_matrix:
+def _cell_matrix(stats: SampleStats) -> "scipy.sparse.csr_matrix":
     """(K*K, n) sparse: sample i counts in confusion cell label_i * K + pred_i."""
+    import scipy.sparse  # only its bootstrap path builds the sparse matrix
+
     k, n = stats.num_classes, stats.n
     cells = stats.sample("labels") * k + stats.sample("pred")
     return scipy.sparse.csr_matrix((np.ones(n), (cells, np.arange(n))), shape=(k * k, n))

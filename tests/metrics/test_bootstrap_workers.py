@@ -145,3 +145,21 @@ def test_evaluate_workers_option_gives_the_same_json(tmp_path, monkeypatch, fork
         outs.append(json.loads(res.output))
     assert len(forks) == 1
     assert outs[0] == outs[1]
+
+
+def test_evaluate_limits_the_openmp_loaded_after_it_to_one_thread(tmp_path):
+    """tace's kernel loads libgomp on first use, after evaluate set its limits: that pool must have
+    one thread too (in a fresh interpreter, where nothing loaded libgomp before)."""
+    logits, labels = synth(300, 5, seed=1)
+    path = tmp_path / "pred.npz"
+    np.savez(path, logits=logits, labels=labels)
+    code = ("import sys\n"
+            "from calbench.cli import cli\n"
+            f"try: cli(['evaluate', {str(path)!r}, '--json', '--bootstrap', '20', '--metrics', 'tace'])\n"
+            "except SystemExit as e: assert not e.code, e.code\n"
+            "from threadpoolctl import threadpool_info\n"
+            "print('threads', sorted({p['num_threads'] for p in threadpool_info()}))\n")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "threads [1]", out.stdout
