@@ -91,9 +91,13 @@ def grid_hist(stats: SampleStats, W: np.ndarray | None, points: int, what: str) 
     if W is None:
         hists = point_hists(stats, points, resid=what == "resid" or ("point_hists", points, True) in stats.cache)
         return hists[what][None, :]
+    return np.asarray(split_matrix(stats, what, points) @ weighted(stats, W)["Wt"]).T
+
+
+def split_matrix(stats: SampleStats, what: str, points: int) -> scipy.sparse.csr_matrix:
+    """grid_matrix of the kept samples' values (r - c, 1 or c), cached on stats per grid."""
     r, c = stats.sample("conf"), stats.sample("correct")
-    a = cached(stats, ("grid", what, points), lambda: grid_matrix(r, _values(r, c, what), points))
-    return np.asarray(a @ weighted(stats, W)["Wt"]).T
+    return cached(stats, ("grid", what, points), lambda: grid_matrix(r, _values(r, c, what), points))
 
 
 def _fft_convolve_valid(x: np.ndarray, ker: np.ndarray) -> np.ndarray:
@@ -171,16 +175,32 @@ class _Bandwidth:
         """sum_t |ys_t|: the smoothed residuals y (rows of G points) interpolated onto the mesh."""
         return np.abs(y[:, self.inds] * (1 - self.res) + y[:, self.inds + 1] * self.res).sum(axis=1)
 
+    def mesh_matrix(self, cells: np.ndarray) -> np.ndarray:
+        """(len(cells), T) matrix M with h[cells] @ M = the smoothed h interpolated onto the mesh, for h
+        zero off `cells`, written out from the kernel's values (no FFT). Algebra: smooth(h)_g = sum over
+        i = klo..khi of ker_i h[reflect(g + c - i)] (c = G // 2: the linear convolution of smooth, read
+        at its kept outputs), so cell g' gets ker_(g + c - p) from each of its images p in {g', -g',
+        2 (G - 1) - g'} (the distinct positions of the once-reflected grid) with klo <= g + c - p <= khi;
+        the mesh value at t is (1 - res_t) times the smoothing at inds_t plus res_t times it at inds_t + 1."""
+        G, c, span = self.points, self.points // 2, 2 * (self.points - 1)
+        padded = np.zeros(2 * span + G)  # ker_i at i + span; zero outside klo..khi (g + c - p >= c - span)
+        padded[self.klo + span: self.klo + span + self.ker.size] = self.ker
+        at0, at1 = self.inds + c + span, self.inds + 1 + c + span
+        out = np.zeros((cells.size, self.T))
+        for p, valid in ((cells, cells >= 0), (-cells, cells > 0), (span - cells, cells < G - 1)):
+            p, keep = p[:, None], valid[:, None]
+            out += keep * ((1.0 - self.res) * padded[at0 - p] + self.res * padded[at1 - p])
+        return out
 
-SMECE_SHARED_GRID = 1001  # the grid of every bandwidth >= 0.01: its residual spectra are shared
+
+SMECE_SHARED_GRID = 1001  # the grid of every bandwidth >= 0.01
 
 
 @functools.lru_cache(maxsize=8)
 def _full_layout(G: int) -> tuple[np.ndarray, int]:
     """The reflected gather of the untruncated kernel (klo = 0, khi = G - 1) and its FFT size: the
     linear convolution spans 3G - 2 points, but a circular one of 2G - 1 or more leaves the G kept
-    ones (G - 1 .. 2G - 2) free of wrapped terms. The size is the power of two above 2G - 2 (2048
-    for G = 1001: pocketfft's radix-4 path, faster here than the 5-smooth 2025)."""
+    ones (G - 1 .. 2G - 2) free of wrapped terms. The size is the power of two above 2G - 2."""
     c = G // 2
     return _reflect(np.arange(c - (G - 1), G + c), G), 1 << (2 * G - 2).bit_length()
 
@@ -190,18 +210,80 @@ def _bandwidth(sigma: float) -> _Bandwidth:
     return _Bandwidth(sigma)
 
 
+SMECE_SPECTRAL_CUT = 9.0    # kernel spectrum kept up to exp(-9^2 / 2) ~ 3e-18 of its peak
+SMECE_SPECTRAL_BINS = 192   # at most this many bins (sigma >= ~0.0153): beyond, 2 K T outgrows the FFT
+SMECE_BASIS_CELLS = 256     # up to this many occupied cells the spectra are h @ Phi, above by an rfft
+# costs in multiply-adds of a matrix product (~0.08 ns here): one entry of mesh_matrix built (~15 ns),
+# one row smoothed by FFT and interpolated (~20 us)
+SMECE_BUILD_COST = 190
+SMECE_FFT_ROW_COST = 250_000
+
+
+@functools.lru_cache(maxsize=1)
+def _spectral_basis() -> np.ndarray:
+    """(G, 2 BINS) real matrix Phi of the shared grid with h @ Phi = (Re X_0, Im X_0, Re X_1, ...), X
+    the rfft (size N) of h's reflected gather (_full_layout): Phi[g, k] = sum over the positions q
+    that gather g of e^(-2 pi i k q / N), so the first bins of every row's spectrum are one product
+    over the cells the samples occupy (instead of an FFT of N points a row)."""
+    gather, size = _full_layout(SMECE_SHARED_GRID)
+    k, q = np.arange(SMECE_SPECTRAL_BINS)[None, :], np.arange(gather.size)[:, None]
+    phi = np.zeros((SMECE_SHARED_GRID, SMECE_SPECTRAL_BINS), dtype=complex)
+    np.add.at(phi, gather, np.exp(-2j * np.pi / size * ((k * q) % size)))
+    return phi.view(np.float64)
+
+
+@functools.lru_cache(maxsize=256)  # smece's sigma = j / 1024: the 41 with a matrix (23 MB) recur in every run
+def _spectral_mesh(sigma: float) -> np.ndarray | None:
+    """(2K, T) real matrix E with (Re X_0, Im X_0, ..., Re X_K-1, Im X_K-1) @ E = the smoothed residuals
+    on the mesh, X the spectrum of a row (_spectral_basis); None off the shared grid, where the
+    window [0, 1] cuts the kernel (no Gaussian spectrum: sigma > 1/18) or K > SMECE_SPECTRAL_BINS.
+
+    Algebra: the kept outputs are ys_g = full[G - 1 + g], full[m] = (1/N) sum_k w_k Re(X_k F_k
+    e^(2 pi i k m / N)) (w = 1 at k = 0 and N/2, else 2; F the kernel's spectrum, full_fker), and the
+    mesh value (1 - res_t) ys[inds_t] + res_t ys[inds_t + 1] is linear in ys: with Z_kt = (w_k / N) F_k
+    ((1 - res_t) e^(i th_k m0_t) + res_t e^(i th_k m1_t)), mesh_t = sum_k Re X_k Re Z_kt - Im X_k Im Z_kt.
+    A Gaussian of s = sigma (G - 1) grid steps has |F_k| ~ F_0 exp(-(2 pi k s / N)^2 / 2): the bins
+    k >= K = 9 N / (2 pi s) weigh under 3e-18 F_0 and are dropped (each moves a mesh value by at most
+    (2 / N) |F_k| sum_g |h_g|: float rounding of the value; test: equal to the FFT smoothing)."""
+    bw = _bandwidth(sigma)
+    G = bw.points
+    if G != SMECE_SHARED_GRID or bw.ker[0] > np.exp(-SMECE_SPECTRAL_CUT ** 2 / 2) * bw.ker.max():
+        return None
+    size = _full_layout(G)[1]
+    K = int(np.ceil(SMECE_SPECTRAL_CUT * size / (2 * np.pi * sigma * (G - 1))))
+    if K > SMECE_SPECTRAL_BINS:
+        return None
+    k = np.arange(K)[:, None]
+    weight = np.where((k == 0) | (2 * k == size), 1.0, 2.0) / size * bw.full_fker[:K, None]
+    m0 = G - 1 + bw.inds[None, :]
+
+    def wave(m):  # e^(i th_k m), the angle reduced exactly in integers
+        return np.exp(2j * np.pi / size * ((k * m) % size))
+
+    Z = weight * ((1.0 - bw.res) * wave(m0) + bw.res * wave(m0 + 1))
+    E = np.empty((2 * K, bw.T))
+    E[0::2], E[1::2] = Z.real, -Z.imag
+    return E
+
+
 class _SmoothECE:
     """smooth_ece(sigma) for a batch of weight rows: grid histograms cached per grid size, every
     computed value kept per (sigma, row), and sigma < smooth_ece(sigma) decided from the bounds of
-    _Bandwidth when they settle it (the value itself is then never needed)."""
+    _Bandwidth when they settle it (the value itself is then never needed). On the shared grid the
+    residual histograms are read on the cells some sample occupies (`occupied`: a few hundred of
+    the 1001 for small sets), for the bounds and for the exact values (mesh_mass)."""
 
     def __init__(self, stats: SampleStats, W: np.ndarray | None):
         self.stats, self.W = stats, W
         self.b = 1 if W is None else W.shape[0]
         self.hist_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.values: dict[float, np.ndarray] = {}
-        self.spectra: np.ndarray | None = None  # rfft of each row's residual histogram (shared grid)
-        self.abs_res: np.ndarray | None = None  # |h_res| on the shared grid
+        self.cells: np.ndarray | None = None     # occupied cells of the shared grid
+        self.H: np.ndarray | None = None         # (b, cells) residual histograms there
+        self.abs_H: np.ndarray | None = None
+        self.X: np.ndarray | None = None         # (b, 2 BINS) their first spectral bins (spectra)
+        self.X_width = 0                         # columns of X computed so far
+        self.direct: dict[float, np.ndarray] = {}  # mesh_matrix(cells) per bandwidth
 
     def hists(self, points: int):
         if points not in self.hist_cache:
@@ -209,24 +291,92 @@ class _SmoothECE:
                                        np.ascontiguousarray(grid_hist(self.stats, self.W, points, "one")))
         return self.hist_cache[points]
 
+    def occupied(self) -> tuple[np.ndarray, np.ndarray]:
+        """The shared grid's cells where some sample puts a nonzero residual, and every row's residual
+        histogram there: (b, cells), for count rows (A[cells] @ W^T)^T (A = split_matrix: no (b, G)
+        histogram)."""
+        if self.H is None:
+            G = SMECE_SHARED_GRID
+            if self.W is None:
+                h_res = self.hists(G)[0]
+                self.cells = np.flatnonzero(h_res[0])
+                self.H = h_res[:, self.cells]
+            else:
+                A = split_matrix(self.stats, "resid", G)
+                self.cells = np.flatnonzero(np.asarray(abs(A).sum(axis=1)).ravel())
+                self.H = np.ascontiguousarray((A[self.cells] @ weighted(self.stats, self.W)["Wt"]).T)
+        return self.cells, self.H
+
+    def residuals(self, points: int, rows: np.ndarray) -> np.ndarray:
+        """(rows, points) residual histograms; on the shared grid with count rows from occupied()."""
+        if points != SMECE_SHARED_GRID or self.W is None:
+            return self.hists(points)[0][rows]
+        cells, H = self.occupied()
+        h = np.zeros((rows.size, points))
+        h[:, cells] = H[rows]
+        return h
+
+    def density(self, bw: _Bandwidth, rows: np.ndarray) -> np.ndarray:
+        """sum_t dens_t = u . h_one + T eps of the given rows; on the shared grid with count rows as
+        W @ (A_one^T u)."""
+        if bw.points != SMECE_SHARED_GRID or self.W is None:
+            dens = self.hists(bw.points)[1][rows] @ bw.u
+        else:
+            dens = self.W[rows] @ (split_matrix(self.stats, "one", bw.points).T @ bw.u)
+        return dens + bw.T * SMECE_DENS_EPS
+
     def _known(self, sigma: float) -> np.ndarray:
         return self.values.setdefault(sigma, np.full(self.b, np.nan))
 
-    def smoothed(self, bw: _Bandwidth, rows: np.ndarray) -> np.ndarray:
-        """bw.smooth of the residual histograms of `rows`; on the shared grid from spectra computed
-        once per row (only the inverse FFT depends on the bandwidth)."""
-        G = bw.points
-        h_res = self.hists(G)[0]
-        if G != SMECE_SHARED_GRID:
-            return bw.smooth(h_res[rows])
-        gather, size = _full_layout(G)
-        if self.spectra is None:  # every row's at once (nearly all rows need one value on this grid)
-            x = np.zeros((self.b, size))
-            x[:, :gather.size] = h_res[:, gather]
-            self.spectra = scipy.fft.rfft(x, axis=1)
-        spec = self.spectra[rows]
-        spec *= bw.full_fker
-        return scipy.fft.irfft(spec, size, axis=1)[:, G - 1: 2 * G - 1]
+    def spectra(self, width: int) -> np.ndarray:
+        """(b, >= width) leading columns of every row's first spectral bins (_spectral_basis): for few
+        occupied cells h[cells] @ Phi[cells], columns added as wider ones are asked for; else all at
+        once by an rfft of the gathered rows (the same numbers, to rounding)."""
+        cells, H = self.occupied()
+        if self.X is None:
+            self.X, self.X_width = np.empty((self.b, 2 * SMECE_SPECTRAL_BINS)), 0
+            if cells.size > SMECE_BASIS_CELLS:
+                gather, size = _full_layout(SMECE_SHARED_GRID)
+                x = np.zeros((self.b, size))
+                x[:, :gather.size] = self.residuals(SMECE_SHARED_GRID, np.arange(self.b))[:, gather]
+                self.X[:] = scipy.fft.rfft(x, axis=1)[:, :SMECE_SPECTRAL_BINS].view(np.float64)
+                self.X_width = self.X.shape[1]
+        if width > self.X_width:
+            new = min(self.X.shape[1], max(width, self.X_width + 64))
+            self.X[:, self.X_width:new] = H @ _spectral_basis()[cells, self.X_width:new]
+            self.X_width = new
+        return self.X
+
+    def plan(self, sigma: float, rows: int) -> str:
+        """The cheapest exact evaluation of `rows` rows at sigma (costs in multiply-adds): "spectral"
+        (rows 2K T), "direct" (rows D T, plus building mesh_matrix for the D occupied cells unless
+        built for this run) or "fft" (per row)."""
+        bw = _bandwidth(sigma)
+        if bw.points != SMECE_SHARED_GRID:
+            return "fft"
+        E, D = _spectral_mesh(sigma), self.occupied()[0].size
+        costs = {"fft": rows * SMECE_FFT_ROW_COST,
+                 "direct": (rows + (0 if sigma in self.direct else SMECE_BUILD_COST)) * D * bw.T}
+        if E is not None:
+            costs["spectral"] = rows * E.size
+        return min(costs, key=costs.get)
+
+    def mesh_mass(self, sigma: float, rows: np.ndarray) -> np.ndarray:
+        """sum_t |ys_t| of the given rows at sigma, by the plan: spectra @ _spectral_mesh, h[cells] @
+        mesh_matrix(cells) or the FFT smoothing of each row."""
+        how, bw = self.plan(sigma, rows.size), _bandwidth(sigma)
+        if how == "fft":
+            return bw.mesh_abs_mass(bw.smooth(self.residuals(bw.points, rows)))
+        if how == "spectral":
+            E = _spectral_mesh(sigma)
+            X = self.spectra(E.shape[0])
+            mesh = (X[:, :E.shape[0]] if rows.size == self.b else X[rows, :E.shape[0]]) @ E
+        else:
+            cells, H = self.occupied()
+            if sigma not in self.direct:
+                self.direct[sigma] = bw.mesh_matrix(cells)
+            mesh = (H if rows.size == self.b else H[rows]) @ self.direct[sigma]
+        return np.abs(mesh, out=mesh).sum(axis=1)
 
     def at(self, sigma: float, rows: np.ndarray, dens: np.ndarray | None = None) -> np.ndarray:
         """relplot.metrics.smooth_ece(f, y, sigma) for the given weight rows; dens: their sums
@@ -236,26 +386,27 @@ class _SmoothECE:
         todo = rows[missing]
         if todo.size:
             if dens is None:
-                dens = self.hists(bw.points)[1][todo] @ bw.u + bw.T * SMECE_DENS_EPS
+                dens = self.density(bw, todo)
             else:
                 dens = dens[missing]
-            known[todo] = bw.mesh_abs_mass(self.smoothed(bw, todo)) / dens
+            known[todo] = self.mesh_mass(sigma, todo) / dens
         return known[rows]
 
     def _shared_products(self, U: np.ndarray) -> np.ndarray:
         """(b, 3, S): u . h_one, u . h_res and u . |h_res| of every weight row on the shared grid for
         each column u of U. With count rows the first two are W @ (A^T U) (A the sparse split matrix
-        of grid_hist: n samples instead of G grid points); only |h_res| is read as a (b, G) matrix."""
+        of grid_hist: n samples instead of G grid points); only |h_res| is read as a matrix, on the
+        occupied cells (the others hold zeros)."""
         G = SMECE_SHARED_GRID
-        h_res, h_one = self.hists(G)
-        if self.abs_res is None:
-            self.abs_res = np.abs(h_res)
-        absolute = self.abs_res @ U
+        cells, H = self.occupied()
+        if self.abs_H is None:
+            self.abs_H = np.abs(H)
+        absolute = self.abs_H @ U[cells]
         if self.W is None:
+            h_res, h_one = self.hists(G)
             return np.stack([h_one @ U, h_res @ U, absolute], axis=1)
-        split = self.stats.cache
-        dens = self.W @ np.asarray(split[("grid", "one", G)].T @ U)
-        signed = self.W @ np.asarray(split[("grid", "resid", G)].T @ U)
+        dens = self.W @ np.asarray(split_matrix(self.stats, "one", G).T @ U)
+        signed = self.W @ np.asarray(split_matrix(self.stats, "resid", G).T @ U)
         return np.stack([dens, signed, absolute], axis=1)
 
     def masses(self, sig: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -314,7 +465,9 @@ class _SmoothECE:
 def smece(stats: SampleStats, weights: np.ndarray | None):
     """smECE with relplot's bandwidth rule (search_param: accept sigma = 1, else bisect [0, 1] in 10
     steps for the fixed point sigma = smooth_ece(sigma), keep the lower end). Every decision is the one
-    relplot takes; most are settled by bounds (_SmoothECE.exceeds), and smooth_ece at the chosen
+    relplot takes; most are settled by bounds (_SmoothECE.exceeds), the others by smooth_ece evaluated
+    the cheapest of three equal ways (_SmoothECE.plan: a product with a spectral matrix, with the
+    mesh operator of the occupied cells, or the FFT smoothing), and smooth_ece at the chosen
     bandwidth is usually known from the last decision at it."""
     ev = _SmoothECE(stats, weights)
     accept1 = ev.exceeds(np.ones(ev.b))
