@@ -57,33 +57,38 @@ KDE_INSIDE = ((KDE_GRID > 0) & (KDE_GRID < 1))[KDE_SEL]
 KDE_LAST = int(KDE_SEL[-1])
 
 
-def _histograms(entries, c: np.ndarray, W: np.ndarray, base: int, width: int, out: np.ndarray) -> np.ndarray:
-    """out (2, b, size), filled: each count row's linear-binned histogram of all samples and of the
-    correct ones on the grid cells base .. base + width - 1, zero-padded to `size` (entries outside
-    the window are dropped: they lie farther than the kernel's reach from every grid point read).
-    One sparse product: the (2C, n) matrix of every entry's share on the C distinct cells (all
-    samples, then the correct ones; built once per sample set) times the counts' transpose, whose
-    rows of the window's cells are then placed at their columns. Each count is read once per
-    entry, and the product is only as tall as the number of occupied cells."""
+def _window_counts(entries, c: np.ndarray, W: np.ndarray, base: int, top: int):
+    """(cells, counts): the occupied grid cells in base .. top - 1 (sorted) and (b, C, 2) each count
+    row's linear-binned histogram of all samples and of the correct ones on them. One sparse product
+    (_entry_matrix's rows of those cells) times the counts' transpose, for all rows at once: each
+    count is read once per entry, and the product is only as tall as the occupied cells."""
     matrix, cells = _entry_matrix(entries, c)
+    lo, hi = (int(i) for i in np.searchsorted(cells, [base, top]))
+    counts = np.asarray(matrix[2 * lo:2 * hi] @ np.ascontiguousarray(W.T))  # (2C, b)
+    return cells[lo:hi], np.ascontiguousarray(counts.T).reshape(W.shape[0], hi - lo, 2)
+
+
+def _histograms(cells: np.ndarray, counts: np.ndarray, base: int, width: int, out: np.ndarray) -> np.ndarray:
+    """out (2, b, size), filled with the histograms (counts: _window_counts' rows of the block) on
+    the grid cells base .. base + width - 1, zero-padded to `size` (cells outside the window are
+    dropped: they lie farther than the kernel's reach from every grid point read)."""
     lo, hi = np.searchsorted(cells, [base, base + width])
     out.fill(0.0)
-    if hi > lo:
-        counts = np.asarray(matrix @ np.ascontiguousarray(W.T))  # (2C, b)
-        columns = cells[lo:hi] - base
-        out[0][:, columns] = counts[lo:hi].T
-        out[1][:, columns] = counts[cells.size + lo:cells.size + hi].T
+    columns = cells[lo:hi] - base
+    out[0][:, columns] = counts[:, lo:hi, 0]
+    out[1][:, columns] = counts[:, lo:hi, 1]
     return out
 
 
 def _entry_matrix(entries, c: np.ndarray):
-    """(matrix, cells): the CSR matrix of _histograms and its sorted distinct cells, cached in
-    entries[4]."""
+    """(matrix, cells): the CSR matrix (2C, n) of every entry's share on the C distinct cells (row
+    2k: all samples on cell k, row 2k + 1: the correct ones) and the sorted distinct cells, built
+    once per sample set (cached in entries[4])."""
     memo = entries[4]
     if "matrix" not in memo:
         cells, share, sample = entries[:3]
         distinct, row = np.unique(cells, return_inverse=True)
-        rows = np.concatenate([row, row + distinct.size])
+        rows = np.concatenate([2 * row, 2 * row + 1])
         values = np.concatenate([share, share * c[sample]])
         memo["matrix"] = (scipy.sparse.csr_matrix((values, (rows, np.concatenate([sample, sample]))),
                                                   shape=(2 * distinct.size, c.size)), distinct)
@@ -134,7 +139,11 @@ def _kernel_spectra(bw: np.ndarray, size: int, state: list) -> np.ndarray:
     out = np.empty((bw.size, size // 2 + 1))
     for target in np.unique(half):
         rows = half == target
-        out[rows] = weights[rows] @ _sums_at(int(target), size, state)
+        sums = _sums_at(int(target), size, state)
+        spectra = weights[rows, :1] * sums[0]  # four scaled rows, not a BLAS product (its threads spin on)
+        for q in range(1, 4):
+            spectra += weights[rows, q:q + 1] * sums[q]
+        out[rows] = spectra
     return out
 
 
@@ -266,13 +275,33 @@ def _nonpositive_tails(s_all: np.ndarray, candidates: np.ndarray, x: np.ndarray)
 
 
 def _moments(W: np.ndarray, r: np.ndarray, c: np.ndarray):
-    """Per row: N, n_c, the bandwidth, and the spread of all r ((b,) arrays). Spreads in two passes
-    (the mean, then the mean squared deviation, as np.std): exactly 0 for equal values whatever the
-    summation order, so the fallback for a single confidence value never depends on rounding."""
-    n, n_c = W.sum(axis=1), W @ c
-    s_cor, s_all = _spread(W * c, n_c, r), _spread(W, n, r)
+    """Per row: N, n_c, the bandwidth, and the spread of all r ((b,) arrays), from one product of W
+    with the columns [1, c, d, c d, d^2, c d^2], d = r - K for K the plain mean of r: a row's spread
+    is sqrt(sum w d^2 / N - (sum w d / N)^2), whose cancellation is that of (mean_w r - K)^2 against
+    the variance (a resample's mean lies within a few standard errors of K: nothing is lost). Rows
+    whose spread comes out below SPREAD_RECHECK are recomputed in two passes (_spread): exactly 0
+    for equal values whatever the summation order, so the fallback for a single confidence value
+    never depends on rounding."""
+    d = r - (r.mean() if r.size else 0.0)
+    columns = np.stack([np.ones_like(r), c, d, c * d, d * d, c * d * d], axis=1)
+    sums = np.einsum("ij,jk->ik", W, columns)  # not BLAS: its threads would spin on after the product
+    n, n_c = sums[:, 0], sums[:, 1]
+    s_all, s_cor = _one_pass(n, sums[:, 2], sums[:, 4]), _one_pass(n_c, sums[:, 3], sums[:, 5])
+    for spread, weights, total in ((s_all, W, n), (s_cor, W * c, n_c)):
+        low = np.flatnonzero(spread < SPREAD_RECHECK)
+        if low.size:
+            spread[low] = _spread(weights[low], total[low], r)
     s = np.where((n_c >= 2) & (s_cor > ZERO_SPREAD), s_cor, s_all)
     return n, n_c, s * (2.0 * n) ** -0.2, s_all
+
+
+SPREAD_RECHECK = 1e-6  # far above the one-pass form's rounding (~1e-8 for r in [0, 1]) and ZERO_SPREAD
+
+
+def _one_pass(total: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """sqrt(second / total - (first / total)^2), 0 for a zero total (first and second are 0 then)."""
+    total = np.maximum(total, 1e-300)
+    return np.sqrt(np.maximum(second / total - (first / total) ** 2, 0.0))
 
 
 def _spread(weights: np.ndarray, total: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -294,15 +323,18 @@ def _first_cell(entries, L: int) -> int:
     return int(min(max(KDE_SEL[0], lowest - L - 1), KDE_LAST))
 
 
-def _block(entries, c: np.ndarray, w: np.ndarray, n, n_c, bw: np.ndarray, buffers: dict) -> np.ndarray:
-    """KDE-ECE of the count rows w: histograms over the cells the read grid points need, one FFT
-    convolution per row with its own kernel, the estimate (kde_ece_from)."""
+def _block(entries, window: tuple, n, n_c, bw: np.ndarray, buffers: dict) -> np.ndarray:
+    """KDE-ECE of a block of count rows (window: _window_counts' cells and the block's rows of its
+    counts): histograms over the cells the read grid points need, one FFT convolution per row with
+    its own kernel, the estimate (kde_ece_from)."""
     L = _half_width(bw)
     g_a = _first_cell(entries, L)
     width = KDE_LAST - g_a + 1 + 2 * L
     size = scipy.fft.next_fast_len(width, real=True)
-    hist = _histograms(entries, c, w, g_a - L, width, _buffer(buffers, "grid", (2, w.shape[0], size), np.float64))
-    s_all, s_cor = _smooth(hist, _kernel_spectra(bw, size, buffers.setdefault("power sums", [0, 0, None])), L, width, buffers)
+    grid = _buffer(buffers, "grid", (2, bw.size, size), np.float64)
+    hist = _histograms(*window, g_a - L, width, grid)
+    spectra = _kernel_spectra(bw, size, buffers.setdefault("power sums", [0, 0, None]))
+    s_all, s_cor = _smooth(hist, spectra, L, width, buffers)
     return kde_ece_from(s_all, s_cor, n, n_c, g_a)
 
 
@@ -315,19 +347,24 @@ def kde_entries(r: np.ndarray):
 
 def kde_ece_weighted(r: np.ndarray, c: np.ndarray, W: np.ndarray, entries=None) -> np.ndarray:
     """KDE-ECE of each row of the counts W (b, n) over the samples (r, c). Rows go through the FFT
-    in blocks of similar bandwidth (a block's transforms are as long as its widest kernel needs)."""
+    in blocks of similar bandwidth (a block's transforms are as long as its widest kernel needs);
+    the histograms of all rows come from one product over the cells any block reads."""
     ent = entries if entries is not None else kde_entries(r)
     n, n_c, bw, s_all = _moments(W, r, c)
     point = s_all <= ZERO_SPREAD  # one confidence value: a point mass at it
     spare = bw[~point].min() if not point.all() else 0.01  # any kernel for them: not read
     bw = np.where(point, spare, bw)
+    L = _half_width(bw)
+    cells, counts = _window_counts(ent, c, W, _first_cell(ent, L) - L, KDE_LAST + L + 1)
     out = np.empty(W.shape[0])
     order = np.argsort(bw, kind="stable")
     buffers = {}
     for start in range(0, W.shape[0], ROWS_AT_ONCE):
         rows = order[start:start + ROWS_AT_ONCE]
-        out[rows] = _block(ent, c, W[rows], n[rows], n_c[rows], bw[rows], buffers)
-    return np.where(point, np.abs(W @ r / n - n_c / n), out)
+        out[rows] = _block(ent, (cells, counts[rows]), n[rows], n_c[rows], bw[rows], buffers)
+    if point.any():
+        out[point] = np.abs(W[point] @ r / n[point] - n_c[point] / n[point])
+    return out
 
 
 @metric("kde-ece", name="KDE-based ECE", higher_is_better=False, percent=True, header="KDE-ECE",
