@@ -65,12 +65,20 @@ def block_rows(n: int) -> int:
     return step - step % LANE_ROWS if step > LANE_ROWS else step
 
 
+def block_sizes(n: int, B: int) -> list[int]:
+    """Rows of each block of _index_blocks: one lane group first (block 0 runs alone, before any
+    worker starts, to build the structures every block reuses: the smaller, the sooner the workers
+    start), then block_rows(n) each. The same whatever the worker count."""
+    step = block_rows(n)
+    first = min(B, LANE_ROWS if step > LANE_ROWS else step)
+    return [first] + [min(step, B - start) for start in range(first, B, step)]
+
+
 def _index_blocks(n: int, B: int, seed: int):
     """bootstrap_indices(n, B, seed) in consecutive row blocks (the generator's stream is the same)."""
     rng = np.random.default_rng(seed)
-    step = block_rows(n)
-    for start in range(0, B, step):
-        yield rng.integers(0, n, (min(step, B - start), n))
+    for rows in block_sizes(n, B):
+        yield rng.integers(0, n, (rows, n))
 
 
 def counts_from_indices(idx: np.ndarray, n: int) -> np.ndarray:
@@ -227,11 +235,6 @@ def _check(B: int, ci: float, kind: str = DEFAULT_INTERVAL, workers: int = 1) ->
         raise InputError(f"ci must lie in (0, 1), got {ci}")
 
 
-def block_count(n: int, B: int) -> int:
-    """How many blocks _index_blocks(n, B, seed) yields."""
-    return -(-B // block_rows(n))
-
-
 def _block_stats(resamplers, idx: np.ndarray) -> list[dict[str, np.ndarray]]:
     return [rs.stats_of_indices(idx) for rs in resamplers]
 
@@ -270,7 +273,7 @@ def _samples(resamplers, n: int, B: int, seed: int, workers: int = 1) -> list[di
     blocks = _index_blocks(n, B, seed)
     per_block = [_block_stats(resamplers, next(blocks))]
     tasks = [functools.partial(_share_stats, blocks, 1, share, resamplers)
-             for share in shares(1, block_count(n, B), workers)]
+             for share in shares(1, len(block_sizes(n, B)), workers)]
     for part in run_forked(tasks):
         per_block.extend(part)
     return [{k: np.concatenate([block[r][k] for block in per_block]) for k in per_block[0][r]}

@@ -152,7 +152,7 @@ def test_resamples_are_evaluated_in_blocks_not_one_by_one(monkeypatch):
     monkeypatch.setattr(bootstrap_module.Resampler, "stats", counting)
     logits, labels = synth(5000, 4)
     bootstrap_metrics(labels, logits=logits, B=1000, seed=0)
-    assert sum(calls) == 1000 and calls == [496, 496, 8]  # 2.5M / 5000 = 500 rows, whole lane groups of 16
+    assert sum(calls) == 1000 and calls == [16, 496, 488]  # 2.5M / 5000 = 500 rows, whole lane groups of 16
 
 
 def test_every_point_estimate_equals_compute_metrics_exactly():
@@ -175,8 +175,7 @@ def test_every_point_estimate_equals_compute_metrics_exactly():
 def test_blocks_hold_whole_lane_groups_and_reproduce_the_full_draw(monkeypatch):
     monkeypatch.setattr(bootstrap_module, "BLOCK_ELEMENTS", 50 * 100)  # 50 rows, rounded to 48
     blocks = list(bootstrap_module._index_blocks(100, 100, 7))
-    assert [len(b) for b in blocks] == [48, 48, 4]
-    assert bootstrap_module.block_count(100, 100) == 3
+    assert [len(b) for b in blocks] == bootstrap_module.block_sizes(100, 100) == [16, 48, 36]  # one lane group first
     assert (np.concatenate(blocks) == bootstrap_indices(100, 100, 7)).all()
     monkeypatch.setattr(bootstrap_module, "BLOCK_ELEMENTS", 10 * 100)  # fewer rows than a lane group: kept
     assert bootstrap_module.block_rows(100) == 10
