@@ -157,9 +157,11 @@ def scipy_ece_bootstrap(probs: np.ndarray, labels: np.ndarray, B: int) -> float:
     return time.perf_counter() - t
 
 
-def bootstrap_timing(B: int) -> None:
+def bootstrap_timing(B: int, workers: int | None = None) -> None:
     """`calbench evaluate --bootstrap B` of every metric on 50,000 x 200 float32 logits, as a whole
-    process, against scipy.stats.bootstrap of ECE alone (target: under 5 s)."""
+    process, against scipy.stats.bootstrap of ECE alone (target: under 5 s). workers: its --workers
+    (None: evaluate's default, this machine's cores). The load average is printed beside the figure:
+    on a shared machine the whole-process time follows it."""
     import os
     import subprocess
     import sys
@@ -172,13 +174,16 @@ def bootstrap_timing(B: int) -> None:
         path = os.path.join(tmp, "pred.npz")
         np.savez(path, labels=labels, logits=logits)
         cmd = [sys.executable, "-m", "calbench.cli", "evaluate", path, "--bootstrap", str(B), "--json",
-               "--metrics", ",".join(keys)]
+               "--metrics", ",".join(keys)] + ([] if workers is None else ["--workers", str(workers)])
+        load = os.getloadavg()[0]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         ours = time.perf_counter() - t
     theirs = scipy_ece_bootstrap(probs, labels, B)
-    print(f"calbench evaluate --bootstrap {B}, all {len(keys)} metrics, 50,000 x 200 logits (whole process): "
-          f"{ours:.2f} s; scipy.stats.bootstrap of ECE alone: {theirs:.2f} s; ratio {ours / theirs:.2f}")
+    shown = "default" if workers is None else workers
+    print(f"calbench evaluate --bootstrap {B} --workers {shown}, all {len(keys)} metrics, 50,000 x 200 logits "
+          f"(whole process): {ours:.2f} s; scipy.stats.bootstrap of ECE alone: {theirs:.2f} s; ratio "
+          f"{ours / theirs:.2f}; load average {load:.2f} on {os.cpu_count()} cores")
 
 
 def bootstrap_breakdown(B: int) -> None:
@@ -201,6 +206,7 @@ def main() -> None:
     ap.add_argument("--boot", action="store_true", help="also time a B = 1000 bootstrap")
     ap.add_argument("--B", type=int, default=1000)
     ap.add_argument("--breakdown", action="store_true", help="with --boot: each metric's bootstrap alone")
+    ap.add_argument("--workers", type=int, default=None, help="with --boot: calbench evaluate --workers")
     args = ap.parse_args()
     import torch
 
@@ -211,7 +217,7 @@ def main() -> None:
         rows.append(run_config(n, k, args.repeat))
     print_table(rows)
     if args.boot:
-        bootstrap_timing(args.B)
+        bootstrap_timing(args.B, args.workers)
         if args.breakdown:
             bootstrap_breakdown(args.B)
 
