@@ -120,3 +120,40 @@ def test_smece_bootstrap_under_every_plan_equals_relplots_search(n, scale, force
     want = [_smece_reference(r[i], c[i]) for i in bootstrap_indices(n, 5, 3)]
     np.testing.assert_allclose(res["samples"]["smece"], want, rtol=0, atol=1e-9)
     assert np.ptp(res["samples"]["smece"]) > 0
+
+
+# --- sece: the small-set operator factored through the grid nodes the samples reach ---
+
+
+def _confident(n, seed):
+    """Two-class probabilities with confidences bunched near 1 (as a trained network's): fewer grid
+    nodes than samples, plus a spread-out tenth."""
+    rng = np.random.default_rng(seed)
+    r = np.where(rng.random(n) < 0.9, 1 - rng.exponential(0.01, n), rng.uniform(0.5, 1, n)).clip(0.5, 1)
+    labels = (rng.random(n) > r).astype(int)
+    return labels, np.stack([r, 1 - r], axis=1)
+
+
+def test_sece_factors_equal_the_dense_operators():
+    labels, p = _confident(300, 0)
+    r, c = p.max(1), (p.argmax(1) == labels).astype(float)
+    Q_num, Q_den = smooth._sece_operators(r, c, smooth.SECE_BANDWIDTH)
+    P, P_c, PT, S = smooth._sece_factors(r, c, smooth.SECE_BANDWIDTH)
+    assert S.shape[0] < r.size and len(smooth._sece_linear(r, c, smooth.SECE_BANDWIDTH)) == 4
+    np.testing.assert_allclose(PT @ (S @ P.toarray()), Q_den, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(PT @ (S @ P_c.toarray()), Q_num, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("n,seed", [(300, 1), (500, 2)])
+def test_sece_bootstrap_factored_and_dense_equal_the_fft_path(n, seed, monkeypatch):
+    labels, p = _confident(n, seed)
+    def run():
+        return bootstrap_metrics(labels, probs=p, B=30, seed=1, keys=("sece",))["samples"]["sece"]
+    chosen = run()
+    monkeypatch.setattr(smooth, "_sece_linear", lambda r, c, h: smooth._sece_operators(r, c, h))
+    dense = run()
+    monkeypatch.setattr(smooth, "SECE_DENSE_MAX", 0)
+    fft = run()
+    np.testing.assert_allclose(chosen, dense, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(chosen, fft, rtol=1e-10, atol=0)
+    assert np.ptp(chosen) > 0
