@@ -59,15 +59,18 @@
  * Returns 0, 1 if a label is out of range, 2 if memory ran out.
  *
  * Where the time goes (B = 128, K = 1000, float32, one thread, perf samples with the helpers
- * kept out of line, of ~0.62 ms): the bucket order 30% (its scalar count and scatter passes
- * most of it), the recursions 21%, the exps of the gaps 10%, BD 17%, the gradient scatter 8%,
- * the transpositions 3%, (a) 1%. The whole cpc loss (CE included) is then ~5.2x the
- * cross-entropy alone (benchmarks/bench_losses.py --clock cpu), not the 5x aimed at.
+ * kept out of line, of ~0.6 ms): the bucket order 30% (its scalar count and scatter passes
+ * most of it), the recursions 25%, BD with the gather of the chains' gradient 20%, the exps of
+ * the gaps 10%, the transpositions 4%. The whole cpc loss (CE included) is then ~4.95x the
+ * cross-entropy alone (benchmarks/bench_losses.py --clock cpu, load ~3).
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #define LANES 16
 #define CROWDED 48
@@ -326,11 +329,12 @@ static inline const float *floats_f64(const double *v, float *vf, int64_t m);
  * polynomials are fitted on (LOG1P_12 / SIGMOID_12). As few buckets as that width allows
  * (range / 0.12 + 1, a multiple of LANES: ~300 for a row of N(0, 25) logits, where 2m buckets
  * made the count's scan and clearing 6x dearer); a row too wide for ORDER_BUCKETS(m) is sorted
- * (sort_row_f32). sv[j] = the value at place j (double), col[j] its column in the full row. */
+ * (sort_row_f32). sv[j] = the value at place j (double), pos[q] = the place of column q (the
+ * label's: m, past the others). */
 #define ORDER_WIDTH 0.12
 #define ORDER_BUCKETS(m) ((m) < 64 ? 256 : 4 * (m))
 static inline __attribute__((always_inline)) void order_f32(const float *xi, float *v, int64_t m, int64_t label,
-        double *sv, int32_t *col, uint32_t *wk, int32_t *wp, int32_t *bucket, int32_t *start, uint64_t *key,
+        double *sv, int32_t *pos, uint32_t *wk, int32_t *wp, int32_t *bucket, int32_t *start, uint64_t *key,
         uint64_t *pad) {
     float lo, hi;
     min_max(xi, m + 1, &lo, &hi);                          /* the label's logit included */
@@ -339,7 +343,10 @@ static inline __attribute__((always_inline)) void order_f32(const float *xi, flo
     if (range == 0.0 || wanted > (double)ORDER_BUCKETS(m)) {   /* all equal, or too wide */
         memcpy(v, xi, (size_t)label * sizeof(float));
         memcpy(v + label, xi + label + 1, (size_t)(m - label) * sizeof(float));
-        sort_row_f32(v, v, m, label, sv, col, wk, wp, bucket, start, key, pad);
+        sort_row_f32(v, v, m, label, sv, pos, wk, wp, bucket, start, key, pad);
+        for (int64_t j = 0; j < m; ++j) wp[pos[j]] = (int32_t)j;     /* columns -> places */
+        wp[label] = (int32_t)m;
+        memcpy(pos, wp, (size_t)(m + 1) * sizeof(int32_t));
         return;
     }
     const int64_t nb = ((int64_t)wanted + LANES - 1) / LANES * LANES;
@@ -356,7 +363,7 @@ static inline __attribute__((always_inline)) void order_f32(const float *xi, flo
     for (int64_t q = 0; q <= m; ++q) {                     /* start[b]: then bucket b's end */
         const int32_t d = start[bucket[q]]++;
         sv[d] = (double)xi[q];
-        col[d] = (int32_t)q;
+        pos[q] = d;
     }
 }
 
@@ -412,11 +419,28 @@ INLINE vec_f32 bd_rest(vec_f32 x, vec_f32 e, float ly, float w, vec_i32 other, v
  * ahead: one block's chain (exp, division, series) is ~60 dependent operations, and the CPU
  * overlapped too few of them (BD 1.2 -> 0.73 us per row of 1000, same values). LANES logits at a
  * time (the last block padded); per-lane sums in float over FLUSH_BD blocks, then in double. */
-INLINE double bd_f32(const float *xi, int64_t label, int64_t k, float w, float *g) {
+/* (float) chain[pos[0 .. LANES)], the chains' gradient terms of LANES consecutive columns (pos:
+ * their places in the order), by two 8-wide gathers where the build has AVX-512. */
+INLINE vec_f32 gather_chain(const double *chain, const int32_t *pos) {
+    vec_f32 out;
+#ifdef __AVX512F__
+    const __m256i low = _mm256_loadu_si256((const __m256i *)pos), high = _mm256_loadu_si256((const __m256i *)(pos + 8));
+    const __m256 a = _mm512_cvtpd_ps(_mm512_i32gather_pd(low, chain, 8));
+    const __m256 b = _mm512_cvtpd_ps(_mm512_i32gather_pd(high, chain, 8));
+    memcpy(&out, &a, sizeof a);
+    memcpy((char *)&out + sizeof a, &b, sizeof b);
+#else
+    for (int l = 0; l < LANES; ++l) out[l] = (float)chain[pos[l]];
+#endif
+    return out;
+}
+
+INLINE double bd_f32(const float *xi, int64_t label, int64_t k, float w, float *g, const double *chain,
+                     const int32_t *pos) {
     const float ly = xi[label];
     const vec_f32 zero = {0};
     vec_f64 sum = {0}, to_label = {0};
-    vec_f32 part_sum = zero, part_to_label = zero, x, grad, old;
+    vec_f32 part_sum = zero, part_to_label = zero, x, grad;
     vec_i32 lane;
     for (int l = 0; l < LANES; ++l) lane[l] = l;
     const int64_t full = k / LANES * LANES;
@@ -430,8 +454,7 @@ INLINE double bd_f32(const float *xi, int64_t label, int64_t k, float w, float *
         e_next = e_after;
         if (j0 + 2 * LANES < full) { memcpy(&x_after, xi + j0 + 2 * LANES, sizeof x_after); e_after = bd_exp(x_after, ly); }
         grad = bd_rest(x, e, ly, w, lane != (int32_t)(label - j0), &part_sum, &part_to_label);
-        memcpy(&old, g + j0, sizeof old);
-        grad += old;
+        if (chain != NULL) grad += gather_chain(chain, pos + j0);
         memcpy(g + j0, &grad, sizeof grad);
         if ((j0 / LANES) % FLUSH_BD == FLUSH_BD - 1) {
             sum += __builtin_convertvector(part_sum, vec_f64);
@@ -444,7 +467,7 @@ INLINE double bd_f32(const float *xi, int64_t label, int64_t k, float w, float *
         for (int64_t j = full; j < k; ++j) x[j - full] = xi[j];
         const vec_i32 other = (lane != (int32_t)(label - full)) & (lane < (int32_t)(k - full));
         grad = bd_rest(x, bd_exp(x, ly), ly, w, other, &part_sum, &part_to_label);
-        for (int64_t j = full; j < k; ++j) g[j] += grad[j - full];
+        for (int64_t j = full; j < k; ++j) g[j] = grad[j - full] + (chain != NULL ? (float)chain[pos[j]] : 0.0f);
     }
     sum += __builtin_convertvector(part_sum, vec_f64);
     to_label += __builtin_convertvector(part_to_label, vec_f64);
@@ -454,7 +477,9 @@ INLINE double bd_f32(const float *xi, int64_t label, int64_t k, float w, float *
     return total;
 }
 
-INLINE double bd_f64(const double *xi, int64_t label, int64_t k, double w, double *g) {
+INLINE double bd_f64(const double *xi, int64_t label, int64_t k, double w, double *g, const double *chain,
+                     const int32_t *pos) {
+    (void)chain, (void)pos;                                /* float64: scattered before */
     const double ly = xi[label];
     double sum = 0.0, to_label = 0.0;
     for (int64_t j = 0; j < k; ++j) {
@@ -666,10 +691,10 @@ enum { PARTS = 13 };
 static size_t layout(int64_t k, size_t t_size, size_t at[PARTS]) {
     const size_t mm = (size_t)(k > 1 ? k - 1 : 1);
     const size_t bytes[PARTS] = {
-        mm * sizeof(uint64_t), mm * sizeof(uint64_t), (mm + 1) * sizeof(double), LANES * mm * sizeof(double),
+        mm * sizeof(uint64_t), mm * sizeof(uint64_t), (mm + 1) * sizeof(double), (LANES * mm + 1) * sizeof(double),
         LANES * mm * sizeof(double), LANES * mm * sizeof(double), mm * t_size, mm * sizeof(float),
-        (mm + 2 * WINDOW + LANES) * sizeof(uint32_t), mm * sizeof(int32_t), (mm + 1) * sizeof(int32_t),
-        (ORDER_BUCKETS(mm) + 2 * LANES) * sizeof(int32_t), (LANES * mm + 1) * sizeof(int32_t)};
+        (mm + 2 * WINDOW + LANES) * sizeof(uint32_t), (mm + 1) * sizeof(int32_t), (mm + 1) * sizeof(int32_t),
+        (ORDER_BUCKETS(mm) + 2 * LANES) * sizeof(int32_t), LANES * (mm + 1) * sizeof(int32_t)};
     size_t end = 0;
     for (int j = 0; j < PARTS; ++j) {
         at[j] = (end + 4095) / 4096 * 4096 + 192 * (size_t)j;
@@ -707,12 +732,13 @@ DEFINE_FINITE(finite_f32, float)
 DEFINE_FINITE(finite_f64, double)
 
 /* Lane l of a group, for a finite row xi with label `label` and m >= 1 other logits: those logits
- * sorted (columns into col[l m ..]), the recursion inputs r_q into column l of r, the largest
+ * ordered (col[l k ..]: places by column for float32, columns by place for float64), the
+ * recursion inputs r_q into column l of r, the largest
  * other logit s_{m-1} into *top; returns sum_q (2q - m + 1) s_q, (a). */
 #define DEFINE_PREPARE(NAME, T, ORDER, GAPS, ...)                                             \
 static inline __attribute__((always_inline)) double NAME(const T *xi, int64_t label, int64_t m, int l, \
                                                          const struct parts *s, double *top) { \
-    int32_t *col = s->col + l * m;                                                            \
+    int32_t *col = s->col + l * (m + 1);                                                      \
     ORDER(xi, (T *)s->v, m, label, s->sv, col, s->wk, s->wp, s->bucket, s->start, s->key, s->pad __VA_ARGS__); \
     GAPS(s->sv, m, s->rl + l * m);                                                            \
     *top = s->sv[m - 1];                                                                      \
@@ -773,10 +799,13 @@ INLINE void from_lanes(const double *lanes, int64_t m, double *rows) {
 
 /* One group of LANES rows from `first`: BD_i, S_i and CE_i into rows[i], rows[n + i] and
  * rows[2n + i], the gradient w_ce dCE/dl + w_bd dBD/dl + w_be dS/dl (w[] = {w_ce, w_bd, w_be})
- * into grad (the chains' part written first, at the sorted columns, read from the lane layout;
- * BD's pass then adds its part and the label's). Returns the number of out-of-range labels.
- * state: 0 no row, -1 bad label, 1 finite, 2 not (NaN values and gradient). */
-#define DEFINE_GROUP(NAME, T, BD, CHAINS, FINITE, PREPARE)                                    \
+ * into grad. The chains' part comes back to row layout (from_lanes), then float32 rows gather
+ * it in BD's pass by each column's place in the order (col holds the places there: one pass
+ * over the row, no scattered stores; 4% of the kernel), float64 rows scatter it to their
+ * sorted columns (col holds the columns) before BD's pass adds its part; the label's entry is
+ * set last. Returns the number of out-of-range labels. state: 0 no row, -1 bad label,
+ * 1 finite, 2 not (NaN values and gradient). */
+#define DEFINE_GROUP(NAME, T, BD, CHAINS, FINITE, PREPARE, SCATTER)                           \
 WIDE_SIMD static int64_t NAME(const T *x, const int64_t *y, int64_t n, int64_t k, int64_t first, \
                               const double *w, T *grad, double *rows, char *buf) {            \
     const int64_t m = k - 1;                                                                  \
@@ -799,9 +828,9 @@ WIDE_SIMD static int64_t NAME(const T *x, const int64_t *y, int64_t n, int64_t k
         CHAINS(s.r, m, top, ly, w[0], w[2], s.g, value, ce, py);                              \
     }                                                                                         \
     if (m > 0) from_lanes(s.g, m, s.rl);                                                      \
-    for (int j = 0; j < lives; ++j) {              /* to the ordered columns */               \
+    for (int j = 0; j < lives && SCATTER; ++j) {   /* to the sorted columns */                \
         const int l = live[j];                                                                \
-        const int32_t *cl = s.col + l * m;                                                    \
+        const int32_t *cl = s.col + l * k;                                                    \
         const double *gl = s.rl + l * m;                                                      \
         T *gi = grad + (first + l) * k;                                                       \
         for (int64_t q = 0; q < m; ++q) gi[cl[q]] = (T)gl[q];                                 \
@@ -814,7 +843,8 @@ WIDE_SIMD static int64_t NAME(const T *x, const int64_t *y, int64_t n, int64_t k
         if (state[l] < 0) { bad += 1; continue; }                                             \
         if (state[l] == 2 || m == 0) memset(gi, 0, (size_t)k * sizeof(T));                    \
         gi[y[i]] = 0;                                                                         \
-        rows[i] = BD(x + i * k, y[i], k, (T)w[1], gi);                                        \
+        rows[i] = BD(x + i * k, y[i], k, (T)w[1], gi, state[l] == 1 && m > 0 ? s.rl + l * m : NULL, \
+                     s.col + l * k);                                                          \
         rows[n + i] = -spread[l] - 2.0 * value[l];                                            \
         rows[2 * n + i] = state[l] == 2 ? NAN : ce[l];                                        \
         if (state[l] == 1 && m > 0) gi[y[i]] += (T)(w[0] * (py[l] - 1.0));                    \
@@ -823,8 +853,8 @@ WIDE_SIMD static int64_t NAME(const T *x, const int64_t *y, int64_t n, int64_t k
     return bad;                                                                               \
 }
 
-DEFINE_GROUP(group_f32, float, bd_f32, chains_f32, finite_f32, prepare_f32)
-DEFINE_GROUP(group_f64, double, bd_f64, chains_f64, finite_f64, prepare_f64)
+DEFINE_GROUP(group_f32, float, bd_f32, chains_f32, finite_f32, prepare_f32, 0)
+DEFINE_GROUP(group_f64, double, bd_f64, chains_f64, finite_f64, prepare_f64, 1)
 
 /* The scratch of one group: one buffer per thread, kept between calls (a fresh allocation of this
  * size is an mmap, whose page faults cost more than the whole group). */
