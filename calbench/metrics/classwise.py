@@ -30,6 +30,7 @@ from calbench.metrics.registry import metric
 from calbench.metrics.stats import SampleStats, cached, sorted_samples
 
 TACE_THRESHOLD = 1e-3
+ORDER_CHUNK = 1 << 20  # class entries sorted at once while the class orders are built (8 MB of int64)
 
 metric("sce", name="static calibration error", higher_is_better=False, percent=True, header="SCE",
        definition="Nixon et al.'s SCE: mean over classes of the equal-width ECE of p_ik (= cece)",
@@ -50,24 +51,36 @@ class ClassOrders:
     def __init__(self, P: np.ndarray, labels: np.ndarray, threshold: float, indices: bool = True):
         lib = _kernel() if P.shape[0] < 2**31 else None        # the kernel's indices are int32
         key = class_keys(P, labels, lib)
+        if lib is not None:
+            self._finish_kernel(lib, key, threshold, indices)
+            return
         sorted_idx = np.argsort(key, axis=1) if indices else None
         if not indices:
             key.sort(axis=1)
-        if lib is None or not self._finish_kernel(lib, key, sorted_idx, threshold):
-            self._finish_numpy(key, sorted_idx, threshold)
+        self._finish_numpy(key, sorted_idx, threshold)
 
-    def _finish_kernel(self, lib: ctypes.CDLL, key: np.ndarray, sorted_idx: np.ndarray | None,
-                       threshold: float) -> bool:
-        """_finish_numpy in C, in place: the gaps overwrite the keys, the int32 indices the first
-        half of the int64 argsort (no further (K, n) array); False where it ran out of memory."""
+    def _finish_kernel(self, lib: ctypes.CDLL, key: np.ndarray, threshold: float, indices: bool) -> None:
+        """_finish_numpy in C, in place, a few classes at a time: each chunk's keys argsorted (or
+        sorted), then calbench_tace_finish turns them into the gaps and narrows the chunk's argsort to
+        int32, copied into `order`. The only (K, n) arrays are the keys (they become the gaps) and the
+        int32 order: no (K, n) int64 argsort (80 MB at 50,000 x 200, whose first touch costs more
+        than the sort). MemoryError where the kernel's row buffer cannot be allocated."""
         k, n = key.shape
         self.start = np.empty(k, dtype=np.int64)
-        idx_ptr = None if sorted_idx is None else sorted_idx.ctypes.data
-        if lib.calbench_tace_finish(n, k, key.ctypes.data, idx_ptr, threshold, self.start.ctypes.data):
-            return False
+        self.order = np.empty((k, n), dtype=np.int32) if indices else None
+        step = max(1, ORDER_CHUNK // max(1, n))
+        for k0 in range(0, k, step):
+            rows = key[k0:k0 + step]
+            kc = rows.shape[0]
+            idx = np.argsort(rows, axis=1) if indices else None
+            if not indices:
+                rows.sort(axis=1)
+            if lib.calbench_tace_finish(n, kc, rows.ctypes.data, None if idx is None else idx.ctypes.data,
+                                        threshold, self.start[k0:].ctypes.data):
+                raise MemoryError("tace: no memory for the class orders' row buffer")
+            if indices:
+                self.order[k0:k0 + kc] = idx.reshape(-1).view(np.int32)[:kc * n].reshape(kc, n)
         self.gap = key.view(np.float64)
-        self.order = None if sorted_idx is None else sorted_idx.reshape(-1).view(np.int32)[:k * n].reshape(k, n)
-        return True
 
     def _finish_numpy(self, key: np.ndarray, sorted_idx: np.ndarray | None, threshold: float) -> None:
         """order, gap and start from the keys and their argsort (None: the keys are sorted)."""
