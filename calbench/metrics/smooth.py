@@ -130,7 +130,9 @@ class _Bandwidth:
     """Everything of relplot's smooth_ece(sigma) that does not depend on the samples, built once per
     sigma: the grid sizes, the interpolation onto the mesh t, and the reflected Gaussian smoothing as a
     gather plus one FFT convolution with the kernel truncated at SMECE_TAIL sigma (the dropped tail
-    weighs exp(-72) ~ 1e-31 of the kernel: exact in float64, and a far shorter FFT for small sigma).
+    weighs exp(-72) ~ 1e-31 of the kernel: exact in float64, and a far shorter FFT for small sigma),
+    circular at the first fast size >= G + L - 1 (the kept outputs L - 1 .. L + G - 2 of the linear
+    convolution, G + 2L - 2 long, are then free of wrapped terms).
 
     `u` is the functional "sum over the mesh of the interpolated smoothing", so sum_t dens_t =
     u . h_one + T eps exactly, and for the residual histogram |u . h_res| <= sum_t |ys_t| <= u . |h_res|
@@ -150,7 +152,8 @@ class _Bandwidth:
         ker = np.exp(-(tk - 0.5) ** 2 / (2 * sigma * sigma)) / (np.sqrt(2 * np.pi) * sigma)
         L, c = ker.shape[0], G // 2
         self.gather = _reflect(np.arange(c - khi, G + c - klo), G)  # (G - 1 + L,) grid positions
-        self.L, self.size = L, scipy.fft.next_fast_len(G + 2 * L - 2, real=True)
+        # circular size >= G + L - 1: the wrapped outputs (m >= size, m <= G + 2L - 3) land below L - 1
+        self.L, self.size = L, scipy.fft.next_fast_len(G + L - 1, real=True)
         self.fker = scipy.fft.rfft(ker, self.size)
         self.klo, self.ker = klo, ker
         u = np.bincount(self.inds, 1.0 - self.res, G) + np.bincount(self.inds + 1, self.res, G)
@@ -278,9 +281,8 @@ class _SmoothECE:
         self.b = 1 if W is None else W.shape[0]
         self.hist_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.values: dict[float, np.ndarray] = {}
-        self.cells: np.ndarray | None = None     # occupied cells of the shared grid
-        self.H: np.ndarray | None = None         # (b, cells) residual histograms there
-        self.abs_H: np.ndarray | None = None
+        self.cell_hists: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # on_cells
+        self.abs_H: np.ndarray | None = None     # |h_res| on its cells
         self.X: np.ndarray | None = None         # (b, 2 BINS) their first spectral bins (spectra)
         self.X_width = 0                         # columns of X computed so far
         self.direct: dict[float, np.ndarray] = {}  # mesh_matrix(cells) per bandwidth
@@ -291,21 +293,25 @@ class _SmoothECE:
                                        np.ascontiguousarray(grid_hist(self.stats, self.W, points, "one")))
         return self.hist_cache[points]
 
-    def occupied(self) -> tuple[np.ndarray, np.ndarray]:
-        """The shared grid's cells where some sample puts a nonzero residual, and every row's residual
-        histogram there: (b, cells), for count rows (A[cells] @ W^T)^T (A = split_matrix: no (b, G)
-        histogram)."""
-        if self.H is None:
+    def on_cells(self, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """The shared grid's cells where some sample puts a nonzero value ("resid": r - c, "one": 1)
+        and every row's histogram there, (b, cells): for count rows (A[cells] @ W^T)^T with A the
+        split_matrix (one sparse pass over the counts, no (b, G) histogram)."""
+        if what not in self.cell_hists:
             G = SMECE_SHARED_GRID
             if self.W is None:
-                h_res = self.hists(G)[0]
-                self.cells = np.flatnonzero(h_res[0])
-                self.H = h_res[:, self.cells]
+                h = self.hists(G)[0 if what == "resid" else 1]
+                cells = np.flatnonzero(h[0])
+                self.cell_hists[what] = cells, h[:, cells]
             else:
-                A = split_matrix(self.stats, "resid", G)
-                self.cells = np.flatnonzero(np.asarray(abs(A).sum(axis=1)).ravel())
-                self.H = np.ascontiguousarray((A[self.cells] @ weighted(self.stats, self.W)["Wt"]).T)
-        return self.cells, self.H
+                A = split_matrix(self.stats, what, G)
+                cells = np.flatnonzero(np.asarray(abs(A).sum(axis=1)).ravel())
+                self.cell_hists[what] = cells, np.ascontiguousarray((A[cells] @ weighted(self.stats, self.W)["Wt"]).T)
+        return self.cell_hists[what]
+
+    def occupied(self) -> tuple[np.ndarray, np.ndarray]:
+        """on_cells("resid"): the cells and residual histograms every exact evaluation reads."""
+        return self.on_cells("resid")
 
     def residuals(self, points: int, rows: np.ndarray) -> np.ndarray:
         """(rows, points) residual histograms; on the shared grid with count rows from occupied()."""
@@ -317,13 +323,11 @@ class _SmoothECE:
         return h
 
     def density(self, bw: _Bandwidth, rows: np.ndarray) -> np.ndarray:
-        """sum_t dens_t = u . h_one + T eps of the given rows; on the shared grid with count rows as
-        W @ (A_one^T u)."""
-        if bw.points != SMECE_SHARED_GRID or self.W is None:
-            dens = self.hists(bw.points)[1][rows] @ bw.u
-        else:
-            dens = self.W[rows] @ (split_matrix(self.stats, "one", bw.points).T @ bw.u)
-        return dens + bw.T * SMECE_DENS_EPS
+        """sum_t dens_t = u . h_one + T eps of the given rows (on the shared grid over on_cells)."""
+        if bw.points != SMECE_SHARED_GRID:
+            return self.hists(bw.points)[1][rows] @ bw.u + bw.T * SMECE_DENS_EPS
+        cells, H_one = self.on_cells("one")
+        return H_one[rows] @ bw.u[cells] + bw.T * SMECE_DENS_EPS
 
     def _known(self, sigma: float) -> np.ndarray:
         return self.values.setdefault(sigma, np.full(self.b, np.nan))
@@ -394,20 +398,14 @@ class _SmoothECE:
 
     def _shared_products(self, U: np.ndarray) -> np.ndarray:
         """(b, 3, S): u . h_one, u . h_res and u . |h_res| of every weight row on the shared grid for
-        each column u of U. With count rows the first two are W @ (A^T U) (A the sparse split matrix
-        of grid_hist: n samples instead of G grid points); only |h_res| is read as a matrix, on the
-        occupied cells (the others hold zeros)."""
-        G = SMECE_SHARED_GRID
+        each column u of U, read on the occupied cells (on_cells; the others hold zeros): at most
+        1001 of them instead of the n samples of W @ (A^T U)."""
         cells, H = self.occupied()
+        cells_one, H_one = self.on_cells("one")
         if self.abs_H is None:
             self.abs_H = np.abs(H)
-        absolute = self.abs_H @ U[cells]
-        if self.W is None:
-            h_res, h_one = self.hists(G)
-            return np.stack([h_one @ U, h_res @ U, absolute], axis=1)
-        dens = self.W @ np.asarray(split_matrix(self.stats, "one", G).T @ U)
-        signed = self.W @ np.asarray(split_matrix(self.stats, "resid", G).T @ U)
-        return np.stack([dens, signed, absolute], axis=1)
+        U_res = U[cells]
+        return np.stack([H_one @ U[cells_one], H @ U_res, self.abs_H @ U_res], axis=1)
 
     def masses(self, sig: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(3, len(rows)): u . h_one, u . h_res and u . |h_res| of each row at its own bandwidth

@@ -58,6 +58,17 @@ def test_each_plan_equals_the_fft_smoothing(n, how, monkeypatch):
         np.testing.assert_allclose(ev.mesh_mass(sigma, np.arange(ev.b))[rows], want, rtol=1e-13, atol=0)
 
 
+@pytest.mark.parametrize("sigma", (1.0, 0.125, 0.04, 0.0146484375, 0.005, 0.001))
+def test_truncated_circular_smoothing_equals_relplots_reflected_convolution(sigma):
+    """_Bandwidth.smooth (kernel cut at 12 sigma, circular FFT of size >= G + L - 1) against the
+    reference form (reflect at both ends, the whole kernel, a linear 'valid' convolution)."""
+    bw = smooth._bandwidth(sigma)
+    h = np.random.default_rng(2).normal(size=(3, bw.points))
+    h[:, :5] = 0
+    want = smooth._reflected_smooth(h, sigma)
+    np.testing.assert_allclose(bw.smooth(h), want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
 def test_mesh_matrix_gives_every_mesh_value_of_the_smoothing():
     """Signed mesh values (not only their absolute sum), on a cell set with both ends of the grid."""
     rng = np.random.default_rng(1)
@@ -98,6 +109,10 @@ def test_occupied_cells_hold_every_nonzero_of_the_histograms():
     assert 0 < cells.size < smooth.SMECE_SHARED_GRID
     np.testing.assert_allclose(H, h_res[:, cells], rtol=1e-15, atol=1e-15)
     assert not np.delete(h_res, cells, axis=1).any()
+    cells_one, H_one = ev.on_cells("one")
+    h_one = ev.hists(smooth.SMECE_SHARED_GRID)[1]
+    np.testing.assert_allclose(H_one, h_one[:, cells_one], rtol=1e-15, atol=1e-15)
+    assert not np.delete(h_one, cells_one, axis=1).any()
     rows = np.array([2, 5])
     np.testing.assert_allclose(ev.residuals(smooth.SMECE_SHARED_GRID, rows), h_res[rows], rtol=1e-15, atol=1e-15)
     bw = smooth._bandwidth(0.0625)
