@@ -59,18 +59,15 @@
  * Returns 0, 1 if a label is out of range, 2 if memory ran out.
  *
  * Where the time goes (B = 128, K = 1000, float32, one thread, perf samples with the helpers
- * kept out of line, of ~0.6 ms): the bucket order 30% (its scalar count and scatter passes
- * most of it), the recursions 25%, BD with the gather of the chains' gradient 20%, the exps of
- * the gaps 10%, the transpositions 4%. The whole cpc loss (CE included) is then ~4.95x the
- * cross-entropy alone (benchmarks/bench_losses.py --clock cpu, load ~3).
+ * kept out of line, of ~0.55 ms): the bucket order 28% (its scalar count and scatter passes
+ * most of it), the recursions 27%, BD with the gather of the chains' gradient 20%, the exps of
+ * the gaps 10%, the transpositions 4%. The whole cpc loss (CE included) is then ~4.7-4.8x the
+ * cross-entropy alone (benchmarks/bench_losses.py, wall or --clock cpu, load ~3).
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
 
 #define LANES 16
 #define CROWDED 48
@@ -357,10 +354,18 @@ static inline __attribute__((always_inline)) void order_f32(const float *xi, flo
         bucket[q] = b < nb ? b : (int32_t)nb - 1;
     }
     bucket[label] = (int32_t)nb;                           /* the label last, at place m */
+    /* Counted in two histograms, of the even and the odd places (independent chains of
+     * increments: 2% of the kernel faster than one). */
+    int32_t *odd = start + ORDER_BUCKETS(m) + 2 * LANES;
     memset(start, 0, (size_t)(nb + LANES) * sizeof(int32_t));
-    for (int64_t q = 0; q <= m; ++q) start[bucket[q]] += 1;
+    memset(odd, 0, (size_t)(nb + LANES) * sizeof(int32_t));
+    int64_t q = 0;
+    for (; q < m; q += 2) { start[bucket[q]] += 1; odd[bucket[q + 1]] += 1; }
+    if (q == m) start[bucket[m]] += 1;
+    _Pragma("omp simd")
+    for (int64_t b = 0; b < nb + LANES; ++b) start[b] += odd[b];
     (void)exclusive_scan(start, nb + LANES);
-    for (int64_t q = 0; q <= m; ++q) {                     /* start[b]: then bucket b's end */
+    for (q = 0; q <= m; ++q) {                             /* start[b]: then bucket b's end */
         const int32_t d = start[bucket[q]]++;
         sv[d] = (double)xi[q];
         pos[q] = d;
@@ -420,18 +425,11 @@ INLINE vec_f32 bd_rest(vec_f32 x, vec_f32 e, float ly, float w, vec_i32 other, v
  * overlapped too few of them (BD 1.2 -> 0.73 us per row of 1000, same values). LANES logits at a
  * time (the last block padded); per-lane sums in float over FLUSH_BD blocks, then in double. */
 /* (float) chain[pos[0 .. LANES)], the chains' gradient terms of LANES consecutive columns (pos:
- * their places in the order), by two 8-wide gathers where the build has AVX-512. */
+ * their places in the order), by scalar loads (on AMD Zen 4, two 8-wide AVX-512 gathers made the
+ * whole kernel 5% slower). */
 INLINE vec_f32 gather_chain(const double *chain, const int32_t *pos) {
     vec_f32 out;
-#ifdef __AVX512F__
-    const __m256i low = _mm256_loadu_si256((const __m256i *)pos), high = _mm256_loadu_si256((const __m256i *)(pos + 8));
-    const __m256 a = _mm512_cvtpd_ps(_mm512_i32gather_pd(low, chain, 8));
-    const __m256 b = _mm512_cvtpd_ps(_mm512_i32gather_pd(high, chain, 8));
-    memcpy(&out, &a, sizeof a);
-    memcpy((char *)&out + sizeof a, &b, sizeof b);
-#else
     for (int l = 0; l < LANES; ++l) out[l] = (float)chain[pos[l]];
-#endif
     return out;
 }
 
@@ -694,7 +692,7 @@ static size_t layout(int64_t k, size_t t_size, size_t at[PARTS]) {
         mm * sizeof(uint64_t), mm * sizeof(uint64_t), (mm + 1) * sizeof(double), (LANES * mm + 1) * sizeof(double),
         LANES * mm * sizeof(double), LANES * mm * sizeof(double), mm * t_size, mm * sizeof(float),
         (mm + 2 * WINDOW + LANES) * sizeof(uint32_t), (mm + 1) * sizeof(int32_t), (mm + 1) * sizeof(int32_t),
-        (ORDER_BUCKETS(mm) + 2 * LANES) * sizeof(int32_t), LANES * (mm + 1) * sizeof(int32_t)};
+        2 * (ORDER_BUCKETS(mm) + 2 * LANES) * sizeof(int32_t), LANES * (mm + 1) * sizeof(int32_t)};
     size_t end = 0;
     for (int j = 0; j < PARTS; ++j) {
         at[j] = (end + 4095) / 4096 * 4096 + 192 * (size_t)j;
