@@ -20,7 +20,7 @@
  *     -((m - 1 - k) - 2 sum_n b_n Q_k^(n)) with Q_{m-1} = 0, Q_k^(n) = r_{k+1}^n (Q_{k+1}^(n) + 1):
  *       dS_i/ds_k = -(2k - m + 1) + 2 sum_n b_n (P_k^(n) - Q_k^(n)).
  *     A tie (u = 1) contributes 1 - 2 g(1) = 0 either way, so the order of tied logits does not
- *     matter; dS/dl_y = 0. The gradient goes back through the sort permutation.
+ *     matter; dS/dl_y = 0. The gradient goes back through the order's permutation.
  * Degrees (max error of the polynomials over their interval, coefficients rounded to double,
  * measured at 2001 points in 60-digit arithmetic): float32 d = 12 on u in [0, e^(1/8)] (the rows
  * are in bucket order, not sorted: below), log(1 + u) 2.2e-10, g 2.0e-9 (a pair's value is
@@ -39,8 +39,9 @@
  * and tanh(a / 2) = 1 - 2 g(e^-a) for every real a); the order only has to keep every u = e^-a
  * of a pair j < k inside the polynomials' interval. Float32 rows are put in bucket order
  * (order_f32: a counting sort into buckets at most 0.12 wide, a bucket's values left as they
- * come, so u < e^(1/8)): no comparison sort at all. Float64 rows, and float32 rows wider than
- * the buckets allow, are sorted (u <= 1), in O(m) for spread-out rows: counting sort into 2m equal-width buckets over [min, max];
+ * come, so u < e^(1/8), r_k <= e^(1/8) and P_k^(n) <= k e^(n/8)): no comparison sort at all.
+ * Float64 rows, and float32 rows wider than the buckets allow, are sorted (u <= 1), in O(m) for
+ * spread-out rows: counting sort into 2m equal-width buckets over [min, max];
  * when no bucket holds more than WINDOW + 1 values, an element's rank is its bucket-order position
  * corrected by the WINDOW neighbours on either side (branch-free: whatever lies further away is in
  * another bucket); otherwise insertion sort, after a qsort of any bucket of more than CROWDED
@@ -53,15 +54,16 @@
  * The recursions run LANES rows in lockstep (one SIMD lane per row; every row has the same m), so
  * each lane does the same operations and a row's result does not depend on its neighbours. The
  * sums over rows are taken in row order after the (OpenMP) loop over row groups: independent of
- * the thread count. BD in float32: exp by a polynomial (below), log(1 + e) = 2 atanh(e / (2 + e)) by its odd
- * series (7 terms, z <= 1/3: truncation below 2e-8 relative); float64: libm's exp and log1p.
+ * the thread count. BD in float32: exp by a polynomial (below), log(1 + e) = 2 atanh(e / (2 + e))
+ * by its odd series (7 terms, z <= 1/3: truncation below 2e-8 relative); float64: libm's exp and
+ * log1p.
  * A row with a non-finite logit gets NaN sums and NaN gradients (as the pair formula gives).
  * Returns 0, 1 if a label is out of range, 2 if memory ran out.
  *
- * Where the time goes (B = 128, K = 1000, float32, one thread, perf samples with the helpers
- * kept out of line, of ~0.55 ms): the bucket order 28% (its scalar count and scatter passes
- * most of it), the recursions 27%, BD with the gather of the chains' gradient 20%, the exps of
- * the gaps 10%, the transpositions 4%. The whole cpc loss (CE included) is then ~4.7-4.8x the
+ * Where the time goes (B = 128, K = 1000, float32, one thread, each part taken out in turn, of
+ * ~0.53 ms): the recursions 28%, BD with the gather of the chains' gradient 20%, the exps of the
+ * gaps 16%, the transpositions 6%, the rest (the bucket order, mostly its scalar count and
+ * scatter passes; (a); CE) 30%. The whole cpc loss (CE included) is then ~4.7-4.8x the
  * cross-entropy alone (benchmarks/bench_losses.py, wall or --clock cpu, load ~3).
  */
 #include <math.h>

@@ -292,3 +292,13 @@ def test_backward_twice_and_scaled():
     (second,) = torch.autograd.grad(loss * 3.0, logits)
     assert torch.isfinite(first).all() and first.abs().max() > 0
     torch.testing.assert_close(second, 3.0 * first, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_whose_other_logits_are_all_equal(dtype):
+    """The float32 buckets span the label's logit too: other logits all equal with the label apart
+    (above, below) fill one bucket; a ramp 1e-3 apart, one or a few."""
+    x = torch.ones(3, 300, dtype=torch.float64)
+    x[0, 5], x[1, 7] = 5.0, -3.0
+    x[2] = torch.arange(300, dtype=torch.float64) * 1e-3
+    assert_matches(x, torch.tensor([5, 7, 299]), dtype)
