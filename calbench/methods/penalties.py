@@ -76,12 +76,13 @@ def cpc_loss(logits: torch.Tensor, targets: torch.Tensor, w_bd: float, w_be: flo
     BE = -(1/(N(K-1)(K-2))) sum_{j != k, both != y} 0.5 log sigmoid(l_j - l_k)   (0 when K < 3)
 
     BE has N K^2 pair terms, but their sum has an O(K log K) form per row (derivation in
-    `_NativePenalties`): sort the row, then the |a| part is a weighted sum of the sorted logits and
-    the log(1 + exp(-|a|)) part a polynomial in u = exp(-|a|) whose powers are prefix products.
-    On the CPU the C kernel (cpc_pairs.c) computes CE, BD, BE and the weighted gradient of their
-    sum in one pass (the cross-entropy from the same sorted row); elsewhere (CUDA, or no C
-    compiler) CE and BD go through autograd and BE through the exact blocked pair loop of
-    `_PairSum`. Both agree with the direct pair sum to float rounding (tests/methods/test_cpc_fast.py).
+    `_NativePenalties`): order the row (sorted, or for float32 only bucketed), then the |a| part is
+    a weighted sum of the ordered logits and the log(1 + exp(-|a|)) part a polynomial in
+    u = exp(-|a|) whose powers are prefix products. On the CPU the C kernel (cpc_pairs.c) computes
+    CE, BD, BE and the weighted gradient of their sum in one pass (the cross-entropy from the same
+    recursions); elsewhere (CUDA, or no C compiler) CE and BD go through autograd and BE through
+    the exact blocked pair loop of `_PairSum`. Both agree with the direct pair sum to float rounding
+    (tests/methods/test_cpc_fast.py).
     """
     logits = upcast(logits)
     n, k = logits.shape
