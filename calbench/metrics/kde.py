@@ -130,20 +130,32 @@ def _power_sums(L: int, size: int) -> np.ndarray:
 
 
 def _kernel_spectra(bw: np.ndarray, size: int, state: list) -> np.ndarray:
-    """(b, size // 2 + 1): the real DFT of each row's kernel centred at index 0 (comment above),
-    the rows' distinct L in increasing order (power sums: _sums_at)."""
+    """(b, size // 2 + 1): the real DFT of each row's kernel centred at index 0 (comment above):
+    for each distinct L of the rows in increasing order (power sums: _sums_at), its rows' four
+    weights times the four power sums."""
     support = 3.0 * bw
     a = (KDE_STEP / support) ** 2
     weights = (35.0 / 32.0 / support)[:, None] * KERNEL_COEF * a[:, None] ** np.arange(4)  # (b, 4)
     half = _half_widths(bw)
     out = np.empty((bw.size, size // 2 + 1))
     for target in np.unique(half):
-        rows = half == target
-        sums = _sums_at(int(target), size, state)
-        spectra = weights[rows, :1] * sums[0]  # four scaled rows, not a BLAS product (its threads spin on)
-        for q in range(1, 4):
-            spectra += weights[rows, q:q + 1] * sums[q]
-        out[rows] = spectra
+        rows = np.flatnonzero(half == target)
+        out[rows] = _small_product(weights[rows], _sums_at(int(target), size, state))
+    return out
+
+
+PRODUCT_SIZE = 200_000  # m n k of a matrix product OpenBLAS keeps on the calling thread (<= 4 * 65536)
+
+
+def _small_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b in column blocks small enough for OpenBLAS to run each on this thread: a threaded
+    product leaves its idle threads spinning for a while after it and doubles the CPU spent."""
+    step = max(1, PRODUCT_SIZE // (a.shape[0] * a.shape[1]))
+    if step >= b.shape[1]:
+        return a @ b
+    out = np.empty((a.shape[0], b.shape[1]))
+    for start in range(0, b.shape[1], step):
+        out[:, start:start + step] = a @ b[:, start:start + step]
     return out
 
 
