@@ -4,7 +4,11 @@ Bohdal et al. 2023).
 
 Both read only grid histograms of the samples: the point estimate builds them chunk by chunk from
 the packed (r, c) keys, a bootstrap block as one sparse product with the count weights, and the
-same smoothing code then serves both (a (1, points) or a (b, points) batch).
+same smoothing code then serves both (a (1, points) or a (b, points) batch). Everything is linear
+in the histograms, so a bootstrap block reads them only on the grid cells the samples occupy, and
+smooth_ece's smoothing-and-interpolation is applied as whichever of three equal linear forms is
+cheapest (_SmoothECE.plan): a product with the kernel's leading spectral bins, with the operator
+written out for the occupied cells, or the FFT convolution itself.
 """
 
 from __future__ import annotations
