@@ -34,7 +34,7 @@ import numpy as np
 from calbench.errors import InputError
 from calbench.metrics.calibration import adaptive_order
 from calbench.metrics.core import check_bins, evaluate, needs_of, resolve_keys
-from calbench.metrics.forked import run_forked
+from calbench.metrics.forked import Claims, run_forked
 from calbench.metrics.inputs import Prepared, prepare
 from calbench.metrics.registry import METRICS
 from calbench.metrics.sorted_rows import counts as sorted_counts, permute_rows
@@ -239,44 +239,39 @@ def _block_stats(resamplers, idx: np.ndarray) -> list[dict[str, np.ndarray]]:
     return [rs.stats_of_indices(idx) for rs in resamplers]
 
 
-def shares(first: int, stop: int, workers: int) -> list[range]:
-    """Blocks first .. stop - 1 in at most `workers` consecutive ranges whose sizes differ by at most
-    one, the longer ones first (the first is the parent's; a later one's worker also draws, unused,
-    the blocks before its own)."""
-    count = max(0, stop - first)
-    parts = max(1, min(workers, count))
-    size, extra = divmod(count, parts)
-    out, start = [], first
-    for part in range(parts):
-        end = start + size + (part < extra)
-        out.append(range(start, end))
-        start = end
-    return out
-
-
-def _share_stats(blocks, position: int, share: range, resamplers) -> list:
-    """The statistics of each block in `share`; `blocks` yields block `position` next (the blocks
-    before the share are drawn and dropped: the generator's stream cannot skip)."""
-    out = []
-    for j in range(position, share.stop):
+def _claimed_stats(blocks, position: int, count: int, take, resamplers) -> list[tuple[int, list]]:
+    """(j, statistics) of each block j this process claims: take() hands out every block number once
+    across the processes, each process's in increasing order, so a process never needs a block its
+    generator has passed. `blocks` yields block `position` next; the blocks others claimed are drawn
+    and dropped (the generator's stream cannot skip)."""
+    out, want = [], take()
+    for j in range(position, count):
+        if want >= count:
+            break
         idx = next(blocks)
-        if j >= share.start:
-            out.append(_block_stats(resamplers, idx))
+        if j == want:
+            out.append((j, _block_stats(resamplers, idx)))
+            want = take()
     return out
 
 
 def _samples(resamplers, n: int, B: int, seed: int, workers: int = 1) -> list[dict[str, np.ndarray]]:
     """Every key's (B,) bootstrap samples of each resampler. Block 0 runs here first: it builds the
     structures every block reuses (stats.cache), so that with workers > 1 the processes forked after
-    it (forked.py) share them instead of each building its own. Each block's statistics depend only
-    on its indices, so the samples are the same whatever the worker count (tested)."""
+    it (forked.py) share them instead of each building its own. The other blocks are claimed one at
+    a time by whichever process is free (a process that gets less CPU on a loaded machine takes
+    fewer). Each block's statistics depend only on its indices, so the samples are the same
+    whatever the worker count and whoever computed which block (tested)."""
     blocks = _index_blocks(n, B, seed)
-    per_block = [_block_stats(resamplers, next(blocks))]
-    tasks = [functools.partial(_share_stats, blocks, 1, share, resamplers)
-             for share in shares(1, len(block_sizes(n, B)), workers)]
+    per_block = {0: _block_stats(resamplers, next(blocks))}
+    count = len(block_sizes(n, B))
+    processes = max(1, min(workers, count - 1))
+    take = Claims(1, shared=processes > 1)
+    tasks = [functools.partial(_claimed_stats, blocks, 1, count, take, resamplers) for _ in range(processes)]
     for part in run_forked(tasks):
-        per_block.extend(part)
-    return [{k: np.concatenate([block[r][k] for block in per_block]) for k in per_block[0][r]}
+        per_block.update(part)
+    ordered = [per_block[j] for j in range(count)]
+    return [{k: np.concatenate([block[r][k] for block in ordered]) for k in ordered[0][r]}
             for r in range(len(resamplers))]
 
 

@@ -5,6 +5,8 @@ every structure the first bootstrap block built are shared, not rebuilt or sent.
 than threads because the blocks' Python-level work holds the GIL (two threads ran the 50,000 x 200
 bootstrap 1.3-1.4x faster than one, two processes 1.6-1.9x, same CPU time). Each child runs one
 task and sends its (pickled) result through a pipe; the parent runs the first task meanwhile.
+Claims hands out work items one at a time across the processes, so that a process that gets less
+CPU (a loaded machine) takes fewer of them.
 
 Threads: while children run, every OpenMP / BLAS pool of the process is limited to one thread
 (threadpoolctl, which scikit-learn requires): N processes then use N cores, and a child never
@@ -38,6 +40,29 @@ def can_fork() -> bool:
     except ImportError:
         return False
     return True
+
+
+class Claims:
+    """Numbers first, first + 1, ... each handed out once (take() / calling the instance) across this
+    process and the children forked after it was made: a lock-protected integer in shared memory
+    (shared=True, where fork exists), else a plain counter."""
+
+    def __init__(self, first: int, shared: bool = False):
+        self._next = first
+        self._shared = None
+        if shared and can_fork():
+            import multiprocessing
+
+            self._shared = multiprocessing.get_context("fork").Value("q", first)
+
+    def __call__(self) -> int:
+        if self._shared is None:
+            self._next += 1
+            return self._next - 1
+        with self._shared.get_lock():
+            taken = self._shared.value
+            self._shared.value = taken + 1
+        return taken
 
 
 def run_forked(tasks: list) -> list:

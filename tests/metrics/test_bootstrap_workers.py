@@ -78,13 +78,18 @@ def test_paired_bootstrap_equals_the_serial_path(monkeypatch, forks):
         assert np.array_equal(parallel["samples"][key], serial["samples"][key]), key
 
 
-def test_shares_cover_every_block_once():
-    for first, stop, workers in [(1, 20, 2), (1, 14, 5), (1, 3, 8), (1, 1, 2), (0, 7, 3)]:
-        parts = bootstrap_module.shares(first, stop, workers)
-        assert [j for part in parts for j in part] == list(range(first, stop))
-        sizes = [len(part) for part in parts]
-        assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
-        assert len(parts) <= max(1, workers)
+def test_claims_hand_out_every_number_once_across_processes():
+    take = forked.Claims(1, shared=True)
+
+    def grab():
+        return [take() for _ in range(50)]
+
+    got = forked.run_forked([grab, grab, grab])
+    flat = sorted(v for part in got for v in part)
+    assert flat == list(range(1, 151))
+    assert all(part == sorted(part) for part in got)
+    local = forked.Claims(3)
+    assert [local(), local()] == [3, 4]
 
 
 def test_a_worker_error_is_raised_here_and_every_child_reaped():
