@@ -299,8 +299,8 @@ class _SmoothECE:
 
     def on_cells(self, what: str) -> tuple[np.ndarray, np.ndarray]:
         """The shared grid's cells where some sample puts a nonzero value ("resid": r - c, "one": 1)
-        and every row's histogram there, (b, cells): for count rows (A[cells] @ W^T)^T with A the
-        split_matrix (one sparse pass over the counts, no (b, G) histogram)."""
+        and every row's histogram there, (b, cells): for count rows (A @ W^T)[cells]^T with A the
+        split_matrix (one sparse pass over the counts; the cells found once per set)."""
         if what not in self.cell_hists:
             G = SMECE_SHARED_GRID
             if self.W is None:
@@ -309,8 +309,10 @@ class _SmoothECE:
                 self.cell_hists[what] = cells, h[:, cells]
             else:
                 A = split_matrix(self.stats, what, G)
-                cells = np.flatnonzero(np.asarray(abs(A).sum(axis=1)).ravel())
-                self.cell_hists[what] = cells, np.ascontiguousarray((A[cells] @ weighted(self.stats, self.W)["Wt"]).T)
+                cells = cached(self.stats, ("cells", what, G),  # once per set: A has 2n entries
+                               lambda: np.flatnonzero(np.asarray(abs(A).sum(axis=1)).ravel()))
+                H = np.asarray(A @ weighted(self.stats, self.W)["Wt"])[cells]
+                self.cell_hists[what] = cells, np.ascontiguousarray(H.T)
         return self.cell_hists[what]
 
     def occupied(self) -> tuple[np.ndarray, np.ndarray]:
