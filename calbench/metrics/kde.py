@@ -100,9 +100,10 @@ def _entry_matrix(entries, c: np.ndarray):
 # i.e. the even polynomial 35 / (32 s) sum_q COEF_q a^q k^(2q) (q = 0..3, COEF = 1, -3, 3, -1).
 # Centred at index 0 of a circular array of length N, its DFT is real:
 #   K^(j) = 35 / (32 s) sum_q COEF_q a^q T_q(j; L),  T_q(j; L) = sum_{|k| <= L} k^(2q) cos(2 pi j k / N),
-# so a block needs the four power sums T_q (one real FFT each, at the block's smallest L) and, for
-# each larger L of its rows, T_q(L) = T_q(L - 1) + 2 L^(2q) cos(2 pi j L / N): four transforms per
-# block instead of one per row, and a real spectrum (the product with the data's is real x complex).
+# so the rows need the four power sums T_q at their L only: one real FFT each (_power_sums) at the
+# first L of a transform length, then T_q(L) = T_q(L - 1) + 2 L^(2q) cos(2 pi j L / N) for each
+# larger L, carried from block to block (the rows come in increasing bandwidth): a handful of
+# transforms per call instead of one per row, and a real spectrum (real x complex products).
 KERNEL_COEF = np.array([1.0, -3.0, 3.0, -1.0])
 KERNEL_POWERS = 2 * np.arange(4)
 
@@ -132,30 +133,31 @@ def _power_sums(L: int, size: int) -> np.ndarray:
 def _kernel_spectra(bw: np.ndarray, size: int, state: list) -> np.ndarray:
     """(b, size // 2 + 1): the real DFT of each row's kernel centred at index 0 (comment above):
     for each distinct L of the rows in increasing order (power sums: _sums_at), its rows' four
-    weights times the four power sums."""
+    weights times the four power sums, written in place when the rows come sorted (as blocks do)."""
     support = 3.0 * bw
     a = (KDE_STEP / support) ** 2
     weights = (35.0 / 32.0 / support)[:, None] * KERNEL_COEF * a[:, None] ** np.arange(4)  # (b, 4)
     half = _half_widths(bw)
+    order = np.argsort(half, kind="stable")
+    levels, starts = np.unique(half[order], return_index=True)
+    ends = np.append(starts[1:], bw.size)
     out = np.empty((bw.size, size // 2 + 1))
-    for target in np.unique(half):
-        rows = np.flatnonzero(half == target)
-        out[rows] = _small_product(weights[rows], _sums_at(int(target), size, state))
+    for L, start, end in zip(levels.tolist(), starts.tolist(), ends.tolist()):
+        _small_product(weights[order[start:end]], _sums_at(L, size, state), out[start:end])
+    if np.any(order != np.arange(bw.size)):
+        out[order] = out.copy()
     return out
 
 
 PRODUCT_SIZE = 200_000  # m n k of a matrix product OpenBLAS keeps on the calling thread (<= 4 * 65536)
 
 
-def _small_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b in column blocks small enough for OpenBLAS to run each on this thread: a threaded
-    product leaves its idle threads spinning for a while after it and doubles the CPU spent."""
+def _small_product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a @ b in column blocks small enough for OpenBLAS to run each on this thread: a
+    threaded product leaves its idle threads spinning for a while after it and doubles the CPU."""
     step = max(1, PRODUCT_SIZE // (a.shape[0] * a.shape[1]))
-    if step >= b.shape[1]:
-        return a @ b
-    out = np.empty((a.shape[0], b.shape[1]))
     for start in range(0, b.shape[1], step):
-        out[:, start:start + step] = a @ b[:, start:start + step]
+        np.matmul(a, b[:, start:start + step], out=out[:, start:start + step])
     return out
 
 
@@ -178,14 +180,15 @@ INCREMENTS_AT_MOST = 4  # an increment costs about a quarter of _power_sums' fou
 def _power_increment(L: int, size: int) -> np.ndarray:
     """(4, size // 2 + 1): T_q(j; L) - T_q(j; L - 1) = 2 L^(2q) cos(2 pi j L / N), the cosines
     looked up at (j L mod N) in a table of cos(2 pi t / N)."""
-    freq = np.arange(size // 2 + 1)
-    return (2.0 * float(L) ** KERNEL_POWERS)[:, None] * _cosines(size)[freq * L % size]
+    table, freq = _cosines(size)
+    return (2.0 * float(L) ** KERNEL_POWERS)[:, None] * table[freq * L % size]
 
 
 @functools.lru_cache(maxsize=64)
-def _cosines(size: int) -> np.ndarray:
-    """cos(2 pi t / size) for t = 0 .. size - 1 (one table per transform length)."""
-    return np.cos((2 * np.pi / size) * np.arange(size))
+def _cosines(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos(2 pi t / size) for t = 0 .. size - 1 (one table per transform length) and the
+    frequencies 0 .. size // 2."""
+    return np.cos((2 * np.pi / size) * np.arange(size)), np.arange(size // 2 + 1)
 
 
 def _smooth(x: np.ndarray, spectra: np.ndarray, L: int, width: int, buffers: dict) -> np.ndarray:

@@ -34,6 +34,7 @@ BANDWIDTHS = {
     "narrower than a step": [1e-5, 3e-5, 0.002],
     "a block of near bandwidths": list(np.linspace(0.0300, 0.0312, 16)),
     "wide range": [0.004, 0.0041, 0.02, 0.0203, 0.05],
+    "sixteen rows of one L": list(np.linspace(0.03, 0.030001, 16)),  # a product in column blocks
 }
 
 
