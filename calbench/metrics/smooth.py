@@ -192,11 +192,16 @@ class _Bandwidth:
         G, c, span = self.points, self.points // 2, 2 * (self.points - 1)
         padded = np.zeros(2 * span + G)  # ker_i at i + span; zero outside klo..khi (g + c - p >= c - span)
         padded[self.klo + span: self.klo + span + self.ker.size] = self.ker
-        at0, at1 = self.inds + c + span, self.inds + 1 + c + span
+        at0 = self.inds + c + span
         out = np.zeros((cells.size, self.T))
-        for p, valid in ((cells, cells >= 0), (-cells, cells > 0), (span - cells, cells < G - 1)):
-            p, keep = p[:, None], valid[:, None]
-            out += keep * ((1.0 - self.res) * padded[at0 - p] + self.res * padded[at1 - p])
+        nowhere = c + span  # an image there reads zeros only (indices inds_t, inds_t + 1 < klo + span)
+        for p in (cells, np.where(cells > 0, -cells, nowhere), np.where(cells < G - 1, span - cells, nowhere)):
+            i = at0 - p[:, None]
+            lo, hi = padded[i], padded[i + 1]
+            hi -= lo
+            hi *= self.res  # (1 - res) lo + res hi, as lo + res (hi - lo)
+            lo += hi
+            out += lo
         return out
 
 
