@@ -32,6 +32,7 @@ KDE_GRID = np.linspace(-0.6, 1.6, 2 ** 14)
 KDE_STEP = KDE_GRID[1] - KDE_GRID[0]
 KDE_FLOOR = 1e-6
 ROWS_AT_ONCE = 16
+PASS_ELEMENTS = 1 << 24  # rows x 10 n of one pass of kde_ece_weighted (its temporaries: ~10 b n)
 ZERO_SPREAD = 1e-9
 
 
@@ -362,6 +363,10 @@ def kde_ece_weighted(r: np.ndarray, c: np.ndarray, W: np.ndarray, entries=None) 
     in blocks of similar bandwidth (a block's transforms are as long as its widest kernel needs);
     the histograms of all rows come from one product over the cells any block reads."""
     ent = entries if entries is not None else kde_entries(r)
+    rows_per_pass = max(ROWS_AT_ONCE, PASS_ELEMENTS // max(10 * r.size, 1))
+    if W.shape[0] > rows_per_pass:  # bounded temporaries: W's transpose and counts (b, C <= 4n, 2)
+        return np.concatenate([kde_ece_weighted(r, c, W[i:i + rows_per_pass], ent)
+                               for i in range(0, W.shape[0], rows_per_pass)])
     n, n_c, bw, s_all = _moments(W, r, c)
     point = s_all <= ZERO_SPREAD  # one confidence value: a point mass at it
     spare = bw[~point].min() if not point.all() else 0.01  # any kernel for them: not read

@@ -171,3 +171,20 @@ def test_quickstart_sized_bootstrap_equals_the_full_grid_reference():
     got = kde.kde_ece_weighted(r, c, W)
     want = np.array([_kde_reference_row(r, c, w) for w in W])
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+
+
+def test_rows_in_several_passes_equal_one_pass(monkeypatch):
+    """Many samples x many rows go in passes of bounded temporaries; each row's value is its own."""
+    logits, labels = synth(300, 10, 6)
+    p = softmax(logits)
+    r, c = p.max(1), (p.argmax(1) == labels).astype(float)
+    W = np.random.default_rng(2).multinomial(r.size, np.full(r.size, 1 / r.size), size=40).astype(float)
+    whole = kde.kde_ece_weighted(r, c, W)
+    monkeypatch.setattr(kde, "PASS_ELEMENTS", 10 * r.size * 17)  # passes of 17 rows (> one block)
+    parts = kde.kde_ece_weighted(r, c, W)
+    np.testing.assert_allclose(parts, whole, rtol=1e-13, atol=0)
+    calls = []
+    original = kde._moments
+    monkeypatch.setattr(kde, "_moments", lambda W_, r_, c_: calls.append(W_.shape[0]) or original(W_, r_, c_))
+    kde.kde_ece_weighted(r, c, W)
+    assert calls == [17, 17, 6]
