@@ -214,7 +214,7 @@ def calibrated_predictions(arrays: dict, pred: str, posthoc: str | None, fit_on:
                    "to fit --posthoc on.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes sharing the bootstrap's resamples, one thread each [default: this machine's "
-                   "cores]; the numbers do not depend on it.")
+                   "cores that other processes are not running on]; the numbers do not depend on it.")
 def evaluate(pred: str, as_json: bool, bins: int, B: int, level: float, seed: int, ignore_index: int | None,
              interval: str | None = None, metrics: str | None = None, posthoc: str | None = None,
              fit_on: str | None = None, workers: int | None = None) -> None:
@@ -226,7 +226,7 @@ def evaluate(pred: str, as_json: bool, bins: int, B: int, level: float, seed: in
     from calbench.commands.report import parse_metrics, resolve_interval
     from calbench.metrics import bootstrap_metrics, compute_metrics
     from calbench.metrics.conventions import metric_conventions
-    from calbench.metrics.forked import available_cores
+    from calbench.metrics.forked import idle_cores
 
     interval = resolve_interval(interval)
     keys = parse_metrics(metrics) if metrics else None
@@ -238,7 +238,7 @@ def evaluate(pred: str, as_json: bool, bins: int, B: int, level: float, seed: in
         if B:
             res = bootstrap_metrics(arrays.pop("labels"), **arrays, B=B, seed=seed, ci=level, bins=bins,
                                     ignore_index=ignore_index, interval=interval, keys=keys,
-                                    workers=workers or available_cores())
+                                    workers=workers or idle_cores())
             point, ci = res["point"], res["ci"]
         else:
             point, ci = compute_metrics(arrays.pop("labels"), **arrays, bins=bins, ignore_index=ignore_index,

@@ -21,6 +21,7 @@ import os
 import pickle
 import signal
 import sys
+import time
 import warnings
 
 
@@ -30,6 +31,28 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+LOADAVG = "/proc/loadavg"
+
+
+def idle_cores(reads: int = 5, interval: float = 0.01) -> int:
+    """available_cores() less the other processes runnable now, at least 1: on a machine whose
+    cores other jobs hold, a second worker only adds its first-touch page faults (50,000 x 200,
+    B = 1000 at load 2.8 on 2 cores: 7.5 s with 2 workers, 5.1 s with 1; 3.4 s vs 4.8 s when idle).
+    The kernel's runnable count (LOADAVG's fourth field, this process included) is instantaneous:
+    the median of a few reads `interval` seconds apart. available_cores() where it cannot be read."""
+    cores, counts = available_cores(), []
+    try:
+        for i in range(reads):
+            with open(LOADAVG) as f:
+                counts.append(int(f.read().split()[3].split("/")[0]))
+            if i + 1 < reads:
+                time.sleep(interval)
+    except (OSError, ValueError, IndexError):
+        return cores
+    others = sorted(counts)[len(counts) // 2] - 1
+    return max(1, min(cores, cores - others))
 
 
 def can_fork() -> bool:

@@ -168,3 +168,15 @@ def test_evaluate_limits_the_openmp_loaded_after_it_to_one_thread(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "threads [1]", out.stdout
+
+
+@pytest.mark.parametrize("runnable, cores, want", [("1/99", 2, 2), ("2/99", 2, 1), ("3/99", 2, 1),
+                                                   ("3/120", 8, 6), ("1/5", 1, 1)])
+def test_idle_cores_leaves_out_the_cores_other_processes_run_on(tmp_path, monkeypatch, runnable, cores, want):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text(f"2.10 1.90 1.70 {runnable} 12345\n")
+    monkeypatch.setattr(forked, "LOADAVG", str(loadavg))
+    monkeypatch.setattr(forked, "available_cores", lambda: cores)
+    assert forked.idle_cores(reads=3, interval=0.0) == want
+    monkeypatch.setattr(forked, "LOADAVG", str(tmp_path / "missing"))
+    assert forked.idle_cores() == cores
