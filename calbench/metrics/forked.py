@@ -66,7 +66,7 @@ def can_fork() -> bool:
 
 
 class Claims:
-    """Numbers first, first + 1, ... each handed out once (take() / calling the instance) across this
+    """Numbers first, first + 1, ..., one per call of the instance, each handed out once across this
     process and the children forked after it was made: a lock-protected integer in shared memory
     (shared=True, where fork exists), else a plain counter."""
 
