@@ -140,12 +140,23 @@ def tace_of(orders: ClassOrders, W: np.ndarray | None, bins: int) -> np.ndarray:
     return numpy_tace(orders, W, bins)
 
 
+def unit_gap_sum(gap: np.ndarray, bins: int) -> np.ndarray:
+    """class_gap_sum(np.ones((1, m)), gap, bins), bit for bit, without its search: with every count
+    1 the cumulative counts are 1..m, so a group ending at position e ends after entry e - 1 with
+    nothing to split off (an empty group ends at 0, where the prefix is 0). The point estimate."""
+    m = gap.size
+    if m == 0:
+        return np.zeros(1)
+    ends = group_ends(np.array([float(m)]), bins).astype(np.int64)[0]
+    prefix = np.concatenate([[0.0], np.cumsum(gap)])[ends]
+    return np.array([np.abs(np.diff(prefix, prepend=0.0)).sum() / max(float(m), 1.0)])
+
+
 def numpy_tace(orders: ClassOrders, W: np.ndarray | None, bins: int) -> np.ndarray:
-    """tace_of by NumPy: class_gap_sum of each class's gathered counts."""
+    """tace_of by NumPy: class_gap_sum of each class's gathered counts (unit_gap_sum for W None)."""
     total = np.zeros(1 if W is None else W.shape[0])
     for idx, gap in orders.classes():
-        Wk = np.ones((1, gap.size)) if W is None else np.take(W, idx, axis=1)
-        total += class_gap_sum(Wk, gap, bins)
+        total += unit_gap_sum(gap, bins) if W is None else class_gap_sum(np.take(W, idx, axis=1), gap, bins)
     return total / orders.gap.shape[0]
 
 

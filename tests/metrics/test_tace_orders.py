@@ -36,3 +36,15 @@ def test_chunked_orders_equal_the_whole_argsort(monkeypatch, per_chunk, indices)
     np.testing.assert_array_equal(fast.start, slow.start)
     W = np.random.default_rng(0).poisson(1.0, (20, 300)).astype(np.float64) if indices else None
     np.testing.assert_array_equal(cw.tace_of(fast, W, 15), cw.tace_of(slow, W, 15))
+
+
+@pytest.mark.parametrize("m", [0, 1, 2, 7, 14, 15, 16, 44, 301])
+@pytest.mark.parametrize("bins", [1, 3, 15])
+def test_unit_gap_sum_is_class_gap_sum_with_unit_counts_bit_for_bit(m, bins):
+    rng = np.random.default_rng(m * 31 + bins)
+    gap = (rng.random(m) < 0.3) - rng.random(m) * 0.4
+    gap[: m // 3] = np.round(gap[: m // 3], 1)  # repeated values
+    want = cw.class_gap_sum(np.ones((1, m)), gap, bins)
+    got = cw.unit_gap_sum(gap, bins)
+    assert got.shape == want.shape == (1,)
+    assert got.tobytes() == want.tobytes()
