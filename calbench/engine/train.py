@@ -107,9 +107,23 @@ def _finish(parts: RunParts, val) -> RunOutput:
                    "val_logits": val[0].numpy().astype(np.float32),
                    "val_labels": val[1].numpy().astype(np.int64)}
     if parts.train_class_counts is not None:
-        predictions["train_class_counts"] = parts.train_class_counts.numpy().astype(np.int64)
+        predictions |= long_tail_arrays(spec.dataset, parts.train_class_counts.numpy().astype(np.int64))
     return RunOutput(metrics=metrics, temperature=temperature, history=parts.history,
                      epochs_done=parts.cfg.epochs, predictions=predictions, splits=parts.splits, extra=extra)
+
+
+def long_tail_arrays(dataset: str, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """The train class counts and the dataset's shot thresholds resolved on them, (few_below,
+    many_above) as in calbench.metrics.longtail.shot_thresholds_of (digits-lt's terciles become
+    numbers), saved beside the predictions so that a report reads the long-tail groups from the
+    store alone: looking the thresholds up in the dataset registry imports torch (~1.5 s in every
+    report worker process)."""
+    from calbench.data import DATASETS
+    from calbench.metrics.longtail import shot_thresholds_of
+
+    rule = DATASETS.entry(dataset).meta.get("shot_thresholds") if dataset in DATASETS else None
+    return {"train_class_counts": counts,
+            "train_shot_thresholds": np.asarray(shot_thresholds_of(counts, rule), dtype=np.float64)}
 
 
 def train_run(spec: RunSpec, run_dir: str | Path, device: str = "cpu", dist=None,

@@ -24,15 +24,18 @@ from calbench.report.tidy import PosthocSpec, Results, Run, load_predictions
 def long_tail_options(pred: dict, keys) -> dict:
     """{"class_counts", "shot_thresholds"} for the metrics' long-tail keys when the prediction carries
     its run's train class counts (calbench.report.tidy.long_tail_inputs), else {}. The thresholds are
-    the dataset's own (its registry entry's `shot_thresholds`: digits-lt uses "terciles"; None: OLTR's
-    >100 / 20-100 / <20), looked up only when a requested key needs the shot groups, since that reads
-    the dataset registry (and imports torch)."""
+    the ones the run saved (calbench.report.tidy.long_tail_inputs) or, for a store written before
+    they were saved, the dataset's own (its registry entry's `shot_thresholds`: digits-lt uses
+    "terciles"; None: OLTR's >100 / 20-100 / <20), looked up only when a requested key needs the shot
+    groups, since that reads the dataset registry (and imports torch)."""
     if "class_counts" not in pred:
         return {}
     from calbench.metrics import METRICS
 
     if not any("shots" in METRICS.get(k).needs for k in keys if k in METRICS):
         return {}
+    if "shot_thresholds" in pred:
+        return {"class_counts": pred["class_counts"], "shot_thresholds": pred["shot_thresholds"]}
     return {"class_counts": pred["class_counts"], "shot_thresholds": dataset_shot_thresholds(pred.get("dataset"))}
 
 

@@ -373,16 +373,21 @@ def load_predictions(run: Run, split: str = "test", posthoc: "str | PosthocSpec 
 
 
 def long_tail_inputs(run: Run) -> dict:
-    """{"class_counts", "dataset"} for the long-tail metrics (docs/metrics.md) when the run saved its
-    train class counts beside its predictions (`train_class_counts`), else {}. The dataset name lets
-    calbench.report.intervals.long_tail_options find the dataset's shot thresholds."""
+    """{"class_counts", "shot_thresholds"} for the long-tail metrics (docs/metrics.md) when the run
+    saved its train class counts beside its predictions (`train_class_counts`), else {}. The
+    thresholds are the (few_below, many_above) the run saved (`train_shot_thresholds`); a store
+    written before they were saved gives the dataset name instead, and
+    calbench.report.intervals.long_tail_options looks the dataset's rule up in its registry."""
     try:
         with np.load(run.run_dir / PREDICTIONS, allow_pickle=False) as data:
             if "train_class_counts" not in data.files:
                 return {}
             counts = np.asarray(data["train_class_counts"])
+            saved = np.asarray(data["train_shot_thresholds"]) if "train_shot_thresholds" in data.files else None
     except _ARCHIVE_ERRORS:
         return {}   # read_predictions above has checked the file; a damaged extra array only drops these
+    if saved is not None and saved.shape == (2,) and np.isfinite(saved).all():
+        return {"class_counts": counts, "shot_thresholds": (float(saved[0]), float(saved[1]))}
     return {"class_counts": counts, "dataset": run.dataset}
 
 

@@ -83,3 +83,32 @@ def test_runs_without_saved_counts_are_one_line(tmp_path):
     res = CliRunner().invoke(cli, ["report", "--results", str(store), "--metrics", "acc-few", "--bootstrap", "0"])
     assert res.exit_code == 2
     assert "train class counts" in res.output and "Traceback" not in res.output
+
+
+def test_a_run_saves_its_resolved_thresholds_and_the_report_uses_them(tmp_path):
+    """digits-lt's terciles, resolved on the run's own counts at train time, are what the report
+    reads; a saved pair that differs from the registry's rule wins (the store is the record)."""
+    from calbench.commands.report import make_report
+    from calbench.engine.train import long_tail_arrays
+
+    saved = long_tail_arrays("digits-lt", COUNTS)
+    lo, hi = np.quantile(COUNTS.astype(np.float64), [1 / 3, 2 / 3])
+    assert saved["train_shot_thresholds"].tolist() == [lo, hi]
+    assert long_tail_arrays("digits", COUNTS)["train_shot_thresholds"].tolist() == [20.0, 100.0]
+    store = make_store(tmp_path, datasets=(("digits-lt", "mlp"),), seeds=(0,), n=300)
+    odd = (130.0, 210.0)  # neither OLTR's nor the terciles of COUNTS
+    for path in store.glob("*/*/predictions.npz"):
+        with np.load(path) as data:
+            arrays = dict(data)
+        np.savez(path, **arrays, train_class_counts=COUNTS, train_shot_thresholds=np.array(odd))
+    table, results = make_report(store, keys=LONG_TAIL, B=0, on_warning=lambda m: None)
+    run = results.done[0]
+    with np.load(run.run_dir / "predictions.npz") as data:
+        expect = compute_metrics(data["test_labels"], logits=data["test_logits"], keys=LONG_TAIL,
+                                 class_counts=COUNTS, shot_thresholds=odd)
+        terciles = compute_metrics(data["test_labels"], logits=data["test_logits"], keys=LONG_TAIL,
+                                   class_counts=COUNTS, shot_thresholds="terciles")
+    point = table.cells[(run.method_label, ("digits-lt", "mlp"))].estimate.point
+    assert any(expect[k] != pytest.approx(terciles[k], nan_ok=True) for k in LONG_TAIL)
+    for key in LONG_TAIL:
+        assert point[key] == pytest.approx(expect[key], abs=1e-12, nan_ok=True), key

@@ -54,6 +54,8 @@ def test_run_directory_contents(tmp_path):
     train_labels = np.bincount(_digits_train_labels(spec), minlength=10)
     assert preds["train_class_counts"].sum() == len(splits["train"])
     assert np.array_equal(preds["train_class_counts"], train_labels)
+    # digits follows OLTR's thresholds (few < 20, many > 100): saved as numbers beside the counts
+    assert preds["train_shot_thresholds"].tolist() == [20.0, 100.0]
     assert not (d / "checkpoint.pt").exists()
     assert (d / "config.json").exists() and (d / "splits.npz").exists()
     # every number traces back to the saved predictions
