@@ -40,19 +40,40 @@ def idle_cores(reads: int = 5, interval: float = 0.01) -> int:
     """available_cores() less the other processes runnable now, at least 1: on a machine whose
     cores other jobs hold, a second worker only adds its first-touch page faults (50,000 x 200,
     B = 1000 at load 2.8 on 2 cores: 7.5 s with 2 workers, 5.1 s with 1; 3.4 s vs 4.8 s when idle).
-    The kernel's runnable count (LOADAVG's fourth field, this process included) is instantaneous:
-    the median of a few reads `interval` seconds apart. available_cores() where it cannot be read."""
+    The kernel's runnable count (LOADAVG's fourth field) is instantaneous and counts threads, this
+    process's own too (OpenBLAS's threads spin for a while after numpy loads: counted as others,
+    they made an idle 2-core machine look busy), so each read subtracts this process's runnable
+    threads; the median of a few reads `interval` seconds apart. available_cores() where the
+    count cannot be read."""
     cores, counts = available_cores(), []
     try:
         for i in range(reads):
             with open(LOADAVG) as f:
-                counts.append(int(f.read().split()[3].split("/")[0]))
+                runnable = int(f.read().split()[3].split("/")[0])
+            counts.append(runnable - own_runnable_threads())
             if i + 1 < reads:
                 time.sleep(interval)
     except (OSError, ValueError, IndexError):
         return cores
-    others = sorted(counts)[len(counts) // 2] - 1
+    others = sorted(counts)[len(counts) // 2]
     return max(1, min(cores, cores - others))
+
+
+def own_runnable_threads(tasks: str = "/proc/self/task") -> int:
+    """This process's threads in state R (running or runnable), at least 1 (the caller); 1 where
+    /proc cannot be read."""
+    running = 0
+    try:
+        for tid in os.listdir(tasks):
+            try:
+                with open(os.path.join(tasks, tid, "stat")) as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue   # a thread that ended meanwhile
+            running += state == "R"
+    except OSError:
+        return 1
+    return max(1, running)
 
 
 def can_fork() -> bool:

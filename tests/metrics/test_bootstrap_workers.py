@@ -177,6 +177,20 @@ def test_idle_cores_leaves_out_the_cores_other_processes_run_on(tmp_path, monkey
     loadavg.write_text(f"2.10 1.90 1.70 {runnable} 12345\n")
     monkeypatch.setattr(forked, "LOADAVG", str(loadavg))
     monkeypatch.setattr(forked, "available_cores", lambda: cores)
+    monkeypatch.setattr(forked, "own_runnable_threads", lambda: 1)
     assert forked.idle_cores(reads=3, interval=0.0) == want
+    # this process's own runnable threads (say OpenBLAS's, spinning) are not other processes
+    monkeypatch.setattr(forked, "own_runnable_threads", lambda: 2)
+    others = int(runnable.split("/")[0]) - 2
+    assert forked.idle_cores(reads=3, interval=0.0) == max(1, min(cores, cores - others))
     monkeypatch.setattr(forked, "LOADAVG", str(tmp_path / "missing"))
     assert forked.idle_cores() == cores
+
+
+def test_own_runnable_threads_reads_the_thread_states(tmp_path):
+    for tid, state in ((11, "R"), (12, "S"), (13, "R"), (14, "D")):
+        (tmp_path / str(tid)).mkdir()
+        (tmp_path / str(tid) / "stat").write_text(f"{tid} (python (x) y) {state} 1 2 3\n")
+    assert forked.own_runnable_threads(str(tmp_path)) == 2
+    assert forked.own_runnable_threads(str(tmp_path / "missing")) == 1
+    assert forked.own_runnable_threads() >= 1   # the real /proc: this thread is running
